@@ -1,0 +1,4 @@
+//! The `troupe` command line (stub).
+pub fn main() -> std::process::ExitCode {
+    std::process::ExitCode::SUCCESS
+}

@@ -1,0 +1,2 @@
+//! The planner (stub).
+pub mod live;

@@ -1,0 +1,66 @@
+//! Rooms: the record Troupe keeps of every room, the status machine, and the registry that holds
+//! them.
+//!
+//! Must always hold: a room's status only changes through [`status::transition`]; a room
+//! that is busy (`active`, `occupied`, `allocated`) is never chosen for removal by a rollout,
+//! scale-down or heal.
+
+pub mod registry;
+pub mod status;
+pub mod token;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::Protocol;
+pub use registry::Registry;
+pub use status::{PingStatus, RoomEvent, RoomStatus, TransitionError, transition};
+
+/// One port a room was given: the declared name and protocol, and the host port it listens on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomPort {
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+/// Everything Troupe knows about one room. Persisted, so a restarted controller re-adopts it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Room {
+    pub id: String,
+    pub scheduler: String,
+    /// Template version the room runs (see [`crate::spec::Scheduler::version`]).
+    pub version: String,
+    pub status: RoomStatus,
+    #[serde(default)]
+    pub running_matches: u32,
+    /// Address game clients connect to.
+    pub host: String,
+    pub ports: Vec<RoomPort>,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    /// Unix milliseconds of the last status change.
+    pub status_since: u64,
+    /// Unix milliseconds of the last ping, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ping: Option<u64>,
+    /// Why the room is in `error` (exit status, last log line, expired ping, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Free-form metadata the room sent with its pings.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub metadata: serde_json::Value,
+    /// The runtime's handle on the room (process id and start time locally, pod name on Kubernetes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_ref: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch, the time unit of every persisted record.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,2 @@
+//! Room registry (stub).
+pub struct Registry;

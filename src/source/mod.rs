@@ -1,0 +1,1 @@
+//! Sources of desired state (stub).

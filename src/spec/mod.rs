@@ -1,0 +1,370 @@
+//! Scheduler spec: the YAML a team commits, as typed data.
+//!
+//! Owns the shape of a scheduler document and the split between a scheduler's *template* (everything
+//! that shapes a room: a change needs a rollout) and its in-place settings (replicas, autoscaling,
+//! timeouts, forwarders). Must always hold: deserialising refuses unknown fields, and every value
+//! that reaches the planner has passed [`validate`]. Imports nothing from kube, axum or git2.
+
+mod affinity;
+pub mod load;
+mod units;
+pub mod validate;
+mod yaml_index;
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use affinity::*;
+pub use load::{Document, LoadError, Located, SourceFile, load_documents};
+pub use units::{Duration, Quantity, Surge};
+pub use validate::{Issue, validate_revision};
+
+/// One fleet of identical rooms, as declared in one YAML document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Scheduler {
+    /// DNS-1123 label, unique across the repository; also the namespace on Kubernetes.
+    pub name: String,
+    /// The game this fleet serves; allocation across schedulers picks by game.
+    pub game: String,
+    /// Number of rooms when autoscaling is off. Ignored (and not drift) when autoscaling is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms_replicas: Option<u32>,
+    /// Rollout surge: how many rooms above the target may exist while replacing rooms.
+    #[serde(default)]
+    pub max_surge: Surge,
+    /// Host ports handed to rooms, `start` inclusive, `end` exclusive.
+    pub port_range: PortRange,
+    #[serde(default)]
+    pub match_allocation: MatchAllocation,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// The room template: what every room of this scheduler runs.
+    pub spec: RoomSpec,
+    /// How the embedded local runtime starts a room (the image is ignored there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forwarders: Vec<Forwarder>,
+}
+
+/// Host port range handed to rooms (`end` exclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl PortRange {
+    /// Number of ports in the range; zero when it is upside down.
+    pub fn len(&self) -> u32 {
+        u32::from(self.end).saturating_sub(u32::from(self.start))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        port >= self.start && port < self.end
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MatchAllocation {
+    /// Matches one room can hold at once (at least 1).
+    pub max_matches: u32,
+}
+
+impl Default for MatchAllocation {
+    fn default() -> Self {
+        Self { max_matches: 1 }
+    }
+}
+
+/// Per-scheduler room timeouts; changing them applies in place, without replacing rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Timeouts {
+    /// How long a room may stay `pending` (created, not running).
+    #[serde(default = "Timeouts::default_pending")]
+    pub pending: Duration,
+    /// How long a running room may go without its first ready ping.
+    #[serde(default = "Timeouts::default_unready")]
+    pub unready: Duration,
+    /// How long a room may go without pinging before it is considered dead.
+    #[serde(default = "Timeouts::default_ping")]
+    pub ping: Duration,
+    /// How long a room may stay `terminating` before it is killed.
+    #[serde(default = "Timeouts::default_terminating")]
+    pub terminating: Duration,
+}
+
+impl Timeouts {
+    fn default_pending() -> Duration {
+        Duration::from_secs(120)
+    }
+    fn default_unready() -> Duration {
+        Duration::from_secs(120)
+    }
+    fn default_ping() -> Duration {
+        Duration::from_secs(60)
+    }
+    fn default_terminating() -> Duration {
+        Duration::from_secs(120)
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            pending: Self::default_pending(),
+            unready: Self::default_unready(),
+            ping: Self::default_ping(),
+            terminating: Self::default_terminating(),
+        }
+    }
+}
+
+/// The room template proper (the Kubernetes pod shape).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoomSpec {
+    /// Time between SIGTERM and SIGKILL when a room is stopped.
+    #[serde(default = "RoomSpec::default_grace")]
+    pub termination_grace_period: Duration,
+    pub containers: Vec<Container>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default)]
+    pub host_network: bool,
+}
+
+impl RoomSpec {
+    fn default_grace() -> Duration {
+        Duration::from_secs(30)
+    }
+
+    /// Every declared container port, in declaration order; each gets one host port.
+    pub fn ports(&self) -> impl Iterator<Item = &ContainerPort> {
+        self.containers.iter().flat_map(|c| c.ports.iter())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Container {
+    pub name: String,
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub requests: Resources,
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub limits: Resources,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvVar {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+}
+
+impl Resources {
+    pub fn is_empty(&self) -> bool {
+        self.cpu.is_none() && self.memory.is_none()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerPort {
+    /// Name the room sees in its environment (`TROUPE_PORT_<NAME>`).
+    pub name: String,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Container port; the host port is picked from the scheduler's `portRange`.
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Protocol {
+    #[default]
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "UDP")]
+    Udp,
+    #[serde(rename = "SCTP")]
+    Sctp,
+}
+
+/// How the local runtime starts a room: a command line run as a child process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalSpec {
+    /// Program and arguments. `troupe` as the program means this very binary.
+    pub command: Vec<String>,
+    /// Extra environment for the process, on top of the containers' `env` and Troupe's variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Autoscaling {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub min: u32,
+    /// Upper bound; `-1` means no ceiling.
+    pub max: i64,
+    /// Minimum time between two scale-downs.
+    #[serde(default = "Autoscaling::default_cooldown")]
+    pub cooldown: Duration,
+    pub policy: Policy,
+}
+
+impl Autoscaling {
+    fn default_cooldown() -> Duration {
+        Duration::from_secs(60)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Policy {
+    #[serde(rename = "type")]
+    pub kind: PolicyKind,
+    #[serde(default)]
+    pub parameters: PolicyParameters,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PolicyKind {
+    RoomOccupancy,
+    FixedBuffer,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyParameters {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_occupancy: Option<RoomOccupancy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_buffer: Option<FixedBuffer>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoomOccupancy {
+    /// Fraction of match slots to keep free, in (0, 1).
+    pub ready_target: f64,
+    /// Scale down only when the needed free slots over the actual free slots is at most this.
+    pub down_threshold: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FixedBuffer {
+    /// Free rooms to keep above occupied plus allocated ones.
+    pub amount: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Forwarder {
+    pub name: String,
+    pub url: String,
+    #[serde(default = "Forwarder::default_timeout")]
+    pub timeout: Duration,
+}
+
+impl Forwarder {
+    fn default_timeout() -> Duration {
+        Duration::from_millis(500)
+    }
+}
+
+/// Everything that shapes a room. Two schedulers with equal templates run identical rooms.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Template<'a> {
+    pub port_range: &'a PortRange,
+    pub labels: &'a BTreeMap<String, String>,
+    pub annotations: &'a BTreeMap<String, String>,
+    pub spec: &'a RoomSpec,
+    pub local: &'a Option<LocalSpec>,
+}
+
+impl Scheduler {
+    /// The part of the scheduler that shapes rooms; a change to it needs a rollout.
+    pub fn template(&self) -> Template<'_> {
+        Template {
+            port_range: &self.port_range,
+            labels: &self.labels,
+            annotations: &self.annotations,
+            spec: &self.spec,
+            local: &self.local,
+        }
+    }
+
+    /// Short content hash of the template: the scheduler's *version*. Deterministic, so a restarted
+    /// controller computes the same version for the same YAML.
+    pub fn version(&self) -> String {
+        let json = serde_json::to_vec(&self.template()).expect("template serialises");
+        let digest = Sha256::digest(&json);
+        hex::encode(&digest[..4])
+    }
+
+    /// Whether an autoscaler, not git, owns the room count.
+    pub fn autoscaled(&self) -> bool {
+        self.autoscaling.as_ref().is_some_and(|a| a.enabled)
+    }
+
+    /// Room count git asks for when autoscaling is off (`None` when autoscaled).
+    pub fn fixed_replicas(&self) -> Option<u32> {
+        if self.autoscaled() {
+            None
+        } else {
+            Some(self.rooms_replicas.unwrap_or(0))
+        }
+    }
+
+    /// The surge as a room count for a fleet of `target` rooms: never less than one.
+    pub fn surge_rooms(&self, target: u32) -> u32 {
+        self.max_surge.rooms(target)
+    }
+}

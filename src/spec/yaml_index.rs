@@ -1,0 +1,1 @@
+//! Path → position index of a YAML document. (stub)
