@@ -1,1 +1,4 @@
-//! demo_room (stub)
+//! TEMP stub
+#[derive(Debug, clap::Args)]
+pub struct DemoRoomArgs {}
+pub async fn run(_: DemoRoomArgs) -> anyhow::Result<()> { todo!() }

@@ -1,1 +1,98 @@
-//! metrics (stub)
+//! Prometheus metrics, prefixed `troupe_`, with units in their names.
+//!
+//! Counters are bumped where things happen; room gauges are filled from the registry at scrape
+//! time, so they can never drift from it.
+
+use prometheus::{Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Rooms per scheduler and status (filled at scrape time).
+    pub rooms: GaugeVec,
+    /// Rooms each scheduler should have.
+    pub rooms_desired: GaugeVec,
+    /// Finished operations by kind and outcome.
+    pub operations: IntCounterVec,
+    /// Operation durations by kind.
+    pub operation_seconds: HistogramVec,
+    /// Pings by outcome (`ok`, `refused`, `unauthorized`, `unknown`, `invalid`).
+    pub pings: IntCounterVec,
+    /// Revisions loaded by outcome (`ok`, `invalid`, `error`).
+    pub revisions: IntCounterVec,
+    /// 1 while the newest revision has errors and an older one keeps running.
+    pub revision_invalid: Gauge,
+    /// Runtime events dropped or failed, by kind.
+    pub runtime_events: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("troupe".into()), None).expect("valid prefix");
+        let rooms = GaugeVec::new(Opts::new("rooms", "Rooms by scheduler and status"), &["scheduler", "status"])
+            .expect("valid metric");
+        let rooms_desired =
+            GaugeVec::new(Opts::new("rooms_desired", "Rooms each scheduler should have"), &["scheduler"])
+                .expect("valid metric");
+        let operations = IntCounterVec::new(
+            Opts::new("operations_total", "Finished operations by kind and outcome"),
+            &["kind", "outcome"],
+        )
+        .expect("valid metric");
+        let operation_seconds = HistogramVec::new(
+            HistogramOpts::new("operation_duration_seconds", "Operation durations")
+                .buckets(vec![0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0]),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let pings = IntCounterVec::new(Opts::new("pings_total", "Room pings by outcome"), &["outcome"])
+            .expect("valid metric");
+        let revisions = IntCounterVec::new(Opts::new("revisions_total", "Revisions loaded by outcome"), &["outcome"])
+            .expect("valid metric");
+        let revision_invalid = Gauge::new(
+            "revision_invalid",
+            "1 while the newest revision has errors and the last good one keeps running",
+        )
+        .expect("valid metric");
+        let runtime_events = IntCounterVec::new(
+            Opts::new("runtime_events_total", "Room events reported by the runtime, by kind"),
+            &["kind"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(rooms.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rooms_desired.clone()),
+            Box::new(operations.clone()),
+            Box::new(operation_seconds.clone()),
+            Box::new(pings.clone()),
+            Box::new(revisions.clone()),
+            Box::new(revision_invalid.clone()),
+            Box::new(runtime_events.clone()),
+        ] {
+            registry.register(c).expect("metrics are registered once");
+        }
+        Self {
+            registry,
+            rooms,
+            rooms_desired,
+            operations,
+            operation_seconds,
+            pings,
+            revisions,
+            revision_invalid,
+            runtime_events,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,1 +1,490 @@
-//! ops (stub)
+//! Operations: units of work on one scheduler (create, update, rollout, scale, delete, heal),
+//! queued, run and remembered.
+//!
+//! Must always hold: operations of one scheduler run one at a time, in the order they were
+//! enqueued; different schedulers run in parallel. Every state change of an operation is
+//! journaled before it is visible, so a `kill -9` loses no history and an operation that was
+//! running is resumed (its executor works from live state, so running it again is safe).
+//! History is bounded: the oldest finished operations are forgotten past [`MAX_HISTORY`].
+
+pub mod converge;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::rooms::now_ms;
+use crate::spec::Scheduler;
+use crate::store::{Journal, StoreError};
+
+/// Finished operations kept in history (all schedulers together).
+pub const MAX_HISTORY: usize = 2_000;
+/// Events kept per operation; a long wait does not grow an operation without bound.
+pub const MAX_EVENTS: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OpKind {
+    Create,
+    Update,
+    Rollout,
+    Scale,
+    Delete,
+    Heal,
+}
+
+impl OpKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OpKind::Create => "create",
+            OpKind::Update => "update",
+            OpKind::Rollout => "rollout",
+            OpKind::Scale => "scale",
+            OpKind::Delete => "delete",
+            OpKind::Heal => "heal",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OpStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+impl OpStatus {
+    pub fn is_finished(&self) -> bool {
+        matches!(self, OpStatus::Succeeded | OpStatus::Failed | OpStatus::Canceled)
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OpStatus::Pending => "pending",
+            OpStatus::Running => "running",
+            OpStatus::Succeeded => "succeeded",
+            OpStatus::Failed => "failed",
+            OpStatus::Canceled => "canceled",
+        }
+    }
+}
+
+/// Why an operation exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum Cause {
+    /// A git revision (or directory state) asked for it.
+    Revision { revision: String },
+    /// Somebody asked through the CLI or API.
+    User { name: String },
+    /// The autoscaler changed the target.
+    Autoscaler { reason: String },
+    /// Rooms died or went missing and are replaced.
+    Health { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OpEvent {
+    /// Unix milliseconds.
+    pub at: u64,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Operation {
+    /// `op-` and a sequence number: sorting by id is sorting by enqueue order.
+    pub id: String,
+    pub scheduler: String,
+    pub kind: OpKind,
+    pub cause: Cause,
+    pub status: OpStatus,
+    pub created_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
+    /// The spec the operation applies (create, update, rollout, scale).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<Scheduler>,
+    /// Delete without waiting for busy rooms.
+    #[serde(default)]
+    pub force: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub events: Vec<OpEvent>,
+}
+
+/// How an operation ended, when not successfully.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    /// Somebody canceled it; it stopped at a consistent point.
+    #[error("canceled")]
+    Canceled,
+    /// It could not finish; the message says why (the room, its status, its last log line).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Errors of operation calls.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// No operation with that id.
+    #[error("operation {0} not found")]
+    NotFound(String),
+    /// The operation has finished already.
+    #[error("operation {id} is {status} and cannot be canceled")]
+    Finished { id: String, status: &'static str },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What runs an operation. Only the executor talks to a runtime.
+#[async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// Run `op` to completion; `ctx` carries cancellation and the event log. Must be safe to run
+    /// again after a crash: it works from live state, not from what a previous run did.
+    async fn execute(&self, op: &Operation, ctx: &OpContext) -> Result<String, OpError>;
+}
+
+/// What a running operation can see and say.
+pub struct OpContext {
+    pub cancel: CancellationToken,
+    ops: Arc<Operations>,
+    id: String,
+}
+
+impl OpContext {
+    /// Add an event to the operation's history (journaled).
+    pub fn event(&self, message: impl Into<String>) {
+        self.ops.add_event(&self.id, message.into());
+    }
+}
+
+/// Summary of how many operations there are per scheduler and status.
+pub type OpCounts = BTreeMap<String, BTreeMap<OpStatus, u32>>;
+
+struct Inner {
+    ops: BTreeMap<String, Operation>,
+    running: HashMap<String, (String, CancellationToken)>,
+    workers: HashSet<String>,
+    next: u64,
+}
+
+/// The operation queue and history.
+pub struct Operations {
+    inner: Mutex<Inner>,
+    journal: Mutex<Journal<Operation>>,
+    executor: OnceLock<Arc<dyn Executor>>,
+    changes: watch::Sender<u64>,
+    finished: tokio::sync::broadcast::Sender<Operation>,
+}
+
+impl Operations {
+    /// Open the history journaled at `path`. Operations that were running when the previous
+    /// process died are set back to pending; [`Operations::start`] resumes them.
+    pub fn open(path: impl AsRef<Path>) -> Result<Arc<Self>, StoreError> {
+        let (mut journal, mut ops) = Journal::<Operation>::open(path)?;
+        let now = now_ms();
+        for op in ops.values_mut() {
+            if op.status == OpStatus::Running {
+                op.status = OpStatus::Pending;
+                op.events.push(OpEvent { at: now, message: "controller restarted: resuming".into() });
+                journal.put(&op.id, op)?;
+            }
+        }
+        let next = ops.keys().filter_map(|id| id.strip_prefix("op-")?.parse::<u64>().ok()).max().unwrap_or(0) + 1;
+        Ok(Arc::new(Self {
+            inner: Mutex::new(Inner { ops, running: HashMap::new(), workers: HashSet::new(), next }),
+            journal: Mutex::new(journal),
+            executor: OnceLock::new(),
+            changes: watch::channel(0).0,
+            finished: tokio::sync::broadcast::channel(256).0,
+        }))
+    }
+
+    /// Set the executor and start workers for every scheduler with pending operations.
+    pub fn start(self: &Arc<Self>, executor: Arc<dyn Executor>) {
+        let _ = self.executor.set(executor);
+        let schedulers: HashSet<String> = self
+            .lock()
+            .ops
+            .values()
+            .filter(|o| o.status == OpStatus::Pending)
+            .map(|o| o.scheduler.clone())
+            .collect();
+        for s in schedulers {
+            self.ensure_worker(&s);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn persist(&self, op: &Operation) {
+        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = journal.put(&op.id, op) {
+            tracing::error!(op = %op.id, error = %e, "cannot journal operation");
+        }
+    }
+
+    fn notify(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Marked changed on every operation change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Every operation that finishes, as it finishes.
+    pub fn subscribe_finished(&self) -> tokio::sync::broadcast::Receiver<Operation> {
+        self.finished.subscribe()
+    }
+
+    /// Queue an operation; it runs after the scheduler's earlier ones.
+    pub fn enqueue(
+        self: &Arc<Self>,
+        scheduler: &str,
+        kind: OpKind,
+        cause: Cause,
+        spec: Option<Scheduler>,
+        force: bool,
+    ) -> Result<Operation, StoreError> {
+        let op = {
+            let mut inner = self.lock();
+            let id = format!("op-{:010}", inner.next);
+            let now = now_ms();
+            let op = Operation {
+                id: id.clone(),
+                scheduler: scheduler.to_string(),
+                kind,
+                cause,
+                status: OpStatus::Pending,
+                created_at: now,
+                started_at: None,
+                finished_at: None,
+                spec,
+                force,
+                error: None,
+                events: vec![],
+            };
+            self.journal.lock().unwrap_or_else(|p| p.into_inner()).put(&id, &op)?;
+            inner.next += 1;
+            inner.ops.insert(id, op.clone());
+            op
+        };
+        tracing::info!(scheduler, op = %op.id, kind = kind.as_str(), "operation queued");
+        self.notify();
+        self.ensure_worker(scheduler);
+        Ok(op)
+    }
+
+    pub fn get(&self, id: &str) -> Option<Operation> {
+        self.lock().ops.get(id).cloned()
+    }
+
+    /// Operations, newest first, optionally of one scheduler.
+    pub fn list(&self, scheduler: Option<&str>, limit: usize) -> Vec<Operation> {
+        self.lock()
+            .ops
+            .values()
+            .rev()
+            .filter(|o| scheduler.is_none_or(|s| o.scheduler == s))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Whether the scheduler has an operation pending or running.
+    pub fn busy(&self, scheduler: &str) -> bool {
+        let inner = self.lock();
+        inner.workers.contains(scheduler)
+            || inner.ops.values().any(|o| o.scheduler == scheduler && !o.status.is_finished())
+    }
+
+    /// The newest operation of a scheduler.
+    pub fn latest(&self, scheduler: &str) -> Option<Operation> {
+        self.lock().ops.values().rev().find(|o| o.scheduler == scheduler).cloned()
+    }
+
+    pub fn counts(&self) -> OpCounts {
+        let mut out: OpCounts = BTreeMap::new();
+        for op in self.lock().ops.values() {
+            *out.entry(op.scheduler.clone()).or_default().entry(op.status).or_default() += 1;
+        }
+        out
+    }
+
+    /// Cancel a pending or running operation. A running one stops at its next consistent point.
+    pub fn cancel(&self, id: &str, by: &str) -> Result<Operation, OpsError> {
+        let mut inner = self.lock();
+        let op = inner.ops.get_mut(id).ok_or_else(|| OpsError::NotFound(id.to_string()))?;
+        match op.status {
+            OpStatus::Pending => {
+                op.status = OpStatus::Canceled;
+                op.finished_at = Some(now_ms());
+                op.events.push(OpEvent { at: now_ms(), message: format!("canceled by {by} before it started") });
+                let op = op.clone();
+                drop(inner);
+                self.persist(&op);
+                self.notify();
+                let _ = self.finished.send(op.clone());
+                Ok(op)
+            }
+            OpStatus::Running => {
+                op.events.push(OpEvent { at: now_ms(), message: format!("cancel requested by {by}") });
+                let op = op.clone();
+                if let Some((_, token)) = inner.running.get(&op.scheduler).filter(|(rid, _)| rid == id) {
+                    token.cancel();
+                }
+                drop(inner);
+                self.persist(&op);
+                self.notify();
+                Ok(op)
+            }
+            s => Err(OpsError::Finished { id: id.to_string(), status: s.as_str() }),
+        }
+    }
+
+    fn add_event(&self, id: &str, message: String) {
+        let mut inner = self.lock();
+        let Some(op) = inner.ops.get_mut(id) else { return };
+        // Repeating the same wait message every step says nothing new.
+        if op.events.last().is_some_and(|e| e.message == message) {
+            return;
+        }
+        op.events.push(OpEvent { at: now_ms(), message });
+        if op.events.len() > MAX_EVENTS {
+            op.events.remove(1);
+        }
+        let op = op.clone();
+        drop(inner);
+        self.persist(&op);
+        self.notify();
+    }
+
+    fn ensure_worker(self: &Arc<Self>, scheduler: &str) {
+        if self.executor.get().is_none() {
+            return;
+        }
+        if !self.lock().workers.insert(scheduler.to_string()) {
+            return;
+        }
+        let this = Arc::clone(self);
+        let s = scheduler.to_string();
+        tokio::spawn(
+            async move { this.work(&s).await }.instrument(tracing::info_span!("worker", scheduler = %scheduler)),
+        );
+    }
+
+    /// Run the scheduler's pending operations one after the other, then exit.
+    async fn work(self: Arc<Self>, scheduler: &str) {
+        let Some(executor) = self.executor.get().cloned() else { return };
+        loop {
+            let next = {
+                let mut inner = self.lock();
+                let next = inner
+                    .ops
+                    .values_mut()
+                    .find(|o| o.scheduler == scheduler && o.status == OpStatus::Pending)
+                    .map(|op| {
+                        op.status = OpStatus::Running;
+                        op.started_at = Some(now_ms());
+                        op.clone()
+                    });
+                match &next {
+                    Some(op) => {
+                        inner.running.insert(scheduler.to_string(), (op.id.clone(), CancellationToken::new()));
+                    }
+                    None => {
+                        inner.workers.remove(scheduler);
+                    }
+                }
+                next
+            };
+            let Some(op) = next else { return };
+            self.persist(&op);
+            self.notify();
+            let cancel = self.lock().running.get(scheduler).map(|(_, t)| t.clone()).unwrap_or_default();
+            let ctx = OpContext { cancel, ops: Arc::clone(&self), id: op.id.clone() };
+            let span = tracing::info_span!("op", op = %op.id, kind = op.kind.as_str());
+            tracing::info!(parent: &span, "operation started");
+            let result = executor.execute(&op, &ctx).instrument(span.clone()).await;
+            self.finish(&op.id, result);
+            self.lock().running.remove(scheduler);
+        }
+    }
+
+    fn finish(&self, id: &str, result: Result<String, OpError>) {
+        let mut inner = self.lock();
+        let Some(op) = inner.ops.get_mut(id) else { return };
+        let now = now_ms();
+        op.finished_at = Some(now);
+        match result {
+            Ok(summary) => {
+                op.status = OpStatus::Succeeded;
+                op.events.push(OpEvent { at: now, message: summary });
+            }
+            Err(OpError::Canceled) => {
+                op.status = OpStatus::Canceled;
+                op.events.push(OpEvent { at: now, message: "canceled; the fleet was left consistent".into() });
+            }
+            Err(OpError::Failed(reason)) => {
+                op.status = OpStatus::Failed;
+                op.events.push(OpEvent { at: now, message: format!("failed: {reason}") });
+                op.error = Some(reason);
+            }
+        }
+        let op = op.clone();
+        tracing::info!(scheduler = %op.scheduler, op = %op.id, status = op.status.as_str(), "operation finished");
+        let evicted = Self::evict(&mut inner);
+        {
+            // Lock order everywhere: operations, then journal.
+            let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+            let mut result = journal.put(&op.id, &op);
+            for id in &evicted {
+                result = result.and_then(|_| journal.remove(id));
+            }
+            if result.is_ok() && journal.wants_compaction(inner.ops.len()) {
+                result = journal.compact(inner.ops.iter());
+            }
+            if let Err(e) = result {
+                tracing::error!(op = %op.id, error = %e, "cannot journal operation");
+            }
+        }
+        drop(inner);
+        self.notify();
+        let _ = self.finished.send(op);
+    }
+
+    /// Forget the oldest finished operations beyond the history bound.
+    fn evict(inner: &mut Inner) -> Vec<String> {
+        let finished = inner.ops.values().filter(|o| o.status.is_finished()).count();
+        if finished <= MAX_HISTORY {
+            return vec![];
+        }
+        let victims: Vec<String> = inner
+            .ops
+            .values()
+            .filter(|o| o.status.is_finished())
+            .take(finished - MAX_HISTORY)
+            .map(|o| o.id.clone())
+            .collect();
+        for id in &victims {
+            inner.ops.remove(id);
+        }
+        victims
+    }
+}

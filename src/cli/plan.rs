@@ -1,0 +1,115 @@
+//! `troupe plan` and `troupe apply`.
+//!
+//! `plan SOURCE` loads a revision locally and plans it against a server's live state (or against
+//! nothing, without `--server`); `plan` alone shows the server's current plan. Exit codes with
+//! `--detailed-exitcode`: 0 no changes, 2 changes, 1 error.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use super::client::{Client, ServerArgs};
+use crate::plan::live::LiveState;
+use crate::plan::{Plan, PlanOptions, render};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable, coloured on a terminal.
+    Text,
+    /// A pull-request comment.
+    Markdown,
+    /// Machine-readable (schema/plan.schema.json).
+    Json,
+}
+
+/// Longest markdown plan: fits a GitHub comment (65,536 characters) with room to spare.
+const MARKDOWN_LIMIT: usize = 60_000;
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Git repository or directory to plan. Without it, show the server's current plan.
+    source: Option<PathBuf>,
+    /// Branch to read (git sources; default: the branch HEAD points to).
+    #[arg(long)]
+    branch: Option<String>,
+    /// Sub-directory of the source that holds the scheduler files.
+    #[arg(long = "path", value_name = "SUBPATH")]
+    sub_path: Option<String>,
+    /// Plan against this server's live state. Without it (and with SOURCE), everything is new.
+    #[arg(long, env = "TROUPE_SERVER")]
+    server: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// Never colour the text output.
+    #[arg(long, env = "NO_COLOR", value_parser = clap::builder::FalseyValueParser::new())]
+    no_color: bool,
+    /// Exit 0 when there are no changes, 2 when there are, 1 on error.
+    #[arg(long)]
+    detailed_exitcode: bool,
+    /// Plan deletion of schedulers that are live but no longer in the source.
+    #[arg(long)]
+    prune: bool,
+}
+
+pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
+    let server = args.server.clone().map(|server| ServerArgs { server });
+    let plan: Plan = match &args.source {
+        None => {
+            let server = server.unwrap_or(ServerArgs { server: "http://127.0.0.1:8080".into() });
+            Client::new(&server).get("/api/v1/plan").await?
+        }
+        Some(path) => {
+            let source = crate::source::open(path, args.branch.clone(), args.sub_path.clone())?;
+            let snapshot = tokio::task::spawn_blocking(move || source.load()).await??;
+            let docs = match crate::spec::load_documents(&snapshot.files) {
+                Ok(docs) => docs,
+                Err(err) => {
+                    for e in &err.0 {
+                        eprintln!("{e}");
+                    }
+                    anyhow::bail!("revision {} has {} error(s); nothing to plan", snapshot.revision, err.0.len());
+                }
+            };
+            let live: LiveState = match &server {
+                Some(s) => Client::new(s).get("/api/v1/live").await.context("reading live state")?,
+                None => LiveState::default(),
+            };
+            let desired: Vec<_> = docs.into_iter().map(|d| d.scheduler).collect();
+            crate::plan::plan(&desired, &live, &PlanOptions { prune: args.prune, revision: Some(snapshot.revision) })
+        }
+    };
+    let out = match args.format {
+        Format::Text => {
+            let color = !args.no_color && std::io::stdout().is_terminal();
+            render::text(&plan, color)
+        }
+        Format::Markdown => render::markdown(&plan, MARKDOWN_LIMIT),
+        Format::Json => render::json(&plan),
+    };
+    print!("{out}");
+    if !out.ends_with('\n') {
+        println!();
+    }
+    Ok(if args.detailed_exitcode && plan.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Apply only if the server's current plan still has this id (from `troupe plan --format json`).
+    #[arg(long)]
+    plan_id: Option<String>,
+}
+
+pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
+    let body = serde_json::json!({ "planId": args.plan_id });
+    let plan: Plan = Client::new(&args.server).post("/api/v1/plan/apply", body).await?;
+    print!("{}", render::text(&plan, false));
+    println!("Applied plan {}.", plan.id);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,406 @@
+//! The fleet: the schedulers Troupe has applied, their rooms, and the runtime they run on.
+//! Implements [`Executor`]: it is the only code that starts or stops rooms.
+//!
+//! Must always hold: a room is recorded (journaled, `pending`) before its process or pod is
+//! created, so a crash between the two leaves a record to adopt, never an unknown room; a busy
+//! room is stopped only by a forced delete; every operation works from live state, so running
+//! it again after a crash finishes what the first run started.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::ops::converge::{self, Target};
+use crate::ops::{OpContext, OpError, OpKind, Operation};
+use crate::plan::live::{LiveRoom, LiveScheduler, LiveState};
+use crate::rooms::token::room_token;
+use crate::rooms::{Registry, Room, RoomEvent, RoomStatus, now_ms};
+use crate::runtime::{Runtime, RuntimeEvent, StartRoom};
+use crate::spec::Scheduler;
+use crate::store::{Journal, StoreError};
+
+/// How often an operation re-checks its rooms when nothing told it to.
+const STEP_TICK: Duration = Duration::from_millis(500);
+
+/// A scheduler as applied: the spec rooms are driven to, and how many rooms it should have.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Applied {
+    pub spec: Scheduler,
+    pub version: String,
+    pub target_rooms: u32,
+}
+
+/// Settings of the fleet that come from `troupe serve`.
+#[derive(Clone)]
+pub struct FleetConfig {
+    /// Secret room tokens are derived from.
+    pub secret: Vec<u8>,
+    /// Base URL rooms reach the rooms API at.
+    pub rooms_url: String,
+}
+
+pub struct Fleet {
+    pub registry: Arc<Registry>,
+    pub runtime: Arc<dyn Runtime>,
+    config: FleetConfig,
+    applied: Mutex<BTreeMap<String, Applied>>,
+    journal: Mutex<Journal<Applied>>,
+}
+
+impl Fleet {
+    /// Open the fleet recorded in `state_dir`.
+    pub fn open(state_dir: &Path, runtime: Arc<dyn Runtime>, config: FleetConfig) -> Result<Self, StoreError> {
+        let registry = Arc::new(Registry::open(state_dir.join("rooms.jsonl"))?);
+        let (journal, applied) = Journal::open(state_dir.join("schedulers.jsonl"))?;
+        Ok(Self { registry, runtime, config, applied: Mutex::new(applied), journal: Mutex::new(journal) })
+    }
+
+    pub fn config(&self) -> &FleetConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Applied>> {
+        self.applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn applied(&self, name: &str) -> Option<Applied> {
+        self.lock().get(name).cloned()
+    }
+
+    pub fn applied_all(&self) -> BTreeMap<String, Applied> {
+        self.lock().clone()
+    }
+
+    fn set_applied(&self, name: &str, applied: Option<Applied>) -> Result<(), StoreError> {
+        let mut map = self.lock();
+        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        match applied {
+            Some(a) => {
+                journal.put(name, &a)?;
+                map.insert(name.to_string(), a);
+            }
+            None => {
+                journal.remove(name)?;
+                map.remove(name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Change the room target of an applied scheduler (the autoscaler's knob).
+    pub fn set_target(&self, name: &str, rooms: u32) -> Result<(), StoreError> {
+        match self.applied(name) {
+            Some(mut a) => {
+                a.target_rooms = rooms;
+                self.set_applied(name, Some(a))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Live state for the planner.
+    pub fn live_state(&self) -> LiveState {
+        let applied = self.applied_all();
+        let mut rooms: BTreeMap<String, Vec<LiveRoom>> = BTreeMap::new();
+        for r in self.registry.list(None) {
+            rooms.entry(r.scheduler.clone()).or_default().push(LiveRoom { id: r.id, version: r.version, status: r.status });
+        }
+        let schedulers = applied
+            .into_iter()
+            .map(|(name, a)| {
+                let rooms = rooms.remove(&name).unwrap_or_default();
+                (name, LiveScheduler { applied: a.spec, target_rooms: a.target_rooms, rooms })
+            })
+            .collect();
+        LiveState { schedulers }
+    }
+
+    /// After a restart: take back the rooms still running; the others are marked gone.
+    pub async fn adopt(&self) -> Result<(), crate::runtime::RuntimeError> {
+        let rooms = self.registry.list(None);
+        let alive: HashSet<String> = self.runtime.adopt(&rooms).await?.into_iter().collect();
+        for room in rooms.iter().filter(|r| !alive.contains(&r.id)) {
+            let gone = room.runtime_ref.is_none() || room.status == RoomStatus::Terminating;
+            if gone && room.status != RoomStatus::Error {
+                let _ = self.registry.remove(&room.id);
+            } else if room.status != RoomStatus::Error {
+                let _ = self.registry.apply(
+                    &room.scheduler,
+                    &room.id,
+                    &RoomEvent::Exited { clean: false },
+                    Some("room ended while the controller was down"),
+                );
+                let _ = self.registry.update(&room.id, |r| r.runtime_ref = None);
+            }
+        }
+        tracing::info!(rooms = rooms.len(), adopted = alive.len(), "rooms adopted after start");
+        Ok(())
+    }
+
+    /// Apply what the runtime reports to the registry.
+    pub fn handle_event(&self, event: RuntimeEvent) {
+        match event {
+            RuntimeEvent::Running { scheduler, room } => {
+                let _ = self.registry.apply(&scheduler, &room, &RoomEvent::Started, None);
+            }
+            RuntimeEvent::Exited { scheduler, room, clean, reason } => {
+                tracing::info!(%scheduler, %room, clean, %reason, "room ended");
+                if let Ok(out) = self.registry.apply(&scheduler, &room, &RoomEvent::Exited { clean }, Some(&reason))
+                    && out.to == RoomStatus::Error
+                {
+                    let _ = self.registry.update(&room, |r| r.runtime_ref = None);
+                }
+            }
+            RuntimeEvent::Failed { scheduler, room, reason } => {
+                tracing::warn!(%scheduler, %room, %reason, "room failed");
+                let _ = self.registry.apply(&scheduler, &room, &RoomEvent::Failed, Some(&reason));
+            }
+        }
+    }
+
+    /// Mark rooms that outstayed their scheduler's timeouts as failed, with the reason.
+    pub fn check_timeouts(&self) {
+        let applied = self.applied_all();
+        let now = now_ms();
+        for room in self.registry.list(None) {
+            let Some(a) = applied.get(&room.scheduler) else { continue };
+            let t = &a.spec.timeouts;
+            let age = now.saturating_sub(room.status_since);
+            let reason = match room.status {
+                RoomStatus::Pending if age > t.pending.as_std().as_millis() as u64 => {
+                    format!("pending for more than {} (timeouts.pending)", t.pending)
+                }
+                RoomStatus::Unready if age > t.unready.as_std().as_millis() as u64 => {
+                    format!("no ready ping within {} of starting (timeouts.unready)", t.unready)
+                }
+                s if s.is_serving()
+                    && now.saturating_sub(room.last_ping.unwrap_or(room.status_since))
+                        > t.ping.as_std().as_millis() as u64 =>
+                {
+                    format!("no ping for more than {} (timeouts.ping)", t.ping)
+                }
+                _ => continue,
+            };
+            tracing::warn!(scheduler = %room.scheduler, room = %room.id, %reason, "room timed out");
+            let _ = self.registry.apply(&room.scheduler, &room.id, &RoomEvent::Failed, Some(&reason));
+        }
+    }
+
+    fn new_room_id(&self, scheduler: &str) -> String {
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        loop {
+            let mut bytes = [0u8; 5];
+            getrandom::fill(&mut bytes).expect("the OS random source works");
+            let suffix: String = bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
+            let id = format!("{scheduler}-{suffix}");
+            if self.registry.get(&id).is_none() {
+                return id;
+            }
+        }
+    }
+
+    /// Record a new room, then start it. Returns its id, or why it could not start.
+    async fn start_room(&self, spec: &Arc<Scheduler>, version: &str) -> Result<String, String> {
+        let id = self.new_room_id(&spec.name);
+        let now = now_ms();
+        let room = Room {
+            id: id.clone(),
+            scheduler: spec.name.clone(),
+            version: version.to_string(),
+            status: RoomStatus::Pending,
+            running_matches: 0,
+            host: String::new(),
+            ports: vec![],
+            created_at: now,
+            status_since: now,
+            last_ping: None,
+            reason: None,
+            metadata: serde_json::Value::Null,
+            runtime_ref: None,
+        };
+        self.registry.insert(room).map_err(|e| e.to_string())?;
+        let req = StartRoom {
+            scheduler: Arc::clone(spec),
+            room_id: id.clone(),
+            token: room_token(&self.config.secret, &spec.name, &id),
+            rooms_url: self.config.rooms_url.clone(),
+        };
+        match self.runtime.start(req).await {
+            Ok(started) => {
+                let _ = self.registry.update(&id, |r| {
+                    r.host = started.host;
+                    r.ports = started.ports;
+                    // An exit reported before this point already cleared the room's process.
+                    if r.status != RoomStatus::Error {
+                        r.runtime_ref = Some(started.runtime_ref);
+                    }
+                });
+                Ok(id)
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                let _ = self.registry.apply(&spec.name, &id, &RoomEvent::Failed, Some(&reason));
+                Err(reason)
+            }
+        }
+    }
+
+    /// Stop a room (or forget it when it has no process left).
+    pub async fn stop_room(&self, room: &Room, grace: Duration) {
+        if room.runtime_ref.is_none() {
+            let _ = self.registry.remove(&room.id);
+            return;
+        }
+        if self.registry.apply(&room.scheduler, &room.id, &RoomEvent::Stop, None).is_err() {
+            return;
+        }
+        if let Err(e) = self.runtime.stop(room, grace).await {
+            tracing::warn!(room = %room.id, error = %e, "stopping room failed");
+        }
+    }
+
+    /// Drive the scheduler's rooms to its applied target.
+    async fn converge(&self, name: &str, ctx: &OpContext) -> Result<String, OpError> {
+        let mut changes = self.registry.subscribe();
+        let mut started: HashSet<String> = HashSet::new();
+        let (mut n_started, mut n_removed) = (0u32, 0u32);
+        loop {
+            if ctx.cancel.is_cancelled() {
+                return Err(OpError::Canceled);
+            }
+            let Some(applied) = self.applied(name) else {
+                return Err(OpError::Failed(format!("scheduler {name} is not applied")));
+            };
+            let rooms = self.registry.list(Some(name));
+            // Fail fast: a room this operation started broke before it ever served.
+            if let Some(bad) = rooms.iter().find(|r| started.contains(&r.id) && r.status == RoomStatus::Error) {
+                return Err(OpError::Failed(format!(
+                    "room {} failed: {}",
+                    bad.id,
+                    bad.reason.as_deref().unwrap_or("unknown reason")
+                )));
+            }
+            let target = Target {
+                version: applied.version.clone(),
+                rooms: applied.target_rooms,
+                surge: applied.spec.surge_rooms(applied.target_rooms),
+            };
+            let step = converge::step(&target, &rooms);
+            if step.done {
+                let mut summary = format!(
+                    "{} room(s) of version {} ({} started, {} removed)",
+                    applied.target_rooms, applied.version, n_started, n_removed
+                );
+                if step.busy_kept > 0 {
+                    summary.push_str(&format!(
+                        "; {} busy room(s) kept until their matches end",
+                        step.busy_kept
+                    ));
+                }
+                return Ok(summary);
+            }
+            let grace = applied.spec.spec.termination_grace_period.as_std();
+            for id in &step.remove {
+                if let Some(room) = rooms.iter().find(|r| &r.id == id) {
+                    self.stop_room(room, grace).await;
+                    n_removed += 1;
+                }
+            }
+            if step.start > 0 {
+                ctx.event(format!("starting {} room(s) of version {}", step.start, applied.version));
+                let spec = Arc::new(applied.spec.clone());
+                let starts = (0..step.start).map(|_| self.start_room(&spec, &applied.version));
+                for result in futures_util::future::join_all(starts).await {
+                    match result {
+                        Ok(id) => {
+                            started.insert(id);
+                            n_started += 1;
+                        }
+                        Err(reason) => return Err(OpError::Failed(reason)),
+                    }
+                }
+            }
+            if !step.waiting.is_empty() {
+                ctx.event(format!("waiting: {}", step.waiting.join(", ")));
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(STEP_TICK) => {}
+                _ = ctx.cancel.cancelled() => {}
+            }
+        }
+    }
+
+    /// Drain and remove a scheduler: free rooms now, busy rooms when their matches end
+    /// (or now, when forced).
+    async fn delete(&self, name: &str, force: bool, ctx: &OpContext) -> Result<String, OpError> {
+        let mut changes = self.registry.subscribe();
+        let grace = self.applied(name).map(|a| a.spec.spec.termination_grace_period.as_std()).unwrap_or_default();
+        loop {
+            if ctx.cancel.is_cancelled() {
+                return Err(OpError::Canceled);
+            }
+            let rooms = self.registry.list(Some(name));
+            if rooms.is_empty() {
+                self.set_applied(name, None).map_err(|e| OpError::Failed(e.to_string()))?;
+                return Ok(format!("scheduler {name} deleted"));
+            }
+            let mut busy = 0;
+            for room in rooms.iter().filter(|r| !r.status.is_leaving()) {
+                if room.status.is_busy() && !force {
+                    busy += 1;
+                } else {
+                    self.stop_room(room, grace).await;
+                }
+            }
+            if busy > 0 {
+                ctx.event(format!("waiting for {busy} busy room(s) to finish their matches"));
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(STEP_TICK) => {}
+                _ = ctx.cancel.cancelled() => {}
+            }
+        }
+    }
+
+    /// The room target for a spec being applied: git's replica count, or for an autoscaled
+    /// scheduler its current target (the autoscaler's), kept within the new bounds.
+    fn target_for(&self, spec: &Scheduler) -> u32 {
+        if let Some(n) = spec.fixed_replicas() {
+            return n;
+        }
+        let a = spec.autoscaling.as_ref().expect("autoscaled specs have autoscaling");
+        let current = self.applied(&spec.name).map(|x| x.target_rooms).unwrap_or(a.min);
+        let max = if a.max < 0 { u32::MAX } else { a.max as u32 };
+        current.clamp(a.min, max.max(a.min))
+    }
+}
+
+#[async_trait]
+impl crate::ops::Executor for Fleet {
+    async fn execute(&self, op: &Operation, ctx: &OpContext) -> Result<String, OpError> {
+        match op.kind {
+            OpKind::Delete => self.delete(&op.scheduler, op.force, ctx).await,
+            OpKind::Heal => self.converge(&op.scheduler, ctx).await,
+            OpKind::Create | OpKind::Update | OpKind::Rollout | OpKind::Scale => {
+                let spec = op.spec.clone().ok_or_else(|| OpError::Failed("operation has no spec".into()))?;
+                let applied = Applied { version: spec.version(), target_rooms: self.target_for(&spec), spec };
+                let previous = self.applied(&op.scheduler);
+                if previous.as_ref() != Some(&applied) {
+                    ctx.event(format!(
+                        "applying version {} with {} room(s)",
+                        applied.version, applied.target_rooms
+                    ));
+                    self.set_applied(&op.scheduler, Some(applied)).map_err(|e| OpError::Failed(e.to_string()))?;
+                }
+                self.converge(&op.scheduler, ctx).await
+            }
+        }
+    }
+}

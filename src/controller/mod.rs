@@ -1,0 +1,301 @@
+//! The controller: turns the newest good revision into operations.
+//!
+//! A loop and a state machine: observe (a new snapshot from the source, a room change, a tick)
+//! → load and validate the revision → `plan(desired, live)` → enqueue one operation per change
+//! (in `auto` sync mode; in `manual` mode only after approval). Must always hold: a revision with
+//! any error changes nothing and the last good one keeps running; nothing is planned before the
+//! first revision loaded (an empty view never deletes a fleet); a scheduler whose operation failed
+//! or was canceled is left alone until a new revision or an explicit apply.
+
+pub mod fleet;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::ops::{Cause, OpKind, OpStatus, Operations};
+use crate::plan::{self, Action, Plan, PlanOptions};
+use crate::rooms::now_ms;
+use crate::source::{CommitInfo, Snapshot};
+use crate::spec::{Located, Scheduler, load_documents};
+pub use fleet::{Applied, Fleet, FleetConfig};
+
+/// Least time between two reconciles: bursts of room changes are planned once.
+const RECONCILE_MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Health checks (timeouts) run this often.
+const HEALTH_TICK: Duration = Duration::from_secs(1);
+
+/// Whether new revisions apply by themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "camelCase")]
+pub enum SyncMode {
+    /// Apply every new good revision.
+    Auto,
+    /// Plan every new revision and wait for `troupe apply` (or the API) to approve the plan.
+    Manual,
+}
+
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    pub prune: bool,
+    pub sync: SyncMode,
+}
+
+/// The revision currently applied.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionInfo {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<CommitInfo>,
+    /// Unix milliseconds when Troupe first saw it.
+    pub seen_at: u64,
+    pub schedulers: usize,
+}
+
+/// The newest revision, when it could not be used.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionError {
+    /// Revision id, when the source could be read at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    pub message: String,
+    pub errors: Vec<Located>,
+    pub at: u64,
+}
+
+/// What the controller knows about desired state; served by the management API.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredState {
+    /// The last good revision: what runs.
+    pub revision: Option<RevisionInfo>,
+    #[serde(skip)]
+    pub schedulers: Vec<Scheduler>,
+    /// The newest revision's problems, while it keeps the last good one running.
+    pub error: Option<RevisionError>,
+    /// The current plan: last good revision against live state.
+    pub plan: Option<Plan>,
+    /// Unix milliseconds of the last explicit apply (lifts holds on failed schedulers).
+    pub last_apply_at: u64,
+}
+
+pub struct Controller {
+    pub fleet: Arc<Fleet>,
+    pub ops: Arc<Operations>,
+    pub metrics: Arc<Metrics>,
+    pub options: ControllerOptions,
+    state: Mutex<DesiredState>,
+    reconciled: watch::Sender<bool>,
+}
+
+/// Errors of an explicit apply.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// No good revision has been loaded yet.
+    #[error("no revision loaded yet")]
+    NoRevision,
+    /// The plan the caller approved is not the current plan any more.
+    #[error("plan {given} is stale: the current plan is {current} (git or live state moved)")]
+    StalePlan { given: String, current: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl Controller {
+    pub fn new(fleet: Arc<Fleet>, ops: Arc<Operations>, metrics: Arc<Metrics>, options: ControllerOptions) -> Self {
+        Self { fleet, ops, metrics, options, state: Mutex::new(DesiredState::default()), reconciled: watch::channel(false).0 }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DesiredState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn desired(&self) -> DesiredState {
+        self.lock().clone()
+    }
+
+    /// Desired specs of the last good revision.
+    pub fn desired_schedulers(&self) -> Vec<Scheduler> {
+        self.lock().schedulers.clone()
+    }
+
+    /// True once a revision was loaded and planned (readiness).
+    pub fn ready(&self) -> bool {
+        *self.reconciled.borrow()
+    }
+
+    /// Take a snapshot from the source: a good revision replaces the desired state; a bad one is
+    /// recorded and changes nothing.
+    pub fn load(&self, snapshot: Result<Snapshot, String>) {
+        let now = now_ms();
+        let snapshot = match snapshot {
+            Ok(s) => s,
+            Err(message) => {
+                tracing::warn!(error = %message, "source cannot be read; keeping the last good revision");
+                self.metrics.revisions.with_label_values(&["error"]).inc();
+                self.lock().error = Some(RevisionError { revision: None, message, errors: vec![], at: now });
+                return;
+            }
+        };
+        match load_documents(&snapshot.files) {
+            Ok(docs) => {
+                tracing::info!(revision = %snapshot.revision, schedulers = docs.len(), "revision loaded");
+                self.metrics.revisions.with_label_values(&["ok"]).inc();
+                self.metrics.revision_invalid.set(0.0);
+                let mut state = self.lock();
+                let same = state.revision.as_ref().is_some_and(|r| r.id == snapshot.revision);
+                if !same {
+                    state.revision = Some(RevisionInfo {
+                        id: snapshot.revision.clone(),
+                        commit: snapshot.commit.clone(),
+                        seen_at: now,
+                        schedulers: docs.len(),
+                    });
+                }
+                state.schedulers = docs.into_iter().map(|d| d.scheduler).collect();
+                state.error = None;
+            }
+            Err(err) => {
+                for e in &err.0 {
+                    tracing::warn!(revision = %snapshot.revision, error = %e, "invalid revision");
+                }
+                self.metrics.revisions.with_label_values(&["invalid"]).inc();
+                self.metrics.revision_invalid.set(1.0);
+                self.lock().error = Some(RevisionError {
+                    revision: Some(snapshot.revision.clone()),
+                    message: format!(
+                        "revision {} has {} error(s); the last good revision keeps running",
+                        snapshot.revision,
+                        err.0.len()
+                    ),
+                    errors: err.0,
+                    at: now,
+                });
+            }
+        }
+    }
+
+    /// Plan the last good revision against live state, store the plan, and act on it.
+    pub fn reconcile(&self) {
+        let (desired, revision, hold_since) = {
+            let s = self.lock();
+            let Some(rev) = s.revision.clone() else { return };
+            (s.schedulers.clone(), rev.id.clone(), rev.seen_at.max(s.last_apply_at))
+        };
+        let live = self.fleet.live_state();
+        let plan = plan::plan(&desired, &live, &PlanOptions { prune: self.options.prune, revision: Some(revision.clone()) });
+        for (name, a) in self.fleet.applied_all() {
+            self.metrics.rooms_desired.with_label_values(&[&name]).set(f64::from(a.target_rooms));
+        }
+        for change in &plan.changes {
+            let auto = self.options.sync == SyncMode::Auto;
+            let (kind, cause) = match change.action {
+                Action::Orphan => continue,
+                Action::Converge => {
+                    (OpKind::Heal, Cause::Health { reason: change.reasons.join("; ") })
+                }
+                _ if !auto => continue,
+                a => (op_kind(a), Cause::Revision { revision: revision.clone() }),
+            };
+            if self.ops.busy(&change.scheduler) || self.held(&change.scheduler, hold_since) {
+                continue;
+            }
+            if let Err(e) = self.ops.enqueue(&change.scheduler, kind, cause, change.desired.clone(), false) {
+                tracing::error!(scheduler = %change.scheduler, error = %e, "cannot enqueue operation");
+            }
+        }
+        self.lock().plan = Some(plan);
+        self.reconciled.send_replace(true);
+    }
+
+    /// A scheduler whose latest operation failed or was canceled since `since` waits for a new
+    /// revision or an explicit apply, instead of retrying in a loop.
+    fn held(&self, scheduler: &str, since: u64) -> bool {
+        self.ops.latest(scheduler).is_some_and(|op| {
+            matches!(op.status, OpStatus::Failed | OpStatus::Canceled) && op.created_at >= since
+        })
+    }
+
+    /// Approve the current plan (manual mode), or retry held schedulers now (auto mode).
+    /// With `plan_id`, refuses when the current plan is a different one.
+    pub fn apply(&self, plan_id: Option<&str>, user: &str) -> Result<Plan, ApplyError> {
+        self.reconcile();
+        let (plan, revision) = {
+            let mut s = self.lock();
+            let plan = s.plan.clone().ok_or(ApplyError::NoRevision)?;
+            if let Some(given) = plan_id
+                && given != plan.id
+            {
+                return Err(ApplyError::StalePlan { given: given.to_string(), current: plan.id.clone() });
+            }
+            s.last_apply_at = now_ms();
+            (plan, s.revision.as_ref().map(|r| r.id.clone()).unwrap_or_default())
+        };
+        tracing::info!(plan = %plan.id, %revision, user, "plan approved");
+        for change in &plan.changes {
+            if matches!(change.action, Action::Orphan | Action::Converge) || self.ops.busy(&change.scheduler) {
+                continue;
+            }
+            self.ops.enqueue(
+                &change.scheduler,
+                op_kind(change.action),
+                Cause::User { name: user.to_string() },
+                change.desired.clone(),
+                false,
+            )?;
+        }
+        self.reconcile();
+        Ok(plan)
+    }
+
+    /// Run until `shutdown`: take snapshots, react to room and operation changes, check health.
+    pub async fn run(
+        self: Arc<Self>,
+        mut snapshots: watch::Receiver<Option<Result<Snapshot, String>>>,
+        shutdown: CancellationToken,
+    ) {
+        let mut rooms = self.fleet.registry.subscribe();
+        let mut ops = self.ops.subscribe();
+        let mut health = tokio::time::interval(HEALTH_TICK);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if let Some(s) = snapshots.borrow_and_update().clone() {
+            self.load(s);
+        }
+        loop {
+            self.reconcile();
+            tokio::time::sleep(RECONCILE_MIN_INTERVAL).await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let snapshot = snapshots.borrow_and_update().clone();
+                    if let Some(s) = snapshot {
+                        self.load(s);
+                    }
+                }
+                _ = rooms.changed() => {}
+                _ = ops.changed() => {}
+                _ = health.tick() => self.fleet.check_timeouts(),
+            }
+        }
+    }
+}
+
+fn op_kind(action: Action) -> OpKind {
+    match action {
+        Action::Create => OpKind::Create,
+        Action::UpdateInPlace => OpKind::Update,
+        Action::Rollout => OpKind::Rollout,
+        Action::Scale => OpKind::Scale,
+        Action::Delete => OpKind::Delete,
+        Action::Converge | Action::Orphan => OpKind::Heal,
+    }
+}

@@ -1,0 +1,276 @@
+//! The management API (JSON): schedulers with live counts, rooms, operations (list, get,
+//! cancel), the current plan and its approval, the revision, live state; plus `/healthz`,
+//! `/readyz` and `/metrics`.
+//!
+//! Must always hold: read routes never change anything; write routes (cancel, apply) require the
+//! API token when one is configured; nothing here returns a room token or the server secret.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppState, bearer};
+use crate::controller::{ApplyError, DesiredState};
+use crate::ops::{OpStatus, Operation, OpsError};
+use crate::plan::live::LiveState;
+use crate::rooms::{Room, RoomStatus};
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/schedulers", get(schedulers))
+        .route("/api/v1/schedulers/{scheduler}", get(scheduler))
+        .route("/api/v1/schedulers/{scheduler}/rooms", get(rooms))
+        .route("/api/v1/operations", get(operations))
+        .route("/api/v1/operations/{id}", get(operation))
+        .route("/api/v1/operations/{id}/cancel", post(cancel))
+        .route("/api/v1/plan", get(plan))
+        .route("/api/v1/plan/apply", post(apply))
+        .route("/api/v1/revision", get(revision))
+        .route("/api/v1/live", get(live))
+        .with_state(state)
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.controller.ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no revision planned yet\n")
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let c = &state.controller;
+    c.metrics.rooms.reset();
+    for (scheduler, counts) in c.fleet.registry.counts() {
+        for (status, n) in counts {
+            c.metrics.rooms.with_label_values(&[&scheduler, status.as_str()]).set(f64::from(n));
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], c.metrics.render())
+}
+
+/// A scheduler with its live counts.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulerSummary {
+    pub name: String,
+    pub game: String,
+    pub version: String,
+    pub target_rooms: u32,
+    pub autoscaled: bool,
+    /// Declared in the current good revision.
+    pub in_git: bool,
+    pub rooms: BTreeMap<RoomStatus, u32>,
+    pub total_rooms: u32,
+    pub operations: BTreeMap<OpStatus, u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_operation: Option<OperationBrief>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationBrief {
+    pub id: String,
+    pub kind: crate::ops::OpKind,
+    pub status: OpStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn summaries(state: &AppState) -> Vec<SchedulerSummary> {
+    let c = &state.controller;
+    let counts = c.fleet.registry.counts();
+    let op_counts = c.ops.counts();
+    let desired: BTreeMap<String, _> = c.desired_schedulers().into_iter().map(|s| (s.name.clone(), s)).collect();
+    let mut out: BTreeMap<String, SchedulerSummary> = BTreeMap::new();
+    for (name, a) in c.fleet.applied_all() {
+        let rooms = counts.get(&name).cloned().unwrap_or_default();
+        out.insert(
+            name.clone(),
+            SchedulerSummary {
+                game: a.spec.game.clone(),
+                version: a.version.clone(),
+                target_rooms: a.target_rooms,
+                autoscaled: a.spec.autoscaled(),
+                in_git: desired.contains_key(&name),
+                total_rooms: rooms.values().sum(),
+                rooms,
+                operations: op_counts.get(&name).cloned().unwrap_or_default(),
+                last_operation: None,
+                name,
+            },
+        );
+    }
+    // Declared but not applied yet: shown with no rooms.
+    for (name, s) in desired {
+        out.entry(name.clone()).or_insert_with(|| SchedulerSummary {
+            game: s.game.clone(),
+            version: s.version(),
+            target_rooms: s.fixed_replicas().unwrap_or(0),
+            autoscaled: s.autoscaled(),
+            in_git: true,
+            rooms: BTreeMap::new(),
+            total_rooms: 0,
+            operations: op_counts.get(&name).cloned().unwrap_or_default(),
+            last_operation: None,
+            name,
+        });
+    }
+    for s in out.values_mut() {
+        s.last_operation = c.ops.latest(&s.name).map(|o| OperationBrief { id: o.id, kind: o.kind, status: o.status, error: o.error });
+    }
+    out.into_values().collect()
+}
+
+async fn schedulers(State(state): State<AppState>) -> Json<Vec<SchedulerSummary>> {
+    Json(summaries(&state))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SchedulerDetail {
+    #[serde(flatten)]
+    summary: SchedulerSummary,
+    /// The spec rooms are driven to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    applied: Option<crate::spec::Scheduler>,
+    /// The spec in the current good revision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    desired: Option<crate::spec::Scheduler>,
+}
+
+async fn scheduler(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<SchedulerDetail>, ApiError> {
+    let summary = summaries(&state)
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| ApiError::not_found(format!("scheduler {name} not found")))?;
+    let c = &state.controller;
+    Ok(Json(SchedulerDetail {
+        summary,
+        applied: c.fleet.applied(&name).map(|a| a.spec),
+        desired: c.desired_schedulers().into_iter().find(|s| s.name == name),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct RoomsQuery {
+    status: Option<RoomStatus>,
+}
+
+async fn rooms(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<RoomsQuery>,
+) -> Result<Json<Vec<Room>>, ApiError> {
+    let c = &state.controller;
+    if c.fleet.applied(&name).is_none() && !c.desired_schedulers().iter().any(|s| s.name == name) {
+        return Err(ApiError::not_found(format!("scheduler {name} not found")));
+    }
+    let rooms = c.fleet.registry.list(Some(&name));
+    Ok(Json(rooms.into_iter().filter(|r| q.status.is_none_or(|s| r.status == s)).collect()))
+}
+
+#[derive(Debug, Deserialize)]
+struct OpsQuery {
+    scheduler: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Operations listed at most by default and at the most.
+const DEFAULT_OPS_LIMIT: usize = 100;
+const MAX_OPS_LIMIT: usize = crate::ops::MAX_HISTORY;
+
+async fn operations(State(state): State<AppState>, Query(q): Query<OpsQuery>) -> Json<Vec<Operation>> {
+    let limit = q.limit.unwrap_or(DEFAULT_OPS_LIMIT).min(MAX_OPS_LIMIT);
+    Json(state.controller.ops.list(q.scheduler.as_deref(), limit))
+}
+
+async fn operation(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Operation>, ApiError> {
+    state.controller.ops.get(&id).map(Json).ok_or_else(|| ApiError::not_found(format!("operation {id} not found")))
+}
+
+/// Refuse a write unless it carries the API token (when one is configured).
+fn authorize_write(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    match &state.api_token {
+        None => Ok("api".into()),
+        Some(expected) => match bearer(headers) {
+            Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => Ok("api-token".into()),
+            Some(_) => Err(ApiError::unauthorized("API token is not valid")),
+            None => Err(ApiError::unauthorized("missing API token: send Authorization: Bearer <token>")),
+        },
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Operation>, ApiError> {
+    let by = authorize_write(&state, &headers)?;
+    match state.controller.ops.cancel(&id, &by) {
+        Ok(op) => Ok(Json(op)),
+        Err(OpsError::NotFound(_)) => Err(ApiError::not_found(format!("operation {id} not found"))),
+        Err(e @ OpsError::Finished { .. }) => Err(ApiError::conflict(e.to_string())),
+        Err(e @ OpsError::Store(_)) => Err(ApiError::internal(e.to_string())),
+    }
+}
+
+async fn plan(State(state): State<AppState>) -> Result<Json<crate::plan::Plan>, ApiError> {
+    state
+        .controller
+        .desired()
+        .plan
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_revision", "no revision loaded yet"))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ApplyBody {
+    #[serde(default)]
+    plan_id: Option<String>,
+}
+
+async fn apply(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Option<Json<ApplyBody>>,
+) -> Result<Json<crate::plan::Plan>, ApiError> {
+    let by = authorize_write(&state, &headers)?;
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    match state.controller.apply(body.plan_id.as_deref(), &by) {
+        Ok(plan) => Ok(Json(plan)),
+        Err(e @ ApplyError::StalePlan { .. }) => Err(ApiError::conflict(e.to_string())),
+        Err(e @ ApplyError::NoRevision) => {
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_revision", e.to_string()))
+        }
+        Err(e @ ApplyError::Store(_)) => Err(ApiError::internal(e.to_string())),
+    }
+}
+
+async fn revision(State(state): State<AppState>) -> Json<DesiredState> {
+    let mut d = state.controller.desired();
+    d.plan = None;
+    Json(d)
+}
+
+async fn live(State(state): State<AppState>) -> Json<LiveState> {
+    Json(state.controller.fleet.live_state())
+}

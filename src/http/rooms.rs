@@ -1,0 +1,87 @@
+//! The rooms API: game rooms report themselves here.
+//!
+//! `PUT /scheduler/{s}/rooms/{r}/ping` with `Authorization: Bearer <room token>` and
+//! `{status, runningMatches?, metadata?}`. Must always hold: a request without the room's own
+//! token is refused before anything is looked up (401); a transition that makes no sense is
+//! refused (409) and changes nothing.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::put;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppState, bearer};
+use crate::rooms::PingStatus;
+use crate::rooms::registry::RegistryError;
+use crate::rooms::token::verify_room_token;
+
+pub fn router(state: AppState) -> Router {
+    Router::new().route("/scheduler/{scheduler}/rooms/{room}/ping", put(ping)).with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PingBody {
+    pub status: PingStatus,
+    #[serde(default)]
+    pub running_matches: Option<u32>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PingAnswer {
+    pub room: String,
+    pub status: crate::rooms::RoomStatus,
+}
+
+/// Refuse unless the request carries the room's token.
+fn authorize(state: &AppState, headers: &HeaderMap, scheduler: &str, room: &str) -> Result<(), ApiError> {
+    let secret = &state.controller.fleet.config().secret;
+    match bearer(headers) {
+        None => Err(ApiError::unauthorized("missing room token: send Authorization: Bearer <TROUPE_ROOM_TOKEN>")),
+        Some(t) if verify_room_token(secret, scheduler, room, t) => Ok(()),
+        Some(_) => Err(ApiError::unauthorized(format!("token is not valid for room {room} of scheduler {scheduler}"))),
+    }
+}
+
+async fn ping(
+    State(state): State<AppState>,
+    Path((scheduler, room)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Json<PingBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<PingAnswer>, ApiError> {
+    let metrics = &state.controller.metrics;
+    let outcome = |label: &str| metrics.pings.with_label_values(&[label]).inc();
+    if let Err(e) = authorize(&state, &headers, &scheduler, &room) {
+        outcome("unauthorized");
+        return Err(e);
+    }
+    let Json(body) = body.inspect_err(|_| outcome("invalid"))?;
+    if body.metadata.as_ref().is_some_and(|m| !m.is_object()) {
+        outcome("invalid");
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", "metadata must be a JSON object"));
+    }
+    let fleet = &state.controller.fleet;
+    let max_matches = fleet.applied(&scheduler).map(|a| a.spec.match_allocation.max_matches).unwrap_or(1);
+    match fleet.registry.ping(&scheduler, &room, body.status, body.running_matches, max_matches, body.metadata) {
+        Ok(out) => {
+            outcome("ok");
+            Ok(Json(PingAnswer { room, status: out.to }))
+        }
+        Err(RegistryError::UnknownRoom { .. }) => {
+            outcome("unknown");
+            Err(ApiError::not_found(format!("room {room} of scheduler {scheduler} not found")))
+        }
+        Err(e @ RegistryError::Transition { .. }) => {
+            outcome("refused");
+            Err(ApiError::conflict(e.to_string()))
+        }
+        Err(e @ RegistryError::Store(_)) => {
+            tracing::error!(%scheduler, %room, error = %e, "cannot record ping");
+            Err(ApiError::internal("cannot record the ping"))
+        }
+    }
+}
