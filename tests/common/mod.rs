@@ -1,0 +1,274 @@
+//! Shared harness for tests that run `troupe serve` for real: a git repository of scheduler YAML
+//! in a temp directory, the server as a child process on a loopback port, a management API client,
+//! and cleanup that kills the server and every room it started, even when a test fails.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const TROUPE: &str = env!("CARGO_BIN_EXE_troupe");
+
+/// A git repository of scheduler files.
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+}
+
+impl Repo {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "-q", "-b", "main"]);
+        git(dir.path(), &["config", "user.email", "ci@troupe.test"]);
+        git(dir.path(), &["config", "user.name", "CI"]);
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Write `files` (path, contents; empty contents deletes) and commit them.
+    pub fn commit(&self, message: &str, files: &[(&str, &str)]) -> String {
+        for (path, contents) in files {
+            let p = self.path().join(path);
+            if contents.is_empty() {
+                let _ = std::fs::remove_file(&p);
+            } else {
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, contents).unwrap();
+            }
+        }
+        git(self.path(), &["add", "-A"]);
+        git(self.path(), &["commit", "-q", "--allow-empty", "-m", message]);
+        let out = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(self.path()).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
+pub fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git").args(args).current_dir(dir).status().expect("git runs");
+    assert!(status.success(), "git {args:?} failed");
+}
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A scheduler document for tests, running `troupe demo-room`.
+pub fn scheduler_yaml(name: &str, replicas: u32, ports: (u16, u16), version: &str, extra: &str) -> String {
+    format!(
+        r#"name: {name}
+game: arena
+roomsReplicas: {replicas}
+maxSurge: 1
+portRange: {{start: {}, end: {}}}
+timeouts: {{pending: 30s, unready: 30s, ping: 30s, terminating: 30s}}
+spec:
+  terminationGracePeriod: 5s
+  containers:
+    - name: server
+      image: registry.example/arena:{version}
+      env: [{{name: BUILD, value: "{version}"}}]
+      ports: [{{name: http, protocol: TCP, port: 8080}}]
+local:
+  command: ["troupe", "demo-room", "--ping-interval", "1s", "--startup-delay", "300ms"]
+{extra}"#,
+        ports.0, ports.1
+    )
+}
+
+/// A running `troupe serve`.
+pub struct Server {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub url: String,
+    pub state_dir: PathBuf,
+    source: PathBuf,
+    extra_args: Vec<String>,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    /// Start serving `source` with a fresh state directory inside `state_root`.
+    pub fn start(source: &Path, state_dir: &Path, extra_args: &[&str]) -> Self {
+        let port = free_port();
+        let mut s = Self {
+            child: None,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            state_dir: state_dir.to_path_buf(),
+            source: source.to_path_buf(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            http: reqwest::Client::new(),
+        };
+        s.spawn();
+        s
+    }
+
+    /// (Re)start the server process on the same port and state directory.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state_dir.with_extension("serve.log"))
+            .unwrap();
+        let mut child = Command::new(TROUPE)
+            .arg("serve")
+            .arg(&self.source)
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(["--poll-interval", "200ms"])
+            .args(&self.extra_args)
+            .env("TROUPE_LOG", "info,troupe=debug")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("troupe serve starts");
+        // The first line on stdout announces the URL once the listener is bound.
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        assert!(line.contains(&self.url), "unexpected first line from serve: {line:?} (log: {})", self.log());
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state_dir.with_extension("serve.log")).unwrap_or_default()
+    }
+
+    /// `kill -9` the server (rooms keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let resp = self.http.get(format!("{}{path}", self.url)).send().await.unwrap();
+        resp.json().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = self.http.post(format!("{}{path}", self.url)).json(&body).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn rooms(&self, scheduler: &str) -> Vec<Value> {
+        let v = self.get(&format!("/api/v1/schedulers/{scheduler}/rooms")).await;
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn ops(&self, scheduler: &str) -> Vec<Value> {
+        self.get(&format!("/api/v1/operations?scheduler={scheduler}")).await.as_array().cloned().unwrap_or_default()
+    }
+
+    /// The secret room tokens derive from.
+    pub fn secret(&self) -> Vec<u8> {
+        std::fs::read_to_string(self.state_dir.join("secret")).unwrap().trim().as_bytes().to_vec()
+    }
+
+    /// Ids of the room processes running for this server (found by their environment).
+    pub fn room_processes(&self) -> BTreeSet<String> {
+        room_processes_for(&self.url)
+    }
+
+    /// Kill the server and every room process it started.
+    pub fn cleanup(&mut self) {
+        self.kill9();
+        for pid in room_pids_for(&self.url) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+fn environ_of(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    Some(raw.split(|b| *b == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+}
+
+fn room_pids_for(url: &str) -> Vec<u32> {
+    let wanted = format!("TROUPE_ROOMS_URL={url}");
+    let mut out = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if environ_of(pid).is_some_and(|env| env.iter().any(|e| *e == wanted)) && alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn alive(pid: u32) -> bool {
+    // Zombies count as dead.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+pub fn room_processes_for(url: &str) -> BTreeSet<String> {
+    room_pids_for(url)
+        .into_iter()
+        .filter_map(|pid| {
+            environ_of(pid)?.into_iter().find_map(|e| e.strip_prefix("TROUPE_ROOM=").map(str::to_string))
+        })
+        .collect()
+}
+
+/// Poll `check` until it returns Some, or panic after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn status_of(room: &Value) -> &str {
+    room["status"].as_str().unwrap_or("")
+}
+
+pub fn count(rooms: &[Value], status: &str) -> usize {
+    rooms.iter().filter(|r| status_of(r) == status).count()
+}
+
+/// The demo room's own HTTP port (the port named `http`).
+pub fn http_port(room: &Value) -> u16 {
+    room["ports"].as_array().unwrap().iter().find(|p| p["name"] == "http").unwrap()["port"].as_u64().unwrap() as u16
+}
+
+/// Start a match in a demo room through its HTTP API: it then reports itself occupied.
+pub async fn start_match(room: &Value) {
+    let url = format!("http://127.0.0.1:{}/matches", http_port(room));
+    let resp = reqwest::Client::new().post(url).send().await.unwrap();
+    assert!(resp.status().is_success(), "starting a match: {}", resp.status());
+}
+
+pub async fn end_match(room: &Value) {
+    let url = format!("http://127.0.0.1:{}/matches", http_port(room));
+    let resp = reqwest::Client::new().delete(url).send().await.unwrap();
+    assert!(resp.status().is_success(), "ending a match: {}", resp.status());
+}
