@@ -9,7 +9,9 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Display;
 
-use crate::spec::{Affinity, Autoscaling, Container, EnvVar, Forwarder, LocalSpec, Resources, Scheduler};
+use crate::spec::{
+    Affinity, Autoscaling, Container, EnvVar, Forwarder, LocalSpec, PolicyKind, Protocol, Resources, Scheduler,
+};
 
 /// Longest value shown verbatim in a reason; longer ones read "changed" (the diff has them).
 const MAX_SHOWN_VALUE: usize = 48;
@@ -294,7 +296,7 @@ fn container_reasons(old: &[Container], new: &[Container], out: &mut Vec<String>
         }
         if o.ports != c.ports {
             let show = |c: &Container| {
-                c.ports.iter().map(|p| format!("{}/{:?}:{}", p.name, p.protocol, p.port)).collect::<Vec<_>>()
+                c.ports.iter().map(|p| format!("{}/{}:{}", p.name, protocol(p.protocol), p.port)).collect::<Vec<_>>()
             };
             out.push(change(&format!("{prefix}ports"), &list(&show(o)), &list(&show(c))));
         }
@@ -306,6 +308,21 @@ fn container_reasons(old: &[Container], new: &[Container], out: &mut Vec<String>
         // Same containers, other order.
         let names = |cs: &[Container]| cs.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
         out.push(change("containers reordered", &list(&names(old)), &list(&names(new))));
+    }
+}
+
+fn protocol(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "TCP",
+        Protocol::Udp => "UDP",
+        Protocol::Sctp => "SCTP",
+    }
+}
+
+fn policy(k: PolicyKind) -> &'static str {
+    match k {
+        PolicyKind::RoomOccupancy => "roomOccupancy",
+        PolicyKind::FixedBuffer => "fixedBuffer",
     }
 }
 
@@ -365,7 +382,7 @@ fn autoscaling_reasons(old: Option<&Autoscaling>, new: Option<&Autoscaling>, out
     match (on(old), on(new)) {
         (false, true) => {
             let n = new.expect("enabled implies present");
-            out.push(format!("autoscaling turned on ({}, {:?})", bounds(n), n.policy.kind));
+            out.push(format!("autoscaling turned on ({}, {})", bounds(n), policy(n.policy.kind)));
             return;
         }
         (true, false) => {
@@ -390,7 +407,7 @@ fn autoscaling_reasons(old: Option<&Autoscaling>, new: Option<&Autoscaling>, out
     }
     if o.policy != n.policy {
         if o.policy.kind != n.policy.kind {
-            out.push(format!("autoscaling.policy {:?} → {:?}{suffix}", o.policy.kind, n.policy.kind));
+            out.push(format!("autoscaling.policy {} → {}{suffix}", policy(o.policy.kind), policy(n.policy.kind)));
         } else {
             out.push(format!("autoscaling.policy parameters changed{suffix}"));
         }

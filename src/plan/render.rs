@@ -124,7 +124,7 @@ pub fn text(plan: &Plan, color: bool) -> String {
         let style = action_style(c.action);
         let _ = writeln!(out, "  {} {} {}", paint(color, style, c.action.symbol()), paint(color, BOLD, &c.scheduler), headline(c));
         for r in &c.reasons {
-            let _ = writeln!(out, "      - {r}");
+            let _ = writeln!(out, "      # {r}");
         }
         if c.action != Action::Orphan {
             let _ = writeln!(out, "      rooms: {}", impact_text(&c.impact));
@@ -300,4 +300,125 @@ fn schedulers(n: usize) -> String {
 /// Pretty JSON, as described by `schema/plan.schema.json`.
 pub fn json(plan: &Plan) -> String {
     serde_json::to_string_pretty(plan).expect("a plan serialises to JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::tests::{base, edit, image, live, replicas, state};
+    use crate::plan::{PlanOptions, plan};
+    use crate::rooms::RoomStatus::*;
+
+    fn sample() -> Plan {
+        let named = |n: &str| edit(base(), |s| s.name = n.to_string());
+        let desired = vec![image(named("arena-eu"), "registry.example/arena:1.4.3"), named("arena-new"), replicas(named("arena-us"), 2)];
+        let live = state([
+            live(&named("arena-eu"), 4, &[(Ready, 3), (Occupied, 1)], &[]),
+            live(&named("arena-old"), 2, &[(Ready, 2)], &[]),
+            live(&named("arena-us"), 4, &[(Ready, 2), (Allocated, 2)], &[]),
+        ]);
+        plan(&desired, &live, &PlanOptions { prune: false, revision: Some("abc123".into()) })
+    }
+
+    #[test]
+    fn text_lists_each_change_with_reasons_impact_and_totals() {
+        let p = sample();
+        let out = text(&p, false);
+        let eu = &p.changes[0];
+        let (from, to) = (eu.from_version.as_deref().unwrap(), eu.to_version.as_deref().unwrap());
+        for line in [
+            format!("Troupe plan {} for revision abc123", p.id),
+            format!("  -/+ arena-eu will be rolled out: version {from} → {to}"),
+            "      # image registry.example/arena:1.4.2 → 1.4.3".to_string(),
+            "      rooms: 4 rooms to replace, 1 busy kept until free".to_string(),
+            "      -    image: registry.example/arena:1.4.2".to_string(),
+            "      +    image: registry.example/arena:1.4.3".to_string(),
+            "  + arena-new will be created (4 rooms)".to_string(),
+            "      rooms: 4 rooms to create".to_string(),
+            "  ? arena-old is not in the revision and will be left alone".to_string(),
+            "  ~ arena-us will be scaled (4 → 2 rooms)".to_string(),
+            "      rooms: 2 rooms to remove".to_string(),
+            "Plan: 1 to create, 0 to update in place, 1 to scale, 1 to roll out, 0 to converge, 0 to delete.".to_string(),
+            "Rooms: 4 to create, 4 to replace, 2 to remove, 1 busy kept until free.".to_string(),
+            "1 live scheduler is not in the revision and is left running (prune is off).".to_string(),
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing line {line:?} in:\n{out}");
+        }
+        assert!(!out.contains('\x1b'), "no colour asked for");
+    }
+
+    #[test]
+    #[ignore = "prints a sample; run with --ignored --nocapture to look at the output"]
+    fn show_sample() {
+        println!("{}", text(&sample(), false));
+        println!("{}", markdown(&sample(), DEFAULT_MARKDOWN_LIMIT));
+    }
+
+    #[test]
+    fn colour_marks_added_and_removed_lines() {
+        let out = text(&sample(), true);
+        assert!(out.contains(&format!("{GREEN}+    image: registry.example/arena:1.4.3{GREEN:#}")), "{out}");
+        assert!(out.contains(&format!("{RED}-    image: registry.example/arena:1.4.2{RED:#}")), "{out}");
+    }
+
+    #[test]
+    fn in_sync_says_so() {
+        let live = state([live(&base(), 4, &[(Ready, 4)], &[])]);
+        let p = plan(&[base()], &live, &PlanOptions { prune: false, revision: Some("abc123".into()) });
+        assert!(text(&p, false).ends_with("No changes. Live state matches revision abc123.\n"));
+        assert!(markdown(&p, DEFAULT_MARKDOWN_LIMIT).contains("**No changes.** Live state matches revision abc123."));
+    }
+
+    #[test]
+    fn markdown_has_a_table_and_a_section_per_change() {
+        let p = sample();
+        let md = markdown(&p, DEFAULT_MARKDOWN_LIMIT);
+        assert!(md.contains("| `arena-eu` | `-/+` rollout | 0 | 4 | 0 | 1 |"), "{md}");
+        assert!(md.contains("| `arena-us` | `~` scale | 0 | 0 | 2 | 0 |"), "{md}");
+        assert_eq!(md.matches("<details>").count(), p.changes.len());
+        assert!(md.contains("```diff\n--- live/arena-eu\n"), "{md}");
+        assert!(md.contains("- image registry.example/arena:1.4.2 → 1.4.3"));
+        assert!(!md.contains("Truncated"));
+    }
+
+    #[test]
+    fn markdown_for_500_rollouts_stays_under_the_limit_and_says_what_was_cut() {
+        let mut desired = Vec::new();
+        let mut live_schedulers = Vec::new();
+        for i in 0..500 {
+            let s = edit(base(), |s| s.name = format!("arena-{i:03}"));
+            live_schedulers.push(live(&s, 4, &[(Ready, 3), (Occupied, 1)], &[]));
+            desired.push(image(s, "registry.example/arena:1.4.3"));
+        }
+        let p = plan(&desired, &state(live_schedulers), &PlanOptions::default());
+        let md = markdown(&p, DEFAULT_MARKDOWN_LIMIT);
+        assert!(md.len() <= DEFAULT_MARKDOWN_LIMIT, "{} characters", md.len());
+        let shown = md.matches("<details>").count();
+        assert!(shown > 0 && shown < 500, "{shown} sections");
+        assert_eq!(md.matches("</details>").count(), shown, "no section cut in half");
+        let note = format!("details of {} of 500 schedulers left out", 500 - shown);
+        assert!(md.contains(&note), "missing {note:?} in the tail:\n{}", &md[md.len() - 400..]);
+        assert!(md.contains(&format!("`arena-{shown:03}`")), "the note names the first one cut");
+
+        let small = markdown(&p, 5_000);
+        assert!(small.len() <= 5_000);
+        assert!(small.contains("more not shown"), "table rows cut too");
+        assert!(small.contains("details of 500 of 500 schedulers left out"));
+        assert!(markdown(&p, 10).len() <= 10);
+    }
+
+    #[test]
+    fn markdown_fences_a_diff_that_contains_backticks() {
+        let p = plan(&[image(base(), "registry.example/arena:```")], &state([live(&base(), 4, &[(Ready, 4)], &[])]), &PlanOptions::default());
+        let md = markdown(&p, DEFAULT_MARKDOWN_LIMIT);
+        assert!(md.contains("````diff\n"), "{md}");
+    }
+
+    #[test]
+    fn json_is_pretty_and_camel_case() {
+        let out = json(&sample());
+        assert!(out.contains("\n  \"changes\": ["));
+        assert!(out.contains("\"keptBusy\": 1"));
+        assert!(out.contains("\"action\": \"rollout\""));
+    }
 }
