@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt::Display;
 
 use crate::spec::{
-    Affinity, Autoscaling, Container, EnvVar, Forwarder, LocalSpec, PolicyKind, Protocol, Resources, Scheduler,
+    Affinity, Autoscaling, Container, EnvVar, Forwarder, LocalSpec, PolicyKind, Protocol,
+    Resources, Scheduler,
 };
 
 /// Longest value shown verbatim in a reason; longer ones read "changed" (the diff has them).
@@ -28,13 +29,23 @@ const MAX_SHOWN_KEYS: usize = 4;
 /// every pod, unlike an absent one.
 pub fn canonical(s: &Scheduler) -> Cow<'_, Scheduler> {
     match &s.spec.affinity {
-        Some(a) if canonical_affinity(a) != s.spec.affinity => {
+        Some(a) if has_empty_sections(a) => {
             let mut owned = s.clone();
             owned.spec.affinity = canonical_affinity(a);
             Cow::Owned(owned)
         }
         _ => Cow::Borrowed(s),
     }
+}
+
+fn has_empty_sections(a: &Affinity) -> bool {
+    fn empty<T: Default + PartialEq>(v: &Option<T>) -> bool {
+        v.as_ref().is_some_and(|x| *x == T::default())
+    }
+    *a == Affinity::default()
+        || empty(&a.node_affinity)
+        || empty(&a.pod_affinity)
+        || empty(&a.pod_anti_affinity)
 }
 
 fn canonical_affinity(a: &Affinity) -> Option<Affinity> {
@@ -83,7 +94,10 @@ pub fn classify(old: &Scheduler, new: &Scheduler) -> Delta {
         }
     }
     if old.max_surge != new.max_surge {
-        d.in_place(&["maxSurge"], format!("maxSurge {} → {}", old.max_surge, new.max_surge));
+        d.in_place(
+            &["maxSurge"],
+            format!("maxSurge {} → {}", old.max_surge, new.max_surge),
+        );
     }
     if old.match_allocation != new.match_allocation {
         d.in_place(
@@ -112,7 +126,11 @@ pub fn classify(old: &Scheduler, new: &Scheduler) -> Delta {
     if old.autoscaling != new.autoscaling {
         d.in_place = true;
         d.fields.push("autoscaling");
-        autoscaling_reasons(old.autoscaling.as_ref(), new.autoscaling.as_ref(), &mut d.reasons);
+        autoscaling_reasons(
+            old.autoscaling.as_ref(),
+            new.autoscaling.as_ref(),
+            &mut d.reasons,
+        );
     }
     if old.forwarders != new.forwarders {
         d.in_place = true;
@@ -123,17 +141,25 @@ pub fn classify(old: &Scheduler, new: &Scheduler) -> Delta {
     // The room template.
     if old.port_range != new.port_range {
         let (a, b) = (old.port_range, new.port_range);
-        d.template(&["portRange"], format!("portRange {}-{} → {}-{}", a.start, a.end, b.start, b.end));
+        d.template(
+            &["portRange"],
+            format!("portRange {}-{} → {}-{}", a.start, a.end, b.start, b.end),
+        );
     }
     if old.labels != new.labels {
         d.template = true;
         d.fields.push("labels");
-        d.reasons.push(map_reason("labels", &old.labels, &new.labels));
+        d.reasons
+            .push(map_reason("labels", &old.labels, &new.labels));
     }
     if old.annotations != new.annotations {
         d.template = true;
         d.fields.push("annotations");
-        d.reasons.push(map_reason("annotations", &old.annotations, &new.annotations));
+        d.reasons.push(map_reason(
+            "annotations",
+            &old.annotations,
+            &new.annotations,
+        ));
     }
     if old.spec != new.spec {
         d.template = true;
@@ -200,7 +226,11 @@ fn list(items: &[String]) -> String {
 }
 
 /// `labels: team a → b, tier added` — the keys that changed, a few of them by name.
-fn map_reason(label: &str, old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> String {
+fn map_reason(
+    label: &str,
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> String {
     let mut parts = Vec::new();
     for (k, v) in new {
         match old.get(k) {
@@ -247,7 +277,11 @@ fn spec_reasons(old: &Scheduler, new: &Scheduler, out: &mut Vec<String>) {
         container_reasons(&o.containers, &n.containers, out);
     }
     if o.node_selector != n.node_selector {
-        out.push(map_reason("nodeSelector", &o.node_selector, &n.node_selector));
+        out.push(map_reason(
+            "nodeSelector",
+            &o.node_selector,
+            &n.node_selector,
+        ));
     }
     if o.affinity != n.affinity {
         out.push(
@@ -260,10 +294,17 @@ fn spec_reasons(old: &Scheduler, new: &Scheduler, out: &mut Vec<String>) {
         );
     }
     if o.tolerations != n.tolerations {
-        out.push(format!("tolerations changed ({} → {})", o.tolerations.len(), n.tolerations.len()));
+        out.push(format!(
+            "tolerations changed ({} → {})",
+            o.tolerations.len(),
+            n.tolerations.len()
+        ));
     }
     if o.host_network != n.host_network {
-        out.push(format!("hostNetwork {} → {}", o.host_network, n.host_network));
+        out.push(format!(
+            "hostNetwork {} → {}",
+            o.host_network, n.host_network
+        ));
     }
 }
 
@@ -271,7 +312,11 @@ fn container_reasons(old: &[Container], new: &[Container], out: &mut Vec<String>
     let before = out.len();
     let single = old.len() == 1 && new.len() == 1 && old[0].name == new[0].name;
     for c in new {
-        let prefix = if single { String::new() } else { format!("container {}: ", c.name) };
+        let prefix = if single {
+            String::new()
+        } else {
+            format!("container {}: ", c.name)
+        };
         let Some(o) = old.iter().find(|o| o.name == c.name) else {
             out.push(format!("container {} added ({})", c.name, c.image));
             continue;
@@ -280,25 +325,48 @@ fn container_reasons(old: &[Container], new: &[Container], out: &mut Vec<String>
             out.push(image_reason(&prefix, &o.image, &c.image));
         }
         if o.command != c.command {
-            out.push(change(&format!("{prefix}command"), &list(&o.command), &list(&c.command)));
+            out.push(change(
+                &format!("{prefix}command"),
+                &list(&o.command),
+                &list(&c.command),
+            ));
         }
         if o.args != c.args {
-            out.push(change(&format!("{prefix}args"), &list(&o.args), &list(&c.args)));
+            out.push(change(
+                &format!("{prefix}args"),
+                &list(&o.args),
+                &list(&c.args),
+            ));
         }
         if o.env != c.env {
             out.push(env_reason(&format!("{prefix}env"), &o.env, &c.env));
         }
         if o.requests != c.requests {
-            out.push(resources_reason(&format!("{prefix}requests"), &o.requests, &c.requests));
+            out.push(resources_reason(
+                &format!("{prefix}requests"),
+                &o.requests,
+                &c.requests,
+            ));
         }
         if o.limits != c.limits {
-            out.push(resources_reason(&format!("{prefix}limits"), &o.limits, &c.limits));
+            out.push(resources_reason(
+                &format!("{prefix}limits"),
+                &o.limits,
+                &c.limits,
+            ));
         }
         if o.ports != c.ports {
             let show = |c: &Container| {
-                c.ports.iter().map(|p| format!("{}/{}:{}", p.name, protocol(p.protocol), p.port)).collect::<Vec<_>>()
+                c.ports
+                    .iter()
+                    .map(|p| format!("{}/{}:{}", p.name, protocol(p.protocol), p.port))
+                    .collect::<Vec<_>>()
             };
-            out.push(change(&format!("{prefix}ports"), &list(&show(o)), &list(&show(c))));
+            out.push(change(
+                &format!("{prefix}ports"),
+                &list(&show(o)),
+                &list(&show(c)),
+            ));
         }
     }
     for o in old.iter().filter(|o| !new.iter().any(|c| c.name == o.name)) {
@@ -307,7 +375,11 @@ fn container_reasons(old: &[Container], new: &[Container], out: &mut Vec<String>
     if out.len() == before {
         // Same containers, other order.
         let names = |cs: &[Container]| cs.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
-        out.push(change("containers reordered", &list(&names(old)), &list(&names(new))));
+        out.push(change(
+            "containers reordered",
+            &list(&names(old)),
+            &list(&names(new)),
+        ));
     }
 }
 
@@ -346,13 +418,20 @@ fn env_reason(label: &str, old: &[EnvVar], new: &[EnvVar]) -> String {
 }
 
 fn resources_reason(label: &str, old: &Resources, new: &Resources) -> String {
-    let show = |q: &Option<crate::spec::Quantity>| q.as_ref().map_or_else(|| "unset".to_string(), |q| q.to_string());
+    let show = |q: &Option<crate::spec::Quantity>| {
+        q.as_ref()
+            .map_or_else(|| "unset".to_string(), |q| q.to_string())
+    };
     let mut parts = Vec::new();
     if old.cpu != new.cpu {
         parts.push(format!("cpu {} → {}", show(&old.cpu), show(&new.cpu)));
     }
     if old.memory != new.memory {
-        parts.push(format!("memory {} → {}", show(&old.memory), show(&new.memory)));
+        parts.push(format!(
+            "memory {} → {}",
+            show(&old.memory),
+            show(&new.memory)
+        ));
     }
     format!("{label} {}", parts.join(", "))
 }
@@ -363,7 +442,11 @@ fn local_reasons(old: Option<&LocalSpec>, new: Option<&LocalSpec>, out: &mut Vec
         (Some(_), None) => out.push("local removed".to_string()),
         (Some(o), Some(n)) => {
             if o.command != n.command {
-                out.push(change("local command", &list(&o.command), &list(&n.command)));
+                out.push(change(
+                    "local command",
+                    &list(&o.command),
+                    &list(&n.command),
+                ));
             }
             if o.env != n.env {
                 out.push(env_reason("local env", &o.env, &n.env));
@@ -373,16 +456,28 @@ fn local_reasons(old: Option<&LocalSpec>, new: Option<&LocalSpec>, out: &mut Vec
     }
 }
 
-fn autoscaling_reasons(old: Option<&Autoscaling>, new: Option<&Autoscaling>, out: &mut Vec<String>) {
+fn autoscaling_reasons(
+    old: Option<&Autoscaling>,
+    new: Option<&Autoscaling>,
+    out: &mut Vec<String>,
+) {
     let on = |a: Option<&Autoscaling>| a.is_some_and(|a| a.enabled);
     let bounds = |a: &Autoscaling| {
-        let max = if a.max < 0 { "no ceiling".to_string() } else { format!("max {}", a.max) };
+        let max = if a.max < 0 {
+            "no ceiling".to_string()
+        } else {
+            format!("max {}", a.max)
+        };
         format!("min {}, {max}", a.min)
     };
     match (on(old), on(new)) {
         (false, true) => {
             let n = new.expect("enabled implies present");
-            out.push(format!("autoscaling turned on ({}, {})", bounds(n), policy(n.policy.kind)));
+            out.push(format!(
+                "autoscaling turned on ({}, {})",
+                bounds(n),
+                policy(n.policy.kind)
+            ));
             return;
         }
         (true, false) => {
@@ -393,7 +488,10 @@ fn autoscaling_reasons(old: Option<&Autoscaling>, new: Option<&Autoscaling>, out
     }
     let suffix = if on(new) { "" } else { " (autoscaling is off)" };
     let (Some(o), Some(n)) = (old, new) else {
-        out.push(format!("autoscaling settings {}{suffix}", if new.is_some() { "added" } else { "removed" }));
+        out.push(format!(
+            "autoscaling settings {}{suffix}",
+            if new.is_some() { "added" } else { "removed" }
+        ));
         return;
     };
     if o.min != n.min {
@@ -403,11 +501,18 @@ fn autoscaling_reasons(old: Option<&Autoscaling>, new: Option<&Autoscaling>, out
         out.push(format!("autoscaling.max {} → {}{suffix}", o.max, n.max));
     }
     if o.cooldown != n.cooldown {
-        out.push(format!("autoscaling.cooldown {} → {}{suffix}", o.cooldown, n.cooldown));
+        out.push(format!(
+            "autoscaling.cooldown {} → {}{suffix}",
+            o.cooldown, n.cooldown
+        ));
     }
     if o.policy != n.policy {
         if o.policy.kind != n.policy.kind {
-            out.push(format!("autoscaling.policy {} → {}{suffix}", policy(o.policy.kind), policy(n.policy.kind)));
+            out.push(format!(
+                "autoscaling.policy {} → {}{suffix}",
+                policy(o.policy.kind),
+                policy(n.policy.kind)
+            ));
         } else {
             out.push(format!("autoscaling.policy parameters changed{suffix}"));
         }
@@ -424,7 +529,10 @@ fn forwarder_reasons(old: &[Forwarder], new: &[Forwarder], out: &mut Vec<String>
                     out.push(change(&format!("forwarder {} url", f.name), &o.url, &f.url));
                 }
                 if o.timeout != f.timeout {
-                    out.push(format!("forwarder {} timeout {} → {}", f.name, o.timeout, f.timeout));
+                    out.push(format!(
+                        "forwarder {} timeout {} → {}",
+                        f.name, o.timeout, f.timeout
+                    ));
                 }
             }
         }
@@ -444,24 +552,46 @@ mod tests {
     #[test]
     fn image_reason_says_the_repository_once() {
         assert_eq!(
-            image_reason("", "registry.example/arena:1.4.2", "registry.example/arena:1.4.3"),
+            image_reason(
+                "",
+                "registry.example/arena:1.4.2",
+                "registry.example/arena:1.4.3"
+            ),
             "image registry.example/arena:1.4.2 → 1.4.3"
         );
         assert_eq!(
-            image_reason("", "registry.example:5000/arena", "registry.example:5000/arena:2"),
+            image_reason(
+                "",
+                "registry.example:5000/arena",
+                "registry.example:5000/arena:2"
+            ),
             "image registry.example:5000/arena → registry.example:5000/arena:2"
         );
-        assert_eq!(image_reason("container a: ", "x:1", "y:1"), "container a: image x:1 → y:1");
+        assert_eq!(
+            image_reason("container a: ", "x:1", "y:1"),
+            "container a: image x:1 → y:1"
+        );
     }
 
     #[test]
     fn map_reasons_name_a_few_keys() {
-        let m = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
         assert_eq!(
-            map_reason("labels", &m(&[("team", "a"), ("old", "x")]), &m(&[("team", "b"), ("tier", "1")])),
+            map_reason(
+                "labels",
+                &m(&[("team", "a"), ("old", "x")]),
+                &m(&[("team", "b"), ("tier", "1")])
+            ),
             "labels: team a → b, tier added, old removed"
         );
         let many: BTreeMap<_, _> = (0..7).map(|i| (format!("k{i}"), "v".to_string())).collect();
-        assert_eq!(map_reason("labels", &BTreeMap::new(), &many), "labels: k0 added, k1 added, k2 added, k3 added, and 3 more");
+        assert_eq!(
+            map_reason("labels", &BTreeMap::new(), &many),
+            "labels: k0 added, k1 added, k2 added, k3 added, and 3 more"
+        );
     }
 }

@@ -21,8 +21,16 @@ pub fn yaml(s: &Scheduler) -> String {
 pub fn unified(name: &str, old: Option<&Scheduler>, new: Option<&Scheduler>) -> String {
     let old_text = old.map(yaml).unwrap_or_default();
     let new_text = new.map(yaml).unwrap_or_default();
-    let old_label = if old.is_some() { format!("live/{name}") } else { "/dev/null".to_string() };
-    let new_label = if new.is_some() { format!("desired/{name}") } else { "/dev/null".to_string() };
+    let old_label = if old.is_some() {
+        format!("live/{name}")
+    } else {
+        "/dev/null".to_string()
+    };
+    let new_label = if new.is_some() {
+        format!("desired/{name}")
+    } else {
+        "/dev/null".to_string()
+    };
     TextDiff::from_lines(&old_text, &new_text)
         .unified_diff()
         .context_radius(CONTEXT_LINES)

@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::live::LiveRoom;
+use crate::rooms::RoomStatus;
 
 /// Room counts a change moves. See [`assess`] for how they are computed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -31,7 +32,6 @@ impl Impact {
     pub fn is_empty(&self) -> bool {
         *self == Impact::default()
     }
-
 }
 
 /// A scheduler's fleet, sorted by what a change can do with each room.
@@ -52,18 +52,7 @@ pub struct Tally {
 impl Tally {
     /// Sort `rooms` against the version the fleet should run.
     pub fn of(rooms: &[LiveRoom], version: &str) -> Tally {
-        let mut t = Tally::default();
-        for r in rooms.iter().filter(|r| !r.status.is_leaving()) {
-            let slot = match (r.version == version, r.status.is_busy()) {
-                _ if r.status == crate::rooms::RoomStatus::Error => &mut t.error,
-                (true, true) => &mut t.current_busy,
-                (true, false) => &mut t.current_free,
-                (false, true) => &mut t.outdated_busy,
-                (false, false) => &mut t.outdated_free,
-            };
-            *slot += 1;
-        }
-        t
+        RoomCounts::of(rooms).tally(version)
     }
 
     /// Rooms that are part of the fleet (not leaving).
@@ -78,6 +67,46 @@ impl Tally {
     /// Rooms that must go whatever the target: old version or in error.
     fn retired(&self) -> u32 {
         self.outdated_busy + self.outdated_free + self.error
+    }
+}
+
+/// A fleet as counts by (version, status), sorted: what the planner and the plan id need to know
+/// about rooms, computed in one pass over them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomCounts<'a>(pub Vec<(&'a str, RoomStatus, u32)>);
+
+impl<'a> RoomCounts<'a> {
+    pub fn of(rooms: &'a [LiveRoom]) -> Self {
+        let mut counts: Vec<(&str, RoomStatus, u32)> = Vec::new();
+        for r in rooms {
+            // A fleet has a handful of (version, status) pairs; comparing the status first keeps
+            // string comparisons to about one per room.
+            match counts
+                .iter_mut()
+                .find(|(v, s, _)| *s == r.status && *v == r.version)
+            {
+                Some((_, _, n)) => *n += 1,
+                None => counts.push((&r.version, r.status, 1)),
+            }
+        }
+        counts.sort_unstable();
+        RoomCounts(counts)
+    }
+
+    /// Sort the fleet against the version it should run.
+    pub fn tally(&self, version: &str) -> Tally {
+        let mut t = Tally::default();
+        for &(v, status, n) in self.0.iter().filter(|(_, s, _)| !s.is_leaving()) {
+            let slot = match (v == version, status.is_busy()) {
+                _ if status == RoomStatus::Error => &mut t.error,
+                (true, true) => &mut t.current_busy,
+                (true, false) => &mut t.current_free,
+                (false, true) => &mut t.outdated_busy,
+                (false, false) => &mut t.outdated_free,
+            };
+            *slot += n;
+        }
+        t
     }
 }
 
@@ -113,9 +142,16 @@ pub fn assess(t: &Tally, target: u32) -> (Impact, bool) {
 /// ready ones; rooms of an old version before current ones; then by id, so the order is
 /// deterministic. Busy and leaving rooms are never candidates.
 pub fn removal_order<'a>(rooms: &'a [LiveRoom], version: &str) -> Vec<&'a LiveRoom> {
-    let mut free: Vec<_> = rooms.iter().filter(|r| r.status.removal_rank().is_some()).collect();
+    let mut free: Vec<_> = rooms
+        .iter()
+        .filter(|r| r.status.removal_rank().is_some())
+        .collect();
     free.sort_by(|a, b| {
-        (a.status.removal_rank(), a.version == version, &a.id).cmp(&(b.status.removal_rank(), b.version == version, &b.id))
+        (a.status.removal_rank(), a.version == version, &a.id).cmp(&(
+            b.status.removal_rank(),
+            b.version == version,
+            &b.id,
+        ))
     });
     free
 }
@@ -123,39 +159,123 @@ pub fn removal_order<'a>(rooms: &'a [LiveRoom], version: &str) -> Vec<&'a LiveRo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rooms::RoomStatus::{self, *};
+    use crate::rooms::RoomStatus::*;
 
     fn rooms(spec: &[(&str, RoomStatus, u32)]) -> Vec<LiveRoom> {
         let mut out = Vec::new();
         for (version, status, n) in spec {
             for _ in 0..*n {
-                out.push(LiveRoom { id: format!("r{}", out.len()), version: version.to_string(), status: *status });
+                out.push(LiveRoom {
+                    id: format!("r{}", out.len()),
+                    version: version.to_string(),
+                    status: *status,
+                });
             }
         }
         out
     }
 
+    /// Rooms as (version, status, count).
+    type Fleet = [(&'static str, RoomStatus, u32)];
+
     fn imp(create: u32, replace: u32, remove: u32, kept_busy: u32) -> Impact {
-        Impact { create, replace, remove, kept_busy }
+        Impact {
+            create,
+            replace,
+            remove,
+            kept_busy,
+        }
     }
 
     #[test]
     fn impact_table() {
         // (case, rooms, target, impact, actionable)
-        let cases: &[(&str, &[(&str, RoomStatus, u32)], u32, Impact, bool)] = &[
-            ("in sync", &[("v1", Ready, 3), ("v1", Occupied, 1)], 4, imp(0, 0, 0, 0), false),
+        let cases: &[(&str, &Fleet, u32, Impact, bool)] = &[
+            (
+                "in sync",
+                &[("v1", Ready, 3), ("v1", Occupied, 1)],
+                4,
+                imp(0, 0, 0, 0),
+                false,
+            ),
             ("scale up", &[("v1", Ready, 4)], 6, imp(2, 0, 0, 0), true),
-            ("scale down keeps busy", &[("v1", Ready, 3), ("v1", Occupied, 3)], 2, imp(0, 0, 3, 1), true),
-            ("scale down all busy", &[("v1", Occupied, 4)], 2, imp(0, 0, 0, 2), false),
-            ("rollout", &[("v0", Ready, 3), ("v0", Occupied, 1)], 4, imp(0, 4, 0, 1), true),
-            ("rollout only busy left", &[("v1", Ready, 3), ("v0", Allocated, 1)], 4, imp(0, 1, 0, 1), false),
-            ("rollout and scale up", &[("v0", Ready, 4)], 6, imp(2, 4, 0, 0), true),
-            ("rollout and scale down", &[("v0", Ready, 3), ("v0", Active, 1)], 2, imp(0, 2, 2, 1), true),
-            ("missing rooms", &[("v1", Ready, 3)], 5, imp(2, 0, 0, 0), true),
-            ("crashed room", &[("v1", Ready, 3), ("v1", Error, 1)], 4, imp(0, 1, 0, 0), true),
-            ("leaving rooms ignored", &[("v1", Ready, 2), ("v0", Terminating, 2)], 2, imp(0, 0, 0, 0), false),
-            ("starting rooms count", &[("v1", Pending, 1), ("v1", Unready, 1)], 2, imp(0, 0, 0, 0), false),
-            ("delete", &[("v1", Ready, 2), ("v1", Occupied, 1), ("v1", Error, 1)], 0, imp(0, 0, 3, 1), true),
+            (
+                "scale down keeps busy",
+                &[("v1", Ready, 3), ("v1", Occupied, 3)],
+                2,
+                imp(0, 0, 3, 1),
+                true,
+            ),
+            (
+                "scale down all busy",
+                &[("v1", Occupied, 4)],
+                2,
+                imp(0, 0, 0, 2),
+                false,
+            ),
+            (
+                "rollout",
+                &[("v0", Ready, 3), ("v0", Occupied, 1)],
+                4,
+                imp(0, 4, 0, 1),
+                true,
+            ),
+            (
+                "rollout only busy left",
+                &[("v1", Ready, 3), ("v0", Allocated, 1)],
+                4,
+                imp(0, 1, 0, 1),
+                false,
+            ),
+            (
+                "rollout and scale up",
+                &[("v0", Ready, 4)],
+                6,
+                imp(2, 4, 0, 0),
+                true,
+            ),
+            (
+                "rollout and scale down",
+                &[("v0", Ready, 3), ("v0", Active, 1)],
+                2,
+                imp(0, 2, 2, 1),
+                true,
+            ),
+            (
+                "missing rooms",
+                &[("v1", Ready, 3)],
+                5,
+                imp(2, 0, 0, 0),
+                true,
+            ),
+            (
+                "crashed room",
+                &[("v1", Ready, 3), ("v1", Error, 1)],
+                4,
+                imp(0, 1, 0, 0),
+                true,
+            ),
+            (
+                "leaving rooms ignored",
+                &[("v1", Ready, 2), ("v0", Terminating, 2)],
+                2,
+                imp(0, 0, 0, 0),
+                false,
+            ),
+            (
+                "starting rooms count",
+                &[("v1", Pending, 1), ("v1", Unready, 1)],
+                2,
+                imp(0, 0, 0, 0),
+                false,
+            ),
+            (
+                "delete",
+                &[("v1", Ready, 2), ("v1", Occupied, 1), ("v1", Error, 1)],
+                0,
+                imp(0, 0, 3, 1),
+                true,
+            ),
         ];
         for (case, spec, target, want, actionable) in cases {
             let t = Tally::of(&rooms(spec), "v1");
@@ -166,15 +286,46 @@ mod tests {
     #[test]
     fn removal_order_takes_broken_rooms_first_and_never_busy_ones() {
         let rs = vec![
-            LiveRoom { id: "a".into(), version: "v1".into(), status: Ready },
-            LiveRoom { id: "b".into(), version: "v1".into(), status: Occupied },
-            LiveRoom { id: "c".into(), version: "v0".into(), status: Ready },
-            LiveRoom { id: "d".into(), version: "v1".into(), status: Error },
-            LiveRoom { id: "e".into(), version: "v1".into(), status: Pending },
-            LiveRoom { id: "f".into(), version: "v1".into(), status: Allocated },
-            LiveRoom { id: "g".into(), version: "v1".into(), status: Terminating },
+            LiveRoom {
+                id: "a".into(),
+                version: "v1".into(),
+                status: Ready,
+            },
+            LiveRoom {
+                id: "b".into(),
+                version: "v1".into(),
+                status: Occupied,
+            },
+            LiveRoom {
+                id: "c".into(),
+                version: "v0".into(),
+                status: Ready,
+            },
+            LiveRoom {
+                id: "d".into(),
+                version: "v1".into(),
+                status: Error,
+            },
+            LiveRoom {
+                id: "e".into(),
+                version: "v1".into(),
+                status: Pending,
+            },
+            LiveRoom {
+                id: "f".into(),
+                version: "v1".into(),
+                status: Allocated,
+            },
+            LiveRoom {
+                id: "g".into(),
+                version: "v1".into(),
+                status: Terminating,
+            },
         ];
-        let ids: Vec<_> = removal_order(&rs, "v1").iter().map(|r| r.id.as_str()).collect();
+        let ids: Vec<_> = removal_order(&rs, "v1")
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect();
         assert_eq!(ids, ["d", "e", "c", "a"]);
     }
 }

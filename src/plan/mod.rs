@@ -20,7 +20,8 @@ pub mod render;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
 use schemars::JsonSchema;
@@ -31,10 +32,9 @@ pub use compare::canonical;
 pub use impact::{Impact, removal_order};
 pub use live::{LiveRoom, LiveScheduler, LiveState};
 
-use crate::rooms::RoomStatus;
 use crate::spec::{Autoscaling, Scheduler};
 use compare::{Delta, classify, sort_fields};
-use impact::{Tally, assess};
+use impact::{RoomCounts, Tally, assess};
 
 /// Hex digits of the sha256 kept as the plan id: 64 bits, plenty to tell plans apart.
 const PLAN_ID_HEX_LEN: usize = 16;
@@ -50,7 +50,9 @@ pub struct PlanOptions {
 }
 
 /// What a change does to one scheduler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum Action {
     /// In the revision, not live: create it and its rooms.
@@ -190,24 +192,39 @@ pub fn plan(desired: &[Scheduler], live: &LiveState, opts: &PlanOptions) -> Plan
     for s in desired {
         by_name.entry(s.name.as_str()).or_insert(s);
     }
+    let names: BTreeSet<&str> = by_name
+        .keys()
+        .copied()
+        .chain(live.schedulers.keys().map(String::as_str))
+        .collect();
 
+    let mut id = Fingerprint::new(opts.prune);
     let mut changes = Vec::new();
     let mut in_sync = Vec::new();
-    for (&name, &d) in &by_name {
-        match live.schedulers.get(name) {
-            None => changes.push(create(d)),
-            Some(l) => match update(d, l) {
-                Some(c) => changes.push(c),
-                None => in_sync.push(name.to_string()),
-            },
+    for name in names {
+        match (by_name.get(name), live.schedulers.get(name)) {
+            (Some(d), None) => {
+                id.desired(d);
+                changes.push(create(d));
+            }
+            (None, Some(l)) => {
+                let counts = RoomCounts::of(&l.rooms);
+                id.live(name, l, false, &counts);
+                changes.push(gone(name, l, &counts, opts));
+            }
+            (Some(d), Some(l)) => {
+                let counts = RoomCounts::of(&l.rooms);
+                let same = **d == l.applied;
+                id.desired(d);
+                id.live(name, l, same, &counts);
+                match update(d, l, same, &counts) {
+                    Some(c) => changes.push(c),
+                    None => in_sync.push(name.to_string()),
+                }
+            }
+            (None, None) => unreachable!("every name comes from one side or the other"),
         }
     }
-    for (name, l) in &live.schedulers {
-        if !by_name.contains_key(name.as_str()) {
-            changes.push(gone(name, l, opts));
-        }
-    }
-    changes.sort_by(|a, b| a.scheduler.cmp(&b.scheduler));
 
     let mut summary = Summary::default();
     for c in &changes {
@@ -226,7 +243,13 @@ pub fn plan(desired: &[Scheduler], live: &LiveState, opts: &PlanOptions) -> Plan
         summary.busy_kept += c.impact.kept_busy;
     }
 
-    Plan { id: plan_id(&by_name, live, opts), revision: opts.revision.clone(), changes, in_sync, summary }
+    Plan {
+        id: id.finish(),
+        revision: opts.revision.clone(),
+        changes,
+        in_sync,
+        summary,
+    }
 }
 
 fn create(d: &Scheduler) -> Change {
@@ -239,9 +262,15 @@ fn create(d: &Scheduler) -> Change {
     Change {
         scheduler: cd.name.clone(),
         action: Action::Create,
-        reasons: vec![format!("new scheduler: {} of version {version} ({how})", rooms(target))],
+        reasons: vec![format!(
+            "new scheduler: {} of version {version} ({how})",
+            rooms(target)
+        )],
         fields: Vec::new(),
-        impact: Impact { create: target, ..Impact::default() },
+        impact: Impact {
+            create: target,
+            ..Impact::default()
+        },
         from_version: None,
         to_version: Some(version),
         target_rooms: target,
@@ -253,15 +282,26 @@ fn create(d: &Scheduler) -> Change {
 }
 
 /// A live scheduler that is not in the revision: delete (prune on) or orphan.
-fn gone(name: &str, l: &LiveScheduler, opts: &PlanOptions) -> Change {
+fn gone(name: &str, l: &LiveScheduler, counts: &RoomCounts, opts: &PlanOptions) -> Change {
     let version = l.applied.version();
-    let t = Tally::of(&l.rooms, &version);
-    let revision = opts.revision.as_deref().map_or_else(|| "the desired revision".to_string(), |r| format!("revision {r}"));
+    let t = counts.tally(&version);
+    let revision = opts.revision.as_deref().map_or_else(
+        || "the desired revision".to_string(),
+        |r| format!("revision {r}"),
+    );
     let (action, reason, impact, target) = if opts.prune {
         let (impact, _) = assess(&t, 0);
-        (Action::Delete, format!("not in {revision}; prune is on"), impact, 0)
+        (
+            Action::Delete,
+            format!("not in {revision}; prune is on"),
+            impact,
+            0,
+        )
     } else {
-        let reason = format!("not in {revision}; left running with {} because prune is off", rooms(t.fleet()));
+        let reason = format!(
+            "not in {revision}; left running with {} because prune is off",
+            rooms(t.fleet())
+        );
         (Action::Orphan, reason, Impact::default(), l.target_rooms)
     };
     let ca = canonical(&l.applied);
@@ -282,24 +322,38 @@ fn gone(name: &str, l: &LiveScheduler, opts: &PlanOptions) -> Change {
 }
 
 /// A scheduler both desired and live. `None` when in sync.
-fn update(d: &Scheduler, l: &LiveScheduler) -> Option<Change> {
-    let cd = canonical(d);
-    let ca = canonical(&l.applied);
-    // Struct comparison first: the fleet in sync costs no serialisation.
-    let delta = if *cd == *ca { Delta::default() } else { classify(&ca, &cd) };
+/// `same`: `d` equals the applied spec field for field (the common case, checked once by the
+/// caller), so there is nothing to canonicalise or classify.
+fn update(d: &Scheduler, l: &LiveScheduler, same: bool, counts: &RoomCounts) -> Option<Change> {
+    let (cd, ca) = if same {
+        (Cow::Borrowed(d), Cow::Borrowed(d))
+    } else {
+        (canonical(d), canonical(&l.applied))
+    };
+    let delta = if same || *cd == *ca {
+        Delta::default()
+    } else {
+        classify(&ca, &cd)
+    };
 
     let autoscaled = cd.autoscaled();
     let target = match &cd.autoscaling {
         // The autoscaler owns the count; only new bounds move it.
-        Some(a) if a.enabled && ca.autoscaling != cd.autoscaling => within_bounds(a, l.target_rooms),
+        Some(a) if a.enabled && ca.autoscaling != cd.autoscaling => {
+            within_bounds(a, l.target_rooms)
+        }
         Some(a) if a.enabled => l.target_rooms,
         _ => cd.rooms_replicas.unwrap_or(0),
     };
     let rescaled = target != l.target_rooms;
 
     let from_version = l.applied.version();
-    let to_version = if delta.template { cd.version() } else { from_version.clone() };
-    let tally = Tally::of(&l.rooms, &to_version);
+    let to_version = if delta.template {
+        cd.version()
+    } else {
+        from_version.clone()
+    };
+    let tally = counts.tally(&to_version);
     let (impact, actionable) = assess(&tally, target);
 
     let action = if delta.template {
@@ -318,7 +372,10 @@ fn update(d: &Scheduler, l: &LiveScheduler) -> Option<Change> {
     if rescaled {
         reasons.push(match (autoscaled, l.applied.autoscaled()) {
             (false, false) => format!("roomsReplicas {} → {target}", l.target_rooms),
-            (false, true) => format!("rooms {} (autoscaler) → {target} (roomsReplicas)", l.target_rooms),
+            (false, true) => format!(
+                "rooms {} (autoscaler) → {target} (roomsReplicas)",
+                l.target_rooms
+            ),
             (true, _) => format!("rooms {} → {target} (autoscaling bounds)", l.target_rooms),
         });
     }
@@ -328,10 +385,18 @@ fn update(d: &Scheduler, l: &LiveScheduler) -> Option<Change> {
     let mut fields = delta.fields;
     sort_fields(&mut fields);
 
-    let diff = if *cd == *ca { String::new() } else { diff::unified(&d.name, Some(&ca), Some(&cd)) };
+    let diff = if *cd == *ca {
+        String::new()
+    } else {
+        diff::unified(&d.name, Some(&ca), Some(&cd))
+    };
     // Without a rollout the rooms keep their version: hand the executor the template exactly as
     // applied, so `desired.version()` is the version the rooms run.
-    let desired = if delta.template { cd.into_owned() } else { with_template_of(cd.into_owned(), &l.applied) };
+    let desired = if delta.template {
+        cd.into_owned()
+    } else {
+        with_template_of(cd.into_owned(), &l.applied)
+    };
     Some(Change {
         scheduler: d.name.clone(),
         action,
@@ -362,7 +427,11 @@ fn with_template_of(mut s: Scheduler, applied: &Scheduler) -> Scheduler {
 /// `n` kept within the autoscaler's bounds (`max < 0`: no ceiling).
 fn within_bounds(a: &Autoscaling, n: u32) -> u32 {
     let n = n.max(a.min);
-    if a.max < 0 { n } else { n.min(u32::try_from(a.max).unwrap_or(u32::MAX)) }
+    if a.max < 0 {
+        n
+    } else {
+        n.min(u32::try_from(a.max).unwrap_or(u32::MAX))
+    }
 }
 
 /// Why the rooms disagree with a spec that did not change.
@@ -375,10 +444,16 @@ fn room_reasons(t: &Tally, target: u32, out: &mut Vec<String>) {
         out.push(format!("{} in error", rooms(t.error)));
     }
     if t.outdated_free > 0 {
-        out.push(format!("{} of an old version, free", rooms(t.outdated_free)));
+        out.push(format!(
+            "{} of an old version, free",
+            rooms(t.outdated_free)
+        ));
     }
     if t.outdated_busy > 0 {
-        out.push(format!("{} of an old version, busy: replaced when free", rooms(t.outdated_busy)));
+        out.push(format!(
+            "{} of an old version, busy: replaced when free",
+            rooms(t.outdated_busy)
+        ));
     }
     let above = t.fleet().saturating_sub(target);
     if above > 0 {
@@ -388,7 +463,11 @@ fn room_reasons(t: &Tally, target: u32, out: &mut Vec<String>) {
 
 /// `1 room`, `3 rooms`.
 pub(crate) fn rooms(n: u32) -> String {
-    if n == 1 { "1 room".to_string() } else { format!("{n} rooms") }
+    if n == 1 {
+        "1 room".to_string()
+    } else {
+        format!("{n} rooms")
+    }
 }
 
 /// Feeds serialised values straight into the hasher, without an intermediate buffer.
@@ -404,49 +483,51 @@ impl io::Write for HashWriter<'_> {
     }
 }
 
-fn plan_id(desired: &BTreeMap<&str, &Scheduler>, live: &LiveState, opts: &PlanOptions) -> String {
-    let mut h = Sha256::new();
-    let put_str = |h: &mut Sha256, s: &str| {
-        h.update((s.len() as u64).to_le_bytes());
-        h.update(s.as_bytes());
-    };
-    let put_spec = |h: &mut Sha256, s: &Scheduler| {
-        serde_json::to_writer(HashWriter(h), s).expect("a scheduler serialises to JSON");
-    };
-    h.update([u8::from(opts.prune)]);
-    for (name, d) in desired {
-        h.update(b"D");
-        put_str(&mut h, name);
-        put_spec(&mut h, d);
+/// Builds [`Plan::id`], fed scheduler by scheduler in name order.
+struct Fingerprint(Sha256);
+
+impl Fingerprint {
+    fn new(prune: bool) -> Self {
+        let mut h = Sha256::new();
+        h.update([u8::from(prune)]);
+        Fingerprint(h)
     }
-    let mut counts: Vec<(&str, RoomStatus, u32)> = Vec::new();
-    for (name, l) in &live.schedulers {
-        h.update(b"L");
-        put_str(&mut h, name);
-        // An applied spec equal to the desired one adds nothing the desired part did not.
-        if desired.get(name.as_str()).is_some_and(|d| **d == l.applied) {
-            h.update(b"=");
+
+    fn str(&mut self, s: &str) {
+        self.0.update((s.len() as u64).to_le_bytes());
+        self.0.update(s.as_bytes());
+    }
+
+    fn spec(&mut self, s: &Scheduler) {
+        serde_json::to_writer(HashWriter(&mut self.0), s).expect("a scheduler serialises to JSON");
+    }
+
+    fn desired(&mut self, d: &Scheduler) {
+        self.0.update(b"D");
+        self.spec(d);
+    }
+
+    /// `same`: the applied spec equals the desired one just fed, which says it all.
+    fn live(&mut self, name: &str, l: &LiveScheduler, same: bool, counts: &RoomCounts) {
+        self.0.update(b"L");
+        self.str(name);
+        if same {
+            self.0.update(b"=");
         } else {
-            put_spec(&mut h, &l.applied);
+            self.spec(&l.applied);
         }
-        h.update(l.target_rooms.to_le_bytes());
-        counts.clear();
-        for r in &l.rooms {
-            match counts.iter_mut().find(|(v, s, _)| *v == r.version && *s == r.status) {
-                Some((_, _, n)) => *n += 1,
-                None => counts.push((&r.version, r.status, 1)),
-            }
-        }
-        counts.sort_unstable();
-        h.update((counts.len() as u64).to_le_bytes());
-        for (version, status, n) in &counts {
-            put_str(&mut h, version);
-            put_str(&mut h, status.as_str());
-            h.update(n.to_le_bytes());
+        self.0.update(l.target_rooms.to_le_bytes());
+        self.0.update((counts.0.len() as u64).to_le_bytes());
+        for (version, status, n) in &counts.0 {
+            self.str(version);
+            self.str(status.as_str());
+            self.0.update(n.to_le_bytes());
         }
     }
-    let digest = h.finalize();
-    let mut id = hex::encode(digest);
-    id.truncate(PLAN_ID_HEX_LEN);
-    id
+
+    fn finish(self) -> String {
+        let mut id = hex::encode(self.0.finalize());
+        id.truncate(PLAN_ID_HEX_LEN);
+        id
+    }
 }

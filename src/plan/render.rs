@@ -29,7 +29,11 @@ const CYAN: Style = Style::new().fg_color(Some(anstyle::Color::Ansi(AnsiColor::C
 const DIM: Style = Style::new().dimmed();
 
 fn paint(color: bool, style: Style, text: &str) -> String {
-    if color { format!("{style}{text}{style:#}") } else { text.to_string() }
+    if color {
+        format!("{style}{text}{style:#}")
+    } else {
+        text.to_string()
+    }
 }
 
 fn action_style(a: Action) -> Style {
@@ -43,7 +47,10 @@ fn action_style(a: Action) -> Style {
 }
 
 fn revision_name(plan: &Plan) -> String {
-    plan.revision.as_deref().map_or_else(|| "the desired state".to_string(), |r| format!("revision {r}"))
+    plan.revision.as_deref().map_or_else(
+        || "the desired state".to_string(),
+        |r| format!("revision {r}"),
+    )
 }
 
 /// `will be rolled out: version 1a2b3c4d → 5e6f7a8b`, and so on.
@@ -110,8 +117,13 @@ fn totals(plan: &Plan) -> (String, String) {
 fn orphan_note(plan: &Plan) -> Option<String> {
     match plan.summary.orphan {
         0 => None,
-        1 => Some("1 live scheduler is not in the revision and is left running (prune is off).".to_string()),
-        n => Some(format!("{n} live schedulers are not in the revision and are left running (prune is off).")),
+        1 => Some(
+            "1 live scheduler is not in the revision and is left running (prune is off)."
+                .to_string(),
+        ),
+        n => Some(format!(
+            "{n} live schedulers are not in the revision and are left running (prune is off)."
+        )),
     }
 }
 
@@ -122,7 +134,13 @@ pub fn text(plan: &Plan, color: bool) -> String {
     let _ = writeln!(out, "{}\n", paint(color, BOLD, &title));
     for c in &plan.changes {
         let style = action_style(c.action);
-        let _ = writeln!(out, "  {} {} {}", paint(color, style, c.action.symbol()), paint(color, BOLD, &c.scheduler), headline(c));
+        let _ = writeln!(
+            out,
+            "  {} {} {}",
+            paint(color, style, c.action.symbol()),
+            paint(color, BOLD, &c.scheduler),
+            headline(c)
+        );
         for r in &c.reasons {
             let _ = writeln!(out, "      # {r}");
         }
@@ -163,7 +181,9 @@ pub fn text(plan: &Plan, color: bool) -> String {
 
 /// HTML-escape text that goes inside `<details>`, where a stray `<` would be taken for a tag.
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// A code fence longer than any run of backticks in `body`, so the body cannot close it.
@@ -210,9 +230,18 @@ fn markdown_section(c: &Change) -> String {
 /// end and a final note says how many.
 pub fn markdown(plan: &Plan, limit: usize) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "### Troupe plan `{}` for {}\n", plan.id, revision_name(plan));
+    let _ = writeln!(
+        out,
+        "### Troupe plan `{}` for {}\n",
+        plan.id,
+        revision_name(plan)
+    );
     if !plan.has_changes() {
-        let _ = writeln!(out, "**No changes.** Live state matches {}.\n", revision_name(plan));
+        let _ = writeln!(
+            out,
+            "**No changes.** Live state matches {}.\n",
+            revision_name(plan)
+        );
     } else {
         let (actions, rooms) = totals(plan);
         let _ = writeln!(out, "**Plan:** {actions}.  \n**Rooms:** {rooms}.\n");
@@ -248,7 +277,11 @@ pub fn markdown(plan: &Plan, limit: usize) -> String {
             out.push_str(&row);
         }
         if rows_cut > 0 {
-            let _ = writeln!(out, "| … | {} more not shown | | | | |", schedulers(rows_cut));
+            let _ = writeln!(
+                out,
+                "| … | {} more not shown | | | | |",
+                schedulers(rows_cut)
+            );
         }
         out.push('\n');
     }
@@ -269,7 +302,11 @@ pub fn markdown(plan: &Plan, limit: usize) -> String {
 
     let cut = &plan.changes[cut_from..];
     if !cut.is_empty() {
-        let mut names: Vec<String> = cut.iter().take(NOTE_NAMES).map(|c| format!("`{}`", c.scheduler)).collect();
+        let mut names: Vec<String> = cut
+            .iter()
+            .take(NOTE_NAMES)
+            .map(|c| format!("`{}`", c.scheduler))
+            .collect();
         if cut.len() > NOTE_NAMES {
             names.push("…".to_string());
         }
@@ -294,7 +331,11 @@ pub fn markdown(plan: &Plan, limit: usize) -> String {
 }
 
 fn schedulers(n: usize) -> String {
-    if n == 1 { "1 scheduler".to_string() } else { format!("{n} schedulers") }
+    if n == 1 {
+        "1 scheduler".to_string()
+    } else {
+        format!("{n} schedulers")
+    }
 }
 
 /// Pretty JSON, as described by `schema/plan.schema.json`.
@@ -311,13 +352,24 @@ mod tests {
 
     fn sample() -> Plan {
         let named = |n: &str| edit(base(), |s| s.name = n.to_string());
-        let desired = vec![image(named("arena-eu"), "registry.example/arena:1.4.3"), named("arena-new"), replicas(named("arena-us"), 2)];
+        let desired = vec![
+            image(named("arena-eu"), "registry.example/arena:1.4.3"),
+            named("arena-new"),
+            replicas(named("arena-us"), 2),
+        ];
         let live = state([
             live(&named("arena-eu"), 4, &[(Ready, 3), (Occupied, 1)], &[]),
             live(&named("arena-old"), 2, &[(Ready, 2)], &[]),
             live(&named("arena-us"), 4, &[(Ready, 2), (Allocated, 2)], &[]),
         ]);
-        plan(&desired, &live, &PlanOptions { prune: false, revision: Some("abc123".into()) })
+        plan(
+            &desired,
+            &live,
+            &PlanOptions {
+                prune: false,
+                revision: Some("abc123".into()),
+            },
+        )
     }
 
     #[test]
@@ -325,7 +377,10 @@ mod tests {
         let p = sample();
         let out = text(&p, false);
         let eu = &p.changes[0];
-        let (from, to) = (eu.from_version.as_deref().unwrap(), eu.to_version.as_deref().unwrap());
+        let (from, to) = (
+            eu.from_version.as_deref().unwrap(),
+            eu.to_version.as_deref().unwrap(),
+        );
         for line in [
             format!("Troupe plan {} for revision abc123", p.id),
             format!("  -/+ arena-eu will be rolled out: version {from} → {to}"),
@@ -357,24 +412,50 @@ mod tests {
     #[test]
     fn colour_marks_added_and_removed_lines() {
         let out = text(&sample(), true);
-        assert!(out.contains(&format!("{GREEN}+    image: registry.example/arena:1.4.3{GREEN:#}")), "{out}");
-        assert!(out.contains(&format!("{RED}-    image: registry.example/arena:1.4.2{RED:#}")), "{out}");
+        assert!(
+            out.contains(&format!(
+                "{GREEN}+    image: registry.example/arena:1.4.3{GREEN:#}"
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "{RED}-    image: registry.example/arena:1.4.2{RED:#}"
+            )),
+            "{out}"
+        );
     }
 
     #[test]
     fn in_sync_says_so() {
         let live = state([live(&base(), 4, &[(Ready, 4)], &[])]);
-        let p = plan(&[base()], &live, &PlanOptions { prune: false, revision: Some("abc123".into()) });
+        let p = plan(
+            &[base()],
+            &live,
+            &PlanOptions {
+                prune: false,
+                revision: Some("abc123".into()),
+            },
+        );
         assert!(text(&p, false).ends_with("No changes. Live state matches revision abc123.\n"));
-        assert!(markdown(&p, DEFAULT_MARKDOWN_LIMIT).contains("**No changes.** Live state matches revision abc123."));
+        assert!(
+            markdown(&p, DEFAULT_MARKDOWN_LIMIT)
+                .contains("**No changes.** Live state matches revision abc123.")
+        );
     }
 
     #[test]
     fn markdown_has_a_table_and_a_section_per_change() {
         let p = sample();
         let md = markdown(&p, DEFAULT_MARKDOWN_LIMIT);
-        assert!(md.contains("| `arena-eu` | `-/+` rollout | 0 | 4 | 0 | 1 |"), "{md}");
-        assert!(md.contains("| `arena-us` | `~` scale | 0 | 0 | 2 | 0 |"), "{md}");
+        assert!(
+            md.contains("| `arena-eu` | `-/+` rollout | 0 | 4 | 0 | 1 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| `arena-us` | `~` scale | 0 | 0 | 2 | 0 |"),
+            "{md}"
+        );
         assert_eq!(md.matches("<details>").count(), p.changes.len());
         assert!(md.contains("```diff\n--- live/arena-eu\n"), "{md}");
         assert!(md.contains("- image registry.example/arena:1.4.2 → 1.4.3"));
@@ -392,13 +473,28 @@ mod tests {
         }
         let p = plan(&desired, &state(live_schedulers), &PlanOptions::default());
         let md = markdown(&p, DEFAULT_MARKDOWN_LIMIT);
-        assert!(md.len() <= DEFAULT_MARKDOWN_LIMIT, "{} characters", md.len());
+        assert!(
+            md.len() <= DEFAULT_MARKDOWN_LIMIT,
+            "{} characters",
+            md.len()
+        );
         let shown = md.matches("<details>").count();
         assert!(shown > 0 && shown < 500, "{shown} sections");
-        assert_eq!(md.matches("</details>").count(), shown, "no section cut in half");
+        assert_eq!(
+            md.matches("</details>").count(),
+            shown,
+            "no section cut in half"
+        );
         let note = format!("details of {} of 500 schedulers left out", 500 - shown);
-        assert!(md.contains(&note), "missing {note:?} in the tail:\n{}", &md[md.len() - 400..]);
-        assert!(md.contains(&format!("`arena-{shown:03}`")), "the note names the first one cut");
+        assert!(
+            md.contains(&note),
+            "missing {note:?} in the tail:\n{}",
+            &md[md.len() - 400..]
+        );
+        assert!(
+            md.contains(&format!("`arena-{shown:03}`")),
+            "the note names the first one cut"
+        );
 
         let small = markdown(&p, 5_000);
         assert!(small.len() <= 5_000);
@@ -409,7 +505,11 @@ mod tests {
 
     #[test]
     fn markdown_fences_a_diff_that_contains_backticks() {
-        let p = plan(&[image(base(), "registry.example/arena:```")], &state([live(&base(), 4, &[(Ready, 4)], &[])]), &PlanOptions::default());
+        let p = plan(
+            &[image(base(), "registry.example/arena:```")],
+            &state([live(&base(), 4, &[(Ready, 4)], &[])]),
+            &PlanOptions::default(),
+        );
         let md = markdown(&p, DEFAULT_MARKDOWN_LIMIT);
         assert!(md.contains("````diff\n"), "{md}");
     }

@@ -81,27 +81,51 @@ pub(super) fn replicas(s: Scheduler, n: u32) -> Scheduler {
 
 /// A live scheduler running `applied`, with rooms given as (status, count) at `applied`'s
 /// version, plus rooms at another version.
-pub(super) fn live(applied: &Scheduler, target: u32, current: &[(RoomStatus, u32)], old: &[(RoomStatus, u32)]) -> LiveScheduler {
+pub(super) fn live(
+    applied: &Scheduler,
+    target: u32,
+    current: &[(RoomStatus, u32)],
+    old: &[(RoomStatus, u32)],
+) -> LiveScheduler {
     let version = applied.version();
     let mut rooms = Vec::new();
     for (v, spec) in [(version.as_str(), current), ("0ld0ld00", old)] {
         for (status, n) in spec {
             for _ in 0..*n {
-                rooms.push(LiveRoom { id: format!("{}-{}", applied.name, rooms.len()), version: v.to_string(), status: *status });
+                rooms.push(LiveRoom {
+                    id: format!("{}-{}", applied.name, rooms.len()),
+                    version: v.to_string(),
+                    status: *status,
+                });
             }
         }
     }
-    LiveScheduler { applied: applied.clone(), target_rooms: target, rooms }
+    LiveScheduler {
+        applied: applied.clone(),
+        target_rooms: target,
+        rooms,
+    }
 }
 
 pub(super) fn state(schedulers: impl IntoIterator<Item = LiveScheduler>) -> LiveState {
-    LiveState { schedulers: schedulers.into_iter().map(|l| (l.applied.name.clone(), l)).collect() }
+    LiveState {
+        schedulers: schedulers
+            .into_iter()
+            .map(|l| (l.applied.name.clone(), l))
+            .collect(),
+    }
 }
 
 fn imp(create: u32, replace: u32, remove: u32, kept_busy: u32) -> Impact {
-    Impact { create, replace, remove, kept_busy }
+    Impact {
+        create,
+        replace,
+        remove,
+        kept_busy,
+    }
 }
 
+#[derive(Default)]
 struct Case {
     name: &'static str,
     desired: Option<Scheduler>,
@@ -116,27 +140,16 @@ struct Case {
     fields: &'static [&'static str],
 }
 
-impl Default for Case {
-    fn default() -> Self {
-        Case {
-            name: "",
-            desired: None,
-            live: None,
-            prune: false,
-            want: None,
-            impact: Impact::default(),
-            target: 0,
-            reasons: &[],
-            fields: &[],
-        }
-    }
-}
-
 fn cases() -> Vec<Case> {
     let ready4 = || live(&base(), 4, &[(Ready, 4)], &[]);
     let busy_mix = || live(&base(), 4, &[(Ready, 3), (Occupied, 1)], &[]);
     vec![
-        Case { name: "in sync", desired: Some(base()), live: Some(ready4()), ..Case::default() },
+        Case {
+            name: "in sync",
+            desired: Some(base()),
+            live: Some(ready4()),
+            ..Case::default()
+        },
         Case {
             name: "create",
             desired: Some(base()),
@@ -189,7 +202,10 @@ fn cases() -> Vec<Case> {
             want: Some(Action::Rollout),
             impact: imp(2, 4, 0, 1),
             target: 6,
-            reasons: &["image registry.example/arena:1.4.2 → 1.4.3", "roomsReplicas 4 → 6"],
+            reasons: &[
+                "image registry.example/arena:1.4.2 → 1.4.3",
+                "roomsReplicas 4 → 6",
+            ],
             fields: &["roomsReplicas", "spec"],
             ..Case::default()
         },
@@ -207,7 +223,10 @@ fn cases() -> Vec<Case> {
         Case {
             name: "rollout on a toleration change",
             desired: Some(edit(base(), |s| {
-                s.spec.tolerations.push(crate::spec::Toleration { key: Some("dedicated".into()), ..Default::default() })
+                s.spec.tolerations.push(crate::spec::Toleration {
+                    key: Some("dedicated".into()),
+                    ..Default::default()
+                })
             })),
             live: Some(ready4()),
             want: Some(Action::Rollout),
@@ -222,13 +241,20 @@ fn cases() -> Vec<Case> {
             desired: Some(edit(base(), |s| {
                 s.labels.insert("team".into(), "arena".into());
                 s.spec.host_network = true;
-                s.local = Some(crate::spec::LocalSpec { command: vec!["troupe".into(), "demo-room".into()], env: vec![] });
+                s.local = Some(crate::spec::LocalSpec {
+                    command: vec!["troupe".into(), "demo-room".into()],
+                    env: vec![],
+                });
             })),
             live: Some(ready4()),
             want: Some(Action::Rollout),
             impact: imp(0, 4, 0, 0),
             target: 4,
-            reasons: &["labels: team added", "hostNetwork false → true", "local command unset → [troupe, demo-room]"],
+            reasons: &[
+                "labels: team added",
+                "hostNetwork false → true",
+                "local command unset → [troupe, demo-room]",
+            ],
             fields: &["labels", "spec", "local"],
             ..Case::default()
         },
@@ -246,7 +272,12 @@ fn cases() -> Vec<Case> {
         Case {
             name: "scale down removes free rooms only",
             desired: Some(replicas(base(), 2)),
-            live: Some(live(&base(), 6, &[(Ready, 2), (Error, 1), (Occupied, 2), (Allocated, 1)], &[])),
+            live: Some(live(
+                &base(),
+                6,
+                &[(Ready, 2), (Error, 1), (Occupied, 2), (Allocated, 1)],
+                &[],
+            )),
             want: Some(Action::Scale),
             impact: imp(0, 0, 3, 1),
             target: 2,
@@ -256,7 +287,9 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "update in place: timeouts",
-            desired: Some(edit(base(), |s| s.timeouts.ping = crate::spec::Duration::from_secs(30))),
+            desired: Some(edit(base(), |s| {
+                s.timeouts.ping = crate::spec::Duration::from_secs(30)
+            })),
             live: Some(busy_mix()),
             want: Some(Action::UpdateInPlace),
             target: 4,
@@ -266,7 +299,10 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "update in place carries a replica change",
-            desired: Some(replicas(edit(base(), |s| s.max_surge = crate::spec::Surge::Count(2)), 5)),
+            desired: Some(replicas(
+                edit(base(), |s| s.max_surge = crate::spec::Surge::Count(2)),
+                5,
+            )),
             live: Some(ready4()),
             want: Some(Action::UpdateInPlace),
             impact: imp(1, 0, 0, 0),
@@ -315,11 +351,19 @@ fn cases() -> Vec<Case> {
         Case {
             name: "converge: free rooms of an old version (rollout left half done)",
             desired: Some(base()),
-            live: Some(live(&base(), 4, &[(Ready, 2)], &[(Ready, 1), (Occupied, 1)])),
+            live: Some(live(
+                &base(),
+                4,
+                &[(Ready, 2)],
+                &[(Ready, 1), (Occupied, 1)],
+            )),
             want: Some(Action::Converge),
             impact: imp(0, 2, 0, 1),
             target: 4,
-            reasons: &["1 room of an old version, free", "1 room of an old version, busy: replaced when free"],
+            reasons: &[
+                "1 room of an old version, free",
+                "1 room of an old version, busy: replaced when free",
+            ],
             ..Case::default()
         },
         Case {
@@ -347,7 +391,12 @@ fn cases() -> Vec<Case> {
         Case {
             name: "leaving rooms are not part of the fleet",
             desired: Some(base()),
-            live: Some(live(&base(), 4, &[(Ready, 4), (Terminating, 2)], &[(Terminated, 3)])),
+            live: Some(live(
+                &base(),
+                4,
+                &[(Ready, 4), (Terminating, 2)],
+                &[(Terminated, 3)],
+            )),
             ..Case::default()
         },
         Case {
@@ -370,11 +419,19 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "autoscaled: an in-place change keeps the autoscaler's target",
-            desired: Some(replicas(edit(autoscaled(), |s| s.timeouts.pending = crate::spec::Duration::from_secs(60)), 50)),
+            desired: Some(replicas(
+                edit(autoscaled(), |s| {
+                    s.timeouts.pending = crate::spec::Duration::from_secs(60)
+                }),
+                50,
+            )),
             live: Some(live(&autoscaled(), 7, &[(Ready, 5), (Occupied, 2)], &[])),
             want: Some(Action::UpdateInPlace),
             target: 7,
-            reasons: &["timeouts.pending 2m → 1m", "roomsReplicas 4 → 50 (ignored while autoscaling is on)"],
+            reasons: &[
+                "timeouts.pending 2m → 1m",
+                "roomsReplicas 4 → 50 (ignored while autoscaling is on)",
+            ],
             fields: &["roomsReplicas", "timeouts"],
             ..Case::default()
         },
@@ -390,7 +447,9 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "autoscaling turned on with a higher min raises the count",
-            desired: Some(edit(autoscaled(), |s| s.autoscaling.as_mut().unwrap().min = 6)),
+            desired: Some(edit(autoscaled(), |s| {
+                s.autoscaling.as_mut().unwrap().min = 6
+            })),
             live: Some(ready4()),
             want: Some(Action::UpdateInPlace),
             impact: imp(2, 0, 0, 0),
@@ -406,7 +465,10 @@ fn cases() -> Vec<Case> {
             want: Some(Action::UpdateInPlace),
             impact: imp(3, 0, 0, 0),
             target: 10,
-            reasons: &["autoscaling turned off", "rooms 7 (autoscaler) → 10 (roomsReplicas)"],
+            reasons: &[
+                "autoscaling turned off",
+                "rooms 7 (autoscaler) → 10 (roomsReplicas)",
+            ],
             fields: &["roomsReplicas", "autoscaling"],
             ..Case::default()
         },
@@ -418,11 +480,22 @@ fn planner_table() {
     for case in cases() {
         let desired: Vec<_> = case.desired.iter().cloned().collect();
         let live = state(case.live.clone());
-        let p = plan(&desired, &live, &PlanOptions { prune: case.prune, revision: None });
+        let p = plan(
+            &desired,
+            &live,
+            &PlanOptions {
+                prune: case.prune,
+                revision: None,
+            },
+        );
         let name = case.name;
         match case.want {
             None => {
-                assert!(p.changes.is_empty(), "{name}: expected in sync, got {:#?}", p.changes);
+                assert!(
+                    p.changes.is_empty(),
+                    "{name}: expected in sync, got {:#?}",
+                    p.changes
+                );
                 assert_eq!(p.in_sync, ["arena-eu"], "{name}");
                 assert!(!p.has_changes(), "{name}");
             }
@@ -433,7 +506,11 @@ fn planner_table() {
                 assert_eq!(c.impact, case.impact, "{name}: {:?}", c.reasons);
                 assert_eq!(c.target_rooms, case.target, "{name}");
                 for want in case.reasons {
-                    assert!(c.reasons.iter().any(|r| r.contains(want)), "{name}: no reason {want:?} in {:?}", c.reasons);
+                    assert!(
+                        c.reasons.iter().any(|r| r.contains(want)),
+                        "{name}: no reason {want:?} in {:?}",
+                        c.reasons
+                    );
                 }
                 assert_eq!(c.fields, case.fields, "{name}");
                 assert!(!c.reasons.is_empty(), "{name}: a change must say why");
@@ -447,23 +524,47 @@ fn planner_table() {
 fn changes_are_sorted_by_name_and_in_sync_listed() {
     let named = |n: &str| edit(base(), |s| s.name = n.to_string());
     let desired = vec![named("delta"), named("alpha"), named("charlie")];
-    let live = state([live(&named("bravo"), 4, &[], &[]), live(&named("charlie"), 4, &[(Ready, 4)], &[]), live(&named("echo"), 4, &[], &[])]);
+    let live = state([
+        live(&named("bravo"), 4, &[], &[]),
+        live(&named("charlie"), 4, &[(Ready, 4)], &[]),
+        live(&named("echo"), 4, &[], &[]),
+    ]);
     let p = plan(&desired, &live, &PlanOptions::default());
-    let names: Vec<_> = p.changes.iter().map(|c| (c.scheduler.as_str(), c.action)).collect();
+    let names: Vec<_> = p
+        .changes
+        .iter()
+        .map(|c| (c.scheduler.as_str(), c.action))
+        .collect();
     assert_eq!(
         names,
-        [("alpha", Action::Create), ("bravo", Action::Orphan), ("delta", Action::Create), ("echo", Action::Orphan)]
+        [
+            ("alpha", Action::Create),
+            ("bravo", Action::Orphan),
+            ("delta", Action::Create),
+            ("echo", Action::Orphan)
+        ]
     );
     assert_eq!(p.in_sync, ["charlie"]);
-    assert_eq!((p.summary.create, p.summary.orphan, p.summary.rooms_created), (2, 2, 8));
+    assert_eq!(
+        (p.summary.create, p.summary.orphan, p.summary.rooms_created),
+        (2, 2, 8)
+    );
 }
 
 #[test]
 fn orphans_alone_are_not_changes_but_converge_is() {
-    let orphan_only = plan(&[], &state([live(&base(), 4, &[(Ready, 4)], &[])]), &PlanOptions::default());
+    let orphan_only = plan(
+        &[],
+        &state([live(&base(), 4, &[(Ready, 4)], &[])]),
+        &PlanOptions::default(),
+    );
     assert_eq!(orphan_only.changes.len(), 1);
     assert!(!orphan_only.has_changes());
-    let converge = plan(&[base()], &state([live(&base(), 4, &[(Ready, 3)], &[])]), &PlanOptions::default());
+    let converge = plan(
+        &[base()],
+        &state([live(&base(), 4, &[(Ready, 3)], &[])]),
+        &PlanOptions::default(),
+    );
     assert!(converge.has_changes());
 }
 
@@ -471,39 +572,111 @@ fn orphans_alone_are_not_changes_but_converge_is() {
 fn plan_id_is_stable_and_follows_its_inputs() {
     let desired = vec![base(), edit(base(), |s| s.name = "arena-us".into())];
     let live_state = state([live(&base(), 4, &[(Ready, 3), (Occupied, 1)], &[])]);
-    let opts = PlanOptions { prune: false, revision: Some("abc123".into()) };
+    let opts = PlanOptions {
+        prune: false,
+        revision: Some("abc123".into()),
+    };
     let id = plan(&desired, &live_state, &opts).id;
     assert_eq!(id.len(), 16);
     assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
-    assert_eq!(plan(&desired, &live_state, &opts).id, id, "same inputs, same id");
+    assert_eq!(
+        plan(&desired, &live_state, &opts).id,
+        id,
+        "same inputs, same id"
+    );
     let reversed: Vec<_> = desired.iter().rev().cloned().collect();
-    assert_eq!(plan(&reversed, &live_state, &opts).id, id, "input order does not matter");
-    let other_rev = PlanOptions { revision: Some("def456".into()), ..opts.clone() };
-    assert_eq!(plan(&desired, &live_state, &other_rev).id, id, "same content under another revision name");
+    assert_eq!(
+        plan(&reversed, &live_state, &opts).id,
+        id,
+        "input order does not matter"
+    );
+    let other_rev = PlanOptions {
+        revision: Some("def456".into()),
+        ..opts.clone()
+    };
+    assert_eq!(
+        plan(&desired, &live_state, &other_rev).id,
+        id,
+        "same content under another revision name"
+    );
 
     let mut moved = live_state.clone();
     moved.schedulers.get_mut("arena-eu").unwrap().rooms[0].status = Occupied;
-    assert_ne!(plan(&desired, &moved, &opts).id, id, "a room status changed");
+    assert_ne!(
+        plan(&desired, &moved, &opts).id,
+        id,
+        "a room status changed"
+    );
     let mut retargeted = live_state.clone();
-    retargeted.schedulers.get_mut("arena-eu").unwrap().target_rooms = 5;
-    assert_ne!(plan(&desired, &retargeted, &opts).id, id, "the live target changed");
-    let pruned = PlanOptions { prune: true, ..opts.clone() };
-    assert_ne!(plan(&desired, &live_state, &pruned).id, id, "prune changes what is applied");
-    assert_ne!(plan(&[image(base(), "x:2")], &live_state, &opts).id, id, "desired changed");
+    retargeted
+        .schedulers
+        .get_mut("arena-eu")
+        .unwrap()
+        .target_rooms = 5;
+    assert_ne!(
+        plan(&desired, &retargeted, &opts).id,
+        id,
+        "the live target changed"
+    );
+    let pruned = PlanOptions {
+        prune: true,
+        ..opts.clone()
+    };
+    assert_ne!(
+        plan(&desired, &live_state, &pruned).id,
+        id,
+        "prune changes what is applied"
+    );
+    assert_ne!(
+        plan(&[image(base(), "x:2")], &live_state, &opts).id,
+        id,
+        "desired changed"
+    );
 }
 
 #[test]
 fn diff_shows_only_what_changed() {
-    let desired = replicas(image(parse(BASE_EXPLICIT), "registry.example/arena:1.4.3"), 6);
-    let p = plan(&[desired], &state([live(&base(), 4, &[(Ready, 4)], &[])]), &PlanOptions::default());
+    let desired = replicas(
+        image(parse(BASE_EXPLICIT), "registry.example/arena:1.4.3"),
+        6,
+    );
+    let p = plan(
+        &[desired],
+        &state([live(&base(), 4, &[(Ready, 4)], &[])]),
+        &PlanOptions::default(),
+    );
     let diff = &p.changes[0].diff;
-    let changed: Vec<_> =
-        diff.lines().filter(|l| (l.starts_with('+') || l.starts_with('-')) && !l.starts_with("+++") && !l.starts_with("---")).collect();
+    let changed: Vec<_> = diff
+        .lines()
+        .filter(|l| {
+            (l.starts_with('+') || l.starts_with('-'))
+                && !l.starts_with("+++")
+                && !l.starts_with("---")
+        })
+        .collect();
     assert_eq!(changed.len(), 4, "{diff}");
-    assert!(changed.iter().any(|l| l.starts_with('-') && l.contains("roomsReplicas: 4")), "{diff}");
-    assert!(changed.iter().any(|l| l.starts_with('+') && l.contains("roomsReplicas: 6")), "{diff}");
-    assert!(changed.iter().any(|l| l.starts_with('+') && l.contains("image: registry.example/arena:1.4.3")), "{diff}");
-    assert!(diff.starts_with("--- live/arena-eu\n+++ desired/arena-eu\n"), "{diff}");
+    assert!(
+        changed
+            .iter()
+            .any(|l| l.starts_with('-') && l.contains("roomsReplicas: 4")),
+        "{diff}"
+    );
+    assert!(
+        changed
+            .iter()
+            .any(|l| l.starts_with('+') && l.contains("roomsReplicas: 6")),
+        "{diff}"
+    );
+    assert!(
+        changed
+            .iter()
+            .any(|l| l.starts_with('+') && l.contains("image: registry.example/arena:1.4.3")),
+        "{diff}"
+    );
+    assert!(
+        diff.starts_with("--- live/arena-eu\n+++ desired/arena-eu\n"),
+        "{diff}"
+    );
 }
 
 #[test]
@@ -514,7 +687,14 @@ fn create_diff_adds_everything_and_delete_removes_everything() {
     assert!(body.iter().all(|l| l.starts_with('+')), "{body:?}");
     assert!(body.iter().any(|l| l.contains("name: arena-eu")));
 
-    let deleted = plan(&[], &state([live(&base(), 4, &[], &[])]), &PlanOptions { prune: true, revision: None });
+    let deleted = plan(
+        &[],
+        &state([live(&base(), 4, &[], &[])]),
+        &PlanOptions {
+            prune: true,
+            revision: None,
+        },
+    );
     let body: Vec<_> = deleted.changes[0].diff.lines().skip(3).collect();
     assert!(body.iter().all(|l| l.starts_with('-')), "{body:?}");
     assert!(deleted.changes[0].diff.contains("+++ /dev/null"));
@@ -525,8 +705,16 @@ fn without_a_rollout_the_spec_to_apply_keeps_the_running_version() {
     // Live was applied with `affinity: {}`, which hashes differently from no affinity at all.
     let applied = parse(BASE_EXPLICIT);
     let desired = replicas(base(), 6);
-    assert_ne!(applied.version(), desired.version(), "precondition: raw versions differ");
-    let p = plan(&[desired], &state([live(&applied, 4, &[(Ready, 4)], &[])]), &PlanOptions::default());
+    assert_ne!(
+        applied.version(),
+        desired.version(),
+        "precondition: raw versions differ"
+    );
+    let p = plan(
+        &[desired],
+        &state([live(&applied, 4, &[(Ready, 4)], &[])]),
+        &PlanOptions::default(),
+    );
     let c = &p.changes[0];
     assert_eq!(c.action, Action::Scale);
     assert_eq!(c.from_version, c.to_version);
@@ -537,7 +725,11 @@ fn without_a_rollout_the_spec_to_apply_keeps_the_running_version() {
 #[test]
 fn a_rollout_applies_the_canonical_spec_and_names_both_versions() {
     let desired = image(parse(BASE_EXPLICIT), "registry.example/arena:1.4.3");
-    let p = plan(&[desired.clone()], &state([live(&base(), 4, &[(Ready, 4)], &[])]), &PlanOptions::default());
+    let p = plan(
+        std::slice::from_ref(&desired),
+        &state([live(&base(), 4, &[(Ready, 4)], &[])]),
+        &PlanOptions::default(),
+    );
     let c = &p.changes[0];
     assert_eq!(c.from_version.as_deref(), Some(base().version().as_str()));
     let applied = c.desired.as_ref().unwrap();
@@ -549,15 +741,29 @@ fn a_rollout_applies_the_canonical_spec_and_names_both_versions() {
 #[test]
 fn summary_adds_up() {
     let named = |n: &str| edit(base(), |s| s.name = n.to_string());
-    let desired = vec![image(named("a"), "x:2"), replicas(named("b"), 2), named("c")];
+    let desired = vec![
+        image(named("a"), "x:2"),
+        replicas(named("b"), 2),
+        named("c"),
+    ];
     let live = state([
         live(&named("a"), 4, &[(Ready, 2), (Occupied, 2)], &[]),
         live(&named("b"), 4, &[(Ready, 1), (Occupied, 3)], &[]),
         live(&named("d"), 4, &[(Ready, 4)], &[]),
     ]);
-    let p = plan(&desired, &live, &PlanOptions { prune: true, revision: None });
+    let p = plan(
+        &desired,
+        &live,
+        &PlanOptions {
+            prune: true,
+            revision: None,
+        },
+    );
     let s = p.summary;
-    assert_eq!((s.create, s.rollout, s.scale, s.delete, s.orphan), (1, 1, 1, 1, 0));
+    assert_eq!(
+        (s.create, s.rollout, s.scale, s.delete, s.orphan),
+        (1, 1, 1, 1, 0)
+    );
     assert_eq!(s.rooms_created, 4);
     assert_eq!(s.rooms_replaced, 4);
     assert_eq!(s.rooms_removed, 1 + 4);
@@ -567,7 +773,11 @@ fn summary_adds_up() {
 #[test]
 fn plan_json_round_trips() {
     let desired = vec![image(base(), "x:2"), autoscaled_named("b")];
-    let p = plan(&desired, &state([live(&base(), 4, &[(Ready, 4)], &[])]), &PlanOptions::default());
+    let p = plan(
+        &desired,
+        &state([live(&base(), 4, &[(Ready, 4)], &[])]),
+        &PlanOptions::default(),
+    );
     let back: Plan = serde_json::from_str(&render::json(&p)).expect("plan JSON parses back");
     assert_eq!(back, p);
 }
@@ -580,7 +790,10 @@ fn autoscaled_named(n: &str) -> Scheduler {
 #[test]
 fn committed_plan_schema_is_current() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/plan.schema.json");
-    let want = format!("{}\n", serde_json::to_string_pretty(&plan_schema()).unwrap());
+    let want = format!(
+        "{}\n",
+        serde_json::to_string_pretty(&plan_schema()).unwrap()
+    );
     if std::env::var_os("TROUPE_UPDATE_SCHEMA").is_some() {
         std::fs::write(&path, &want).unwrap();
     }
