@@ -330,7 +330,8 @@ fn update(d: &Scheduler, l: &LiveScheduler, same: bool, counts: &RoomCounts) -> 
     } else {
         (canonical(d), canonical(&l.applied))
     };
-    let delta = if same || *cd == *ca {
+    let equal = same || *cd == *ca;
+    let delta = if equal {
         Delta::default()
     } else {
         classify(&ca, &cd)
@@ -345,7 +346,10 @@ fn update(d: &Scheduler, l: &LiveScheduler, same: bool, counts: &RoomCounts) -> 
         Some(a) if a.enabled => l.target_rooms,
         _ => cd.rooms_replicas.unwrap_or(0),
     };
-    let rescaled = target != l.target_rooms;
+    // A new `roomsReplicas` is a scale even when the live target already matches it: the applied
+    // spec must still record it.
+    let rescaled =
+        target != l.target_rooms || (!autoscaled && ca.rooms_replicas != cd.rooms_replicas);
 
     let from_version = l.applied.version();
     let to_version = if delta.template {
@@ -371,6 +375,10 @@ fn update(d: &Scheduler, l: &LiveScheduler, same: bool, counts: &RoomCounts) -> 
     let mut reasons = delta.reasons;
     if rescaled {
         reasons.push(match (autoscaled, l.applied.autoscaled()) {
+            (false, false) if target == l.target_rooms => format!(
+                "roomsReplicas {} → {target} (live target already {target})",
+                ca.rooms_replicas.unwrap_or(0)
+            ),
             (false, false) => format!("roomsReplicas {} → {target}", l.target_rooms),
             (false, true) => format!(
                 "rooms {} (autoscaler) → {target} (roomsReplicas)",
@@ -385,7 +393,7 @@ fn update(d: &Scheduler, l: &LiveScheduler, same: bool, counts: &RoomCounts) -> 
     let mut fields = delta.fields;
     sort_fields(&mut fields);
 
-    let diff = if *cd == *ca {
+    let diff = if equal {
         String::new()
     } else {
         diff::unified(&d.name, Some(&ca), Some(&cd))

@@ -270,6 +270,16 @@ fn cases() -> Vec<Case> {
             ..Case::default()
         },
         Case {
+            name: "a new roomsReplicas the live target already has is still recorded",
+            desired: Some(replicas(base(), 5)),
+            live: Some(live(&base(), 5, &[(Ready, 5)], &[])),
+            want: Some(Action::Scale),
+            target: 5,
+            reasons: &["roomsReplicas 4 → 5 (live target already 5)"],
+            fields: &["roomsReplicas"],
+            ..Case::default()
+        },
+        Case {
             name: "scale down removes free rooms only",
             desired: Some(replicas(base(), 2)),
             live: Some(live(
