@@ -25,9 +25,6 @@ pub enum Format {
     Json,
 }
 
-/// Longest markdown plan: fits a GitHub comment (65,536 characters) with room to spare.
-const MARKDOWN_LIMIT: usize = 60_000;
-
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// Git repository or directory to plan. Without it, show the server's current plan.
@@ -87,7 +84,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             let color = !args.no_color && std::io::stdout().is_terminal();
             render::text(&plan, color)
         }
-        Format::Markdown => render::markdown(&plan, MARKDOWN_LIMIT),
+        Format::Markdown => render::markdown(&plan, render::DEFAULT_MARKDOWN_LIMIT),
         Format::Json => render::json(&plan),
     };
     print!("{out}");

@@ -1,16 +1,541 @@
-//! TEMP stub
+//! The planner: desired schedulers (a git revision) against live state, as data.
+//!
+//! Owns [`plan`], a pure function from desired specs and [`LiveState`] to a [`Plan`]: per
+//! scheduler at most one [`Change`], with human reasons, the YAML diff and the impact on rooms.
+//! The executor applies a plan; renderers ([`render`]) show it. Must always hold:
+//! - no I/O and no clock: the same inputs give the same plan, and the same [`Plan::id`];
+//! - a defaulted field written out explicitly is not a change (both sides are compared in
+//!   canonical form, see [`compare::canonical`]);
+//! - git never scales an autoscaled scheduler: its room count is the autoscaler's, and
+//!   `roomsReplicas` is ignored while autoscaling is on;
+//! - a busy room is never counted as removed now (promise 1), see [`impact`];
+//! - schedulers with no change are compared as structs only: never serialised or diffed, so a
+//!   large fleet in sync plans in a few milliseconds.
+
+mod compare;
+mod diff;
+pub mod impact;
 pub mod live;
-pub mod render {
-    pub fn text(_: &super::Plan, _: bool) -> String { todo!() }
-    pub fn markdown(_: &super::Plan, _: usize) -> String { todo!() }
-    pub fn json(_: &super::Plan) -> String { todo!() }
+pub mod render;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use compare::canonical;
+pub use impact::{Impact, removal_order};
+pub use live::{LiveRoom, LiveScheduler, LiveState};
+
+use crate::spec::{Autoscaling, Scheduler};
+use compare::{Delta, classify, sort_fields};
+use impact::{RoomCounts, Tally, assess};
+
+/// Hex digits of the sha256 kept as the plan id: 64 bits, plenty to tell plans apart.
+const PLAN_ID_HEX_LEN: usize = 16;
+
+/// How to plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Delete live schedulers that are not in the desired revision. Off by default: they are
+    /// listed as [`Action::Orphan`] and left running.
+    pub prune: bool,
+    /// The git revision the desired specs come from, shown in the plan.
+    pub revision: Option<String>,
 }
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Action { Create, UpdateInPlace, Rollout, Scale, Delete, Orphan, Converge }
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Change { pub scheduler: String, pub action: Action, pub desired: Option<crate::spec::Scheduler>, pub reasons: Vec<String> }
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Plan { pub id: String, pub changes: Vec<Change> }
-impl Plan { pub fn has_changes(&self) -> bool { todo!() } }
-pub struct PlanOptions { pub prune: bool, pub revision: Option<String> }
-pub fn plan(_: &[crate::spec::Scheduler], _: &live::LiveState, _: &PlanOptions) -> Plan { todo!() }
+
+/// What a change does to one scheduler.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum Action {
+    /// In the revision, not live: create it and its rooms.
+    Create,
+    /// Only settings applied in place differ (game, maxSurge, matchAllocation, timeouts,
+    /// autoscaling, forwarders); may carry a room count change.
+    UpdateInPlace,
+    /// Only the room count differs (`roomsReplicas`, autoscaling off).
+    Scale,
+    /// The room template differs: rooms are replaced by rooms of the new version, busy ones once
+    /// free. May carry in-place and room count changes.
+    Rollout,
+    /// Specs are equal but the rooms disagree with them in a way an operation can fix now:
+    /// missing or crashed rooms, free rooms of an old version, free rooms above the target.
+    Converge,
+    /// Live, not in the revision, prune on: delete it; busy rooms are drained first.
+    Delete,
+    /// Live, not in the revision, prune off: listed, left alone.
+    Orphan,
+}
+
+impl Action {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::UpdateInPlace => "update in place",
+            Action::Scale => "scale",
+            Action::Rollout => "rollout",
+            Action::Converge => "converge",
+            Action::Delete => "delete",
+            Action::Orphan => "orphan",
+        }
+    }
+
+    /// Terraform-like marker: `+` create, `~` update/scale/converge, `-/+` rollout, `-` delete,
+    /// `?` orphan.
+    pub fn symbol(&self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::UpdateInPlace | Action::Scale | Action::Converge => "~",
+            Action::Rollout => "-/+",
+            Action::Delete => "-",
+            Action::Orphan => "?",
+        }
+    }
+}
+
+/// One scheduler's change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    pub scheduler: String,
+    pub action: Action,
+    /// Why, for humans: `image registry.example/arena:1.4.2 → 1.4.3`, `roomsReplicas 4 → 6`,
+    /// `2 rooms missing`.
+    pub reasons: Vec<String>,
+    /// Changed top-level fields of the spec (camelCase), in YAML order. Empty for create,
+    /// delete, orphan and for a converge with equal specs.
+    pub fields: Vec<String>,
+    pub impact: Impact,
+    /// Version of the applied spec; `None` on create.
+    pub from_version: Option<String>,
+    /// Version rooms will run after the change; `None` on delete and orphan.
+    pub to_version: Option<String>,
+    /// Rooms the scheduler will have: `roomsReplicas`, or for an autoscaled scheduler the
+    /// autoscaler's current target (kept within new bounds). 0 on delete; unchanged on orphan.
+    pub target_rooms: u32,
+    /// Rooms the live scheduler targets now; `None` on create.
+    pub live_target_rooms: Option<u32>,
+    /// The room count is the autoscaler's, not git's.
+    pub autoscaled: bool,
+    /// Unified diff of the canonical YAML, live → desired (whole spec added on create, removed on
+    /// delete and orphan).
+    pub diff: String,
+    /// The spec to apply; `None` on delete and orphan.
+    pub desired: Option<Scheduler>,
+}
+
+/// Counts over a plan, for the final line and for CI.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub create: u32,
+    /// Updates in place.
+    pub update: u32,
+    pub rollout: u32,
+    pub scale: u32,
+    pub delete: u32,
+    pub orphan: u32,
+    pub converge: u32,
+    pub rooms_created: u32,
+    pub rooms_replaced: u32,
+    pub rooms_removed: u32,
+    pub busy_kept: u32,
+}
+
+/// The changes between a desired revision and live state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// First 16 hex digits of a sha256 over the desired specs, the prune option and a fingerprint
+    /// of live state (applied specs, targets, room counts by version and status). Same inputs,
+    /// same id; room ids and the revision name are not part of it, so a plan of the same content
+    /// keeps its id.
+    pub id: String,
+    pub revision: Option<String>,
+    /// At most one per scheduler, sorted by scheduler name.
+    pub changes: Vec<Change>,
+    /// Schedulers with nothing to do, sorted.
+    pub in_sync: Vec<String>,
+    pub summary: Summary,
+}
+
+impl Plan {
+    /// Whether applying the plan would do anything. Orphans are listed but left alone, so a plan
+    /// with only orphans has no changes (`plan --detailed-exitcode` exits 0 for it).
+    pub fn has_changes(&self) -> bool {
+        self.changes.iter().any(|c| c.action != Action::Orphan)
+    }
+
+    /// Changes that would be applied (everything but orphans).
+    pub fn actionable(&self) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(|c| c.action != Action::Orphan)
+    }
+}
+
+/// JSON Schema of [`Plan`], committed as `schema/plan.schema.json`.
+pub fn plan_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Plan)).expect("a JSON schema serialises")
+}
+
+/// Compare `desired` with `live`. Pure; see the module docs for what holds.
+///
+/// Names are unique in a validated revision; if one repeats anyway, the first spec wins.
+pub fn plan(desired: &[Scheduler], live: &LiveState, opts: &PlanOptions) -> Plan {
+    let mut by_name: BTreeMap<&str, &Scheduler> = BTreeMap::new();
+    for s in desired {
+        by_name.entry(s.name.as_str()).or_insert(s);
+    }
+    let names: BTreeSet<&str> = by_name
+        .keys()
+        .copied()
+        .chain(live.schedulers.keys().map(String::as_str))
+        .collect();
+
+    let mut id = Fingerprint::new(opts.prune);
+    let mut changes = Vec::new();
+    let mut in_sync = Vec::new();
+    for name in names {
+        match (by_name.get(name), live.schedulers.get(name)) {
+            (Some(d), None) => {
+                id.desired(d);
+                changes.push(create(d));
+            }
+            (None, Some(l)) => {
+                let counts = RoomCounts::of(&l.rooms);
+                id.live(name, l, false, &counts);
+                changes.push(gone(name, l, &counts, opts));
+            }
+            (Some(d), Some(l)) => {
+                let counts = RoomCounts::of(&l.rooms);
+                let same = **d == l.applied;
+                id.desired(d);
+                id.live(name, l, same, &counts);
+                match update(d, l, same, &counts) {
+                    Some(c) => changes.push(c),
+                    None => in_sync.push(name.to_string()),
+                }
+            }
+            (None, None) => unreachable!("every name comes from one side or the other"),
+        }
+    }
+
+    let mut summary = Summary::default();
+    for c in &changes {
+        *match c.action {
+            Action::Create => &mut summary.create,
+            Action::UpdateInPlace => &mut summary.update,
+            Action::Scale => &mut summary.scale,
+            Action::Rollout => &mut summary.rollout,
+            Action::Converge => &mut summary.converge,
+            Action::Delete => &mut summary.delete,
+            Action::Orphan => &mut summary.orphan,
+        } += 1;
+        summary.rooms_created += c.impact.create;
+        summary.rooms_replaced += c.impact.replace;
+        summary.rooms_removed += c.impact.remove;
+        summary.busy_kept += c.impact.kept_busy;
+    }
+
+    Plan {
+        id: id.finish(),
+        revision: opts.revision.clone(),
+        changes,
+        in_sync,
+        summary,
+    }
+}
+
+fn create(d: &Scheduler) -> Change {
+    let cd = canonical(d).into_owned();
+    let (target, how) = match &cd.autoscaling {
+        Some(a) if a.enabled => (within_bounds(a, 0), "autoscaled, starting at min"),
+        _ => (cd.rooms_replicas.unwrap_or(0), "roomsReplicas"),
+    };
+    let version = cd.version();
+    Change {
+        scheduler: cd.name.clone(),
+        action: Action::Create,
+        reasons: vec![format!(
+            "new scheduler: {} of version {version} ({how})",
+            rooms(target)
+        )],
+        fields: Vec::new(),
+        impact: Impact {
+            create: target,
+            ..Impact::default()
+        },
+        from_version: None,
+        to_version: Some(version),
+        target_rooms: target,
+        live_target_rooms: None,
+        autoscaled: cd.autoscaled(),
+        diff: diff::unified(&cd.name, None, Some(&cd)),
+        desired: Some(cd),
+    }
+}
+
+/// A live scheduler that is not in the revision: delete (prune on) or orphan.
+fn gone(name: &str, l: &LiveScheduler, counts: &RoomCounts, opts: &PlanOptions) -> Change {
+    let version = l.applied.version();
+    let t = counts.tally(&version);
+    let revision = opts.revision.as_deref().map_or_else(
+        || "the desired revision".to_string(),
+        |r| format!("revision {r}"),
+    );
+    let (action, reason, impact, target) = if opts.prune {
+        let (impact, _) = assess(&t, 0);
+        (
+            Action::Delete,
+            format!("not in {revision}; prune is on"),
+            impact,
+            0,
+        )
+    } else {
+        let reason = format!(
+            "not in {revision}; left running with {} because prune is off",
+            rooms(t.fleet())
+        );
+        (Action::Orphan, reason, Impact::default(), l.target_rooms)
+    };
+    let ca = canonical(&l.applied);
+    Change {
+        scheduler: name.to_string(),
+        action,
+        reasons: vec![reason],
+        fields: Vec::new(),
+        impact,
+        from_version: Some(version),
+        to_version: None,
+        target_rooms: target,
+        live_target_rooms: Some(l.target_rooms),
+        autoscaled: l.applied.autoscaled(),
+        diff: diff::unified(name, Some(&ca), None),
+        desired: None,
+    }
+}
+
+/// A scheduler both desired and live. `None` when in sync.
+/// `same`: `d` equals the applied spec field for field (the common case, checked once by the
+/// caller), so there is nothing to canonicalise or classify.
+fn update(d: &Scheduler, l: &LiveScheduler, same: bool, counts: &RoomCounts) -> Option<Change> {
+    let (cd, ca) = if same {
+        (Cow::Borrowed(d), Cow::Borrowed(d))
+    } else {
+        (canonical(d), canonical(&l.applied))
+    };
+    let equal = same || *cd == *ca;
+    let delta = if equal {
+        Delta::default()
+    } else {
+        classify(&ca, &cd)
+    };
+
+    let autoscaled = cd.autoscaled();
+    let target = match &cd.autoscaling {
+        // The autoscaler owns the count; only new bounds move it.
+        Some(a) if a.enabled && ca.autoscaling != cd.autoscaling => {
+            within_bounds(a, l.target_rooms)
+        }
+        Some(a) if a.enabled => l.target_rooms,
+        _ => cd.rooms_replicas.unwrap_or(0),
+    };
+    // A new `roomsReplicas` is a scale even when the live target already matches it: the applied
+    // spec must still record it.
+    let rescaled =
+        target != l.target_rooms || (!autoscaled && ca.rooms_replicas != cd.rooms_replicas);
+
+    let from_version = l.applied.version();
+    let to_version = if delta.template {
+        cd.version()
+    } else {
+        from_version.clone()
+    };
+    let tally = counts.tally(&to_version);
+    let (impact, actionable) = assess(&tally, target);
+
+    let action = if delta.template {
+        Action::Rollout
+    } else if delta.in_place {
+        Action::UpdateInPlace
+    } else if rescaled {
+        Action::Scale
+    } else if actionable {
+        Action::Converge
+    } else {
+        return None;
+    };
+
+    let mut reasons = delta.reasons;
+    if rescaled {
+        reasons.push(match (autoscaled, l.applied.autoscaled()) {
+            (false, false) if target == l.target_rooms => format!(
+                "roomsReplicas {} → {target} (live target already {target})",
+                ca.rooms_replicas.unwrap_or(0)
+            ),
+            (false, false) => format!("roomsReplicas {} → {target}", l.target_rooms),
+            (false, true) => format!(
+                "rooms {} (autoscaler) → {target} (roomsReplicas)",
+                l.target_rooms
+            ),
+            (true, _) => format!("rooms {} → {target} (autoscaling bounds)", l.target_rooms),
+        });
+    }
+    if action == Action::Converge {
+        room_reasons(&tally, target, &mut reasons);
+    }
+    let mut fields = delta.fields;
+    sort_fields(&mut fields);
+
+    let diff = if equal {
+        String::new()
+    } else {
+        diff::unified(&d.name, Some(&ca), Some(&cd))
+    };
+    // Without a rollout the rooms keep their version: hand the executor the template exactly as
+    // applied, so `desired.version()` is the version the rooms run.
+    let desired = if delta.template {
+        cd.into_owned()
+    } else {
+        with_template_of(cd.into_owned(), &l.applied)
+    };
+    Some(Change {
+        scheduler: d.name.clone(),
+        action,
+        reasons,
+        fields: fields.into_iter().map(str::to_string).collect(),
+        impact,
+        from_version: Some(from_version),
+        to_version: Some(to_version),
+        target_rooms: target,
+        live_target_rooms: Some(l.target_rooms),
+        autoscaled,
+        diff,
+        desired: Some(desired),
+    })
+}
+
+fn with_template_of(mut s: Scheduler, applied: &Scheduler) -> Scheduler {
+    if s.template() != applied.template() {
+        s.port_range = applied.port_range;
+        s.labels.clone_from(&applied.labels);
+        s.annotations.clone_from(&applied.annotations);
+        s.spec.clone_from(&applied.spec);
+        s.local.clone_from(&applied.local);
+    }
+    s
+}
+
+/// `n` kept within the autoscaler's bounds (`max < 0`: no ceiling).
+fn within_bounds(a: &Autoscaling, n: u32) -> u32 {
+    let n = n.max(a.min);
+    if a.max < 0 {
+        n
+    } else {
+        n.min(u32::try_from(a.max).unwrap_or(u32::MAX))
+    }
+}
+
+/// Why the rooms disagree with a spec that did not change.
+fn room_reasons(t: &Tally, target: u32, out: &mut Vec<String>) {
+    let missing = target.saturating_sub(t.fleet());
+    if missing > 0 {
+        out.push(format!("{} missing", rooms(missing)));
+    }
+    if t.error > 0 {
+        out.push(format!("{} in error", rooms(t.error)));
+    }
+    if t.outdated_free > 0 {
+        out.push(format!(
+            "{} of an old version, free",
+            rooms(t.outdated_free)
+        ));
+    }
+    if t.outdated_busy > 0 {
+        out.push(format!(
+            "{} of an old version, busy: replaced when free",
+            rooms(t.outdated_busy)
+        ));
+    }
+    let above = t.fleet().saturating_sub(target);
+    if above > 0 {
+        out.push(format!("{} above the target of {target}", rooms(above)));
+    }
+}
+
+/// `1 room`, `3 rooms`.
+pub(crate) fn rooms(n: u32) -> String {
+    if n == 1 {
+        "1 room".to_string()
+    } else {
+        format!("{n} rooms")
+    }
+}
+
+/// Feeds serialised values straight into the hasher, without an intermediate buffer.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Builds [`Plan::id`], fed scheduler by scheduler in name order.
+struct Fingerprint(Sha256);
+
+impl Fingerprint {
+    fn new(prune: bool) -> Self {
+        let mut h = Sha256::new();
+        h.update([u8::from(prune)]);
+        Fingerprint(h)
+    }
+
+    fn str(&mut self, s: &str) {
+        self.0.update((s.len() as u64).to_le_bytes());
+        self.0.update(s.as_bytes());
+    }
+
+    fn spec(&mut self, s: &Scheduler) {
+        serde_json::to_writer(HashWriter(&mut self.0), s).expect("a scheduler serialises to JSON");
+    }
+
+    fn desired(&mut self, d: &Scheduler) {
+        self.0.update(b"D");
+        self.spec(d);
+    }
+
+    /// `same`: the applied spec equals the desired one just fed, which says it all.
+    fn live(&mut self, name: &str, l: &LiveScheduler, same: bool, counts: &RoomCounts) {
+        self.0.update(b"L");
+        self.str(name);
+        if same {
+            self.0.update(b"=");
+        } else {
+            self.spec(&l.applied);
+        }
+        self.0.update(l.target_rooms.to_le_bytes());
+        self.0.update((counts.0.len() as u64).to_le_bytes());
+        for (version, status, n) in &counts.0 {
+            self.str(version);
+            self.str(status.as_str());
+            self.0.update(n.to_le_bytes());
+        }
+    }
+
+    fn finish(self) -> String {
+        let mut id = hex::encode(self.0.finalize());
+        id.truncate(PLAN_ID_HEX_LEN);
+        id
+    }
+}
