@@ -513,6 +513,14 @@ impl Inner {
             info!(runtime_ref = %proc_ref, "room process is gone (its pid now names another process): not adopted");
             return Ok(false);
         };
+        if stat.ended() {
+            // Ended but not reaped yet. If it is ours, reap it here, as nobody else will.
+            if stat.ppid == rustix::process::getpid().as_raw_pid() {
+                process::reap(&pidfd);
+            }
+            info!(runtime_ref = %proc_ref, "room process has ended: not adopted");
+            return Ok(false);
+        }
         let pidfd = Arc::new(pidfd);
         let watched =
             process::watch_pidfd(pidfd.clone()).map_err(|e| backend("watching the pidfd", e))?;

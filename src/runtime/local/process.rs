@@ -54,17 +54,39 @@ impl ProcRef {
     pub fn pid(&self) -> Pid {
         Pid::from_raw(self.pid).expect("ProcRef pids are positive")
     }
+
+    /// The reference of the process that has `pid` now; `Ok(None)` when there is none.
+    pub fn of(pid: i32) -> io::Result<Option<ProcRef>> {
+        Ok(read_stat(pid)?.map(|stat| ProcRef {
+            pid,
+            starttime: stat.starttime,
+        }))
+    }
+
+    /// Whether this very process still runs (a zombie, ended but not reaped, does not).
+    pub fn is_running(&self) -> bool {
+        matches!(read_stat(self.pid), Ok(Some(stat)) if stat.starttime == self.starttime && !stat.ended())
+    }
 }
 
 /// The fields of `/proc/<pid>/stat` this runtime needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stat {
+    /// Field 3: `R`, `S`, `D`, `Z` (zombie), `X` (dead), ...
+    pub state: char,
     /// Field 4.
     pub ppid: i32,
     /// Field 5.
     pub pgrp: i32,
     /// Field 22: start time after boot, in clock ticks.
     pub starttime: u64,
+}
+
+impl Stat {
+    /// The process has ended and only waits to be reaped.
+    pub fn ended(&self) -> bool {
+        matches!(self.state, 'Z' | 'X')
+    }
 }
 
 /// Parse the content of `/proc/<pid>/stat`. The command name (field 2) is in parentheses and may
@@ -74,6 +96,7 @@ pub fn parse_stat(content: &str) -> Option<Stat> {
     // `rest` starts at field 3 (state): field N is at index N - 3.
     let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
     Some(Stat {
+        state: fields.first()?.chars().next()?,
         ppid: fields.get(1)?.parse().ok()?,
         pgrp: fields.get(2)?.parse().ok()?,
         starttime: fields.get(19)?.parse().ok()?,
@@ -208,6 +231,7 @@ mod tests {
         assert_eq!(
             parse_stat(stat),
             Some(Stat {
+                state: 'S',
                 ppid: 17,
                 pgrp: 4242,
                 starttime: 5550123
@@ -221,7 +245,16 @@ mod tests {
     fn our_own_stat_is_readable_and_a_missing_pid_is_none() {
         let me = rustix::process::getpid().as_raw_pid();
         let stat = read_stat(me).unwrap().expect("our own process exists");
-        assert!(stat.starttime > 0);
+        assert!(stat.starttime > 0 && !stat.ended());
+        let me = ProcRef::of(me).unwrap().unwrap();
+        assert!(me.is_running());
+        assert!(
+            !ProcRef {
+                starttime: me.starttime + 1,
+                ..me
+            }
+            .is_running()
+        );
         // pid_max is at most 2^22: this pid never exists.
         assert_eq!(read_stat(i32::MAX).unwrap(), None);
     }
