@@ -276,6 +276,12 @@ async fn a_room_gets_its_environment_distinct_ports_and_its_own_process_group() 
     let b = fx.start(&rt, &sched, "env-test-b").await;
     expect_running(&mut rx, "env-test-a").await;
     expect_running(&mut rx, "env-test-b").await;
+    match rt.start(request(&sched, "env-test-a")).await {
+        Err(RuntimeError::Start { reason, .. }) => {
+            assert!(reason.contains("already running"), "{reason}")
+        }
+        other => panic!("a second start of a running room must be refused, got {other:?}"),
+    }
 
     let mut all_ports = Vec::new();
     for (room, started) in [("env-test-a", &a), ("env-test-b", &b)] {
@@ -337,7 +343,7 @@ async fn a_room_gets_its_environment_distinct_ports_and_its_own_process_group() 
     )
     .await
     .unwrap();
-    let mut exits = vec![next_event(&mut rx).await, next_event(&mut rx).await];
+    let mut exits = [next_event(&mut rx).await, next_event(&mut rx).await];
     exits.sort_by_key(|e| format!("{e:?}"));
     for (event, room) in exits.iter().zip(["env-test-a", "env-test-b"]) {
         assert_eq!(
@@ -426,7 +432,7 @@ async fn an_exit_is_reported_at_once_with_its_status_and_last_log_line() {
     );
     fx.start(&rt, &leaves, "leaves-1").await;
     expect_running(&mut rx, "leaves-1").await;
-    assert_eq!(expect_exited(&mut rx, "leaves-1").await.0, false);
+    assert!(!expect_exited(&mut rx, "leaves-1").await.0);
     let leftover: i32 = wait_for_file(&pid_file).await.trim().parse().unwrap();
     if let Some(proc_ref) = ProcRef::of(leftover).unwrap() {
         fx.procs.add(proc_ref);

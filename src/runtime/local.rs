@@ -21,7 +21,7 @@ mod logs;
 mod ports;
 mod process;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
@@ -93,6 +93,8 @@ struct Inner {
 #[derive(Default)]
 struct State {
     rooms: HashMap<RoomKey, Tracked>,
+    /// Rooms being spawned (not in `rooms` yet): a second start of one of them is refused.
+    starting: HashSet<RoomKey>,
     ports: ports::PortBook,
 }
 
@@ -267,11 +269,11 @@ impl Inner {
 
         let host_ports = {
             let mut state = self.lock();
-            if state.rooms.contains_key(&key) {
+            if state.rooms.contains_key(&key) || state.starting.contains(&key) {
                 return Err(start_error("it is already running".into()));
             }
             let probe_host = self.probe_host;
-            state
+            let booked = state
                 .ports
                 .allocate(
                     &scheduler.name,
@@ -283,7 +285,9 @@ impl Inner {
                     scheduler: scheduler.name.clone(),
                     start: scheduler.port_range.start,
                     end: scheduler.port_range.end,
-                })?
+                })?;
+            state.starting.insert(key.clone());
+            booked
         };
         let room_ports: Vec<RoomPort> = declared
             .iter()
@@ -312,13 +316,17 @@ impl Inner {
         let (proc_ref, pidfd, watched) = match spawned {
             Ok(s) => s,
             Err(reason) => {
-                self.lock().ports.release(&host_ports);
+                let mut state = self.lock();
+                state.ports.release(&host_ports);
+                state.starting.remove(&key);
+                drop(state);
                 warn!(%reason, "room failed to start");
                 return Err(start_error(reason));
             }
         };
 
         let mut state = self.lock();
+        state.starting.remove(&key);
         let watcher = tokio::spawn(
             self.clone()
                 .watch(key.clone(), watched, true)
