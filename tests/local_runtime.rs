@@ -358,24 +358,34 @@ async fn a_room_gets_its_environment_distinct_ports_and_its_own_process_group() 
     }
 }
 
+/// Start a room of its own scheduler running `sh -c script` and wait for its end: `(clean, reason)`.
+async fn run_to_exit(
+    fx: &Fixture,
+    rt: &LocalRuntime,
+    rx: &mut mpsc::Receiver<RuntimeEvent>,
+    name: &str,
+    script: &str,
+) -> (bool, String) {
+    let sched = scheduler(
+        name,
+        (20020, 20030),
+        &[("game", "UDP")],
+        &["/bin/sh", "-c", script],
+    );
+    let room = format!("{name}-1");
+    fx.start(rt, &sched, &room).await;
+    expect_running(rx, &room).await;
+    expect_exited(rx, &room).await
+}
+
 #[tokio::test]
 async fn an_exit_is_reported_at_once_with_its_status_and_last_log_line() {
     let fx = Fixture::new();
     let (rt, mut rx) = fx.runtime();
-    let crash = scheduler(
-        "crash",
-        (20020, 20030),
-        &[("game", "UDP")],
-        &[
-            "/bin/sh",
-            "-c",
-            "echo starting; echo 'error: bind 127.0.0.1:20020: address in use' >&2; echo; exit 3",
-        ],
-    );
     let began = Instant::now();
-    fx.start(&rt, &crash, "crash-1").await;
-    expect_running(&mut rx, "crash-1").await;
-    let (clean, reason) = expect_exited(&mut rx, "crash-1").await;
+    let crash =
+        "echo starting; echo 'error: bind 127.0.0.1:20020: address in use' >&2; echo; exit 3";
+    let (clean, reason) = run_to_exit(&fx, &rt, &mut rx, "crash", crash).await;
     assert!(
         began.elapsed() < Duration::from_secs(2),
         "exit reported after {:?}",
@@ -392,47 +402,15 @@ async fn an_exit_is_reported_at_once_with_its_status_and_last_log_line() {
         "stdout and stderr both logged: {log:?}"
     );
 
-    let killed = scheduler(
-        "killed",
-        (20020, 20030),
-        &[],
-        &["/bin/sh", "-c", "kill -KILL $$"],
-    );
-    fx.start(&rt, &killed, "killed-1").await;
-    expect_running(&mut rx, "killed-1").await;
-    assert_eq!(
-        expect_exited(&mut rx, "killed-1").await,
-        (false, "killed by signal 9".into())
-    );
-
-    let done = scheduler(
-        "done",
-        (20020, 20030),
-        &[],
-        &["/bin/sh", "-c", "echo match over"],
-    );
-    fx.start(&rt, &done, "done-1").await;
-    expect_running(&mut rx, "done-1").await;
-    assert_eq!(
-        expect_exited(&mut rx, "done-1").await,
-        (true, "exited with status 0: match over".into())
-    );
+    let killed = run_to_exit(&fx, &rt, &mut rx, "killed", "kill -KILL $$").await;
+    assert_eq!(killed, (false, "killed by signal 9".into()));
+    let done = run_to_exit(&fx, &rt, &mut rx, "done", "echo match over").await;
+    assert_eq!(done, (true, "exited with status 0: match over".into()));
 
     // What the room leaves behind in its process group goes with it.
     let pid_file = fx.dir.path().join("leftover.pid");
-    let leaves = scheduler(
-        "leaves",
-        (20020, 20030),
-        &[],
-        &[
-            "/bin/sh",
-            "-c",
-            &format!("sleep 30 & echo $! > {}; exit 1", pid_file.display()),
-        ],
-    );
-    fx.start(&rt, &leaves, "leaves-1").await;
-    expect_running(&mut rx, "leaves-1").await;
-    assert!(!expect_exited(&mut rx, "leaves-1").await.0);
+    let leaves = format!("sleep 30 & echo $! > {}; exit 1", pid_file.display());
+    assert!(!run_to_exit(&fx, &rt, &mut rx, "leaves", &leaves).await.0);
     let leftover: i32 = wait_for_file(&pid_file).await.trim().parse().unwrap();
     if let Some(proc_ref) = ProcRef::of(leftover).unwrap() {
         fx.procs.add(proc_ref);
@@ -708,42 +686,43 @@ fn hold_port_with_free_neighbour(udp: bool) -> (Held, u16) {
     panic!("no held port with a free neighbour found");
 }
 
+/// The host port a one-port room of a new scheduler with `range` and `protocol` gets.
+async fn port_given(
+    fx: &Fixture,
+    rt: &LocalRuntime,
+    rx: &mut mpsc::Receiver<RuntimeEvent>,
+    name: &str,
+    range: (u16, u16),
+    protocol: &str,
+) -> u16 {
+    let sched = scheduler(name, range, &[("p", protocol)], SLEEP);
+    let room = format!("{name}-1");
+    let started = fx.start(rt, &sched, &room).await;
+    expect_running(rx, &room).await;
+    started.ports[0].port
+}
+
 #[tokio::test]
 async fn a_port_held_by_another_socket_is_skipped_for_its_protocol() {
     let fx = Fixture::new();
     let (rt, mut rx) = fx.runtime();
 
-    let (_tcp, tcp_port) = hold_port_with_free_neighbour(false);
-    let tcp = scheduler(
-        "held-tcp",
-        (tcp_port, tcp_port + 2),
-        &[("http", "TCP")],
-        SLEEP,
+    let (_tcp, held) = hold_port_with_free_neighbour(false);
+    assert_eq!(
+        port_given(&fx, &rt, &mut rx, "held-tcp", (held, held + 2), "TCP").await,
+        held + 1
     );
-    let started = fx.start(&rt, &tcp, "held-tcp-1").await;
-    expect_running(&mut rx, "held-tcp-1").await;
-    assert_eq!(started.ports[0].port, tcp_port + 1);
 
-    let (_udp, udp_port) = hold_port_with_free_neighbour(true);
-    let udp = scheduler(
-        "held-udp",
-        (udp_port, udp_port + 2),
-        &[("game", "UDP")],
-        SLEEP,
+    let (_udp, held) = hold_port_with_free_neighbour(true);
+    assert_eq!(
+        port_given(&fx, &rt, &mut rx, "held-udp", (held, held + 2), "UDP").await,
+        held + 1
     );
-    let started = fx.start(&rt, &udp, "held-udp-1").await;
-    expect_running(&mut rx, "held-udp-1").await;
-    assert_eq!(started.ports[0].port, udp_port + 1);
     // A UDP socket does not hold the TCP port of the same number.
-    let tcp_on_udp_port = scheduler(
-        "tcp-on-udp",
-        (udp_port, udp_port + 1),
-        &[("http", "TCP")],
-        SLEEP,
+    assert_eq!(
+        port_given(&fx, &rt, &mut rx, "tcp-on-udp", (held, held + 1), "TCP").await,
+        held
     );
-    let started = fx.start(&rt, &tcp_on_udp_port, "tcp-on-udp-1").await;
-    expect_running(&mut rx, "tcp-on-udp-1").await;
-    assert_eq!(started.ports[0].port, udp_port);
 }
 
 #[tokio::test]

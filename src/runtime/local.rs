@@ -136,6 +136,20 @@ struct Tracked {
 }
 
 impl Tracked {
+    fn new(proc_ref: ProcRef, group_leader: bool, pidfd: Arc<OwnedFd>, ports: Vec<u16>) -> Self {
+        Self {
+            proc_ref,
+            group_leader,
+            pidfd,
+            ports,
+            stopping: false,
+            exited: false,
+            kill_at: None,
+            kill_timer: None,
+            watcher: None,
+        }
+    }
+
     fn signal(&self, sig: Signal) -> std::io::Result<()> {
         if self.group_leader {
             process::signal_group(self.proc_ref.pid(), sig)
@@ -327,25 +341,9 @@ impl Inner {
 
         let mut state = self.lock();
         state.starting.remove(&key);
-        let watcher = tokio::spawn(
-            self.clone()
-                .watch(key.clone(), watched, true)
-                .instrument(key.span()),
-        );
-        state.rooms.insert(
-            key,
-            Tracked {
-                proc_ref,
-                group_leader: true,
-                pidfd,
-                ports: host_ports,
-                stopping: false,
-                exited: false,
-                kill_at: None,
-                kill_timer: None,
-                watcher: Some(watcher.abort_handle()),
-            },
-        );
+        let tracked = Tracked::new(proc_ref, true, pidfd, host_ports);
+        self.track(&mut state, key, tracked, watched, true);
+        drop(state);
         let ports_text: Vec<String> = room_ports
             .iter()
             .map(|p| format!("{}={}", p.name, p.port))
@@ -426,6 +424,21 @@ impl Inner {
             )
         })
         // Dropping `child` neither kills nor reaps it: the watcher reaps it through the pidfd.
+    }
+
+    /// Record a room and start watching it; `announce`: report it running first.
+    fn track(
+        self: &Arc<Self>,
+        state: &mut State,
+        key: RoomKey,
+        mut tracked: Tracked,
+        watched: AsyncFd<Arc<OwnedFd>>,
+        announce: bool,
+    ) {
+        let span = key.span();
+        let watcher = self.clone().watch(key.clone(), watched, announce);
+        tracked.watcher = Some(tokio::spawn(watcher.instrument(span)).abort_handle());
+        state.rooms.insert(key, tracked);
     }
 
     /// Signal a watched room to stop and arm its hard kill.
@@ -546,25 +559,8 @@ impl Inner {
                 "adopted room holds ports booked by another room"
             );
         }
-        let watcher = tokio::spawn(
-            self.clone()
-                .watch(key.clone(), watched, false)
-                .instrument(key.span()),
-        );
-        state.rooms.insert(
-            key,
-            Tracked {
-                proc_ref,
-                group_leader: stat.pgrp == proc_ref.pid,
-                pidfd,
-                ports: host_ports,
-                stopping: false,
-                exited: false,
-                kill_at: None,
-                kill_timer: None,
-                watcher: Some(watcher.abort_handle()),
-            },
-        );
+        let tracked = Tracked::new(proc_ref, stat.pgrp == proc_ref.pid, pidfd, host_ports);
+        self.track(&mut state, key, tracked, watched, false);
         info!(runtime_ref = %proc_ref, "room adopted");
         Ok(true)
     }
