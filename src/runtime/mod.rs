@@ -40,9 +40,18 @@ pub enum RuntimeEvent {
     /// The room's process or pod is running.
     Running { scheduler: String, room: String },
     /// The room ended. `clean`: exit status 0, or it had been asked to stop.
-    Exited { scheduler: String, room: String, clean: bool, reason: String },
+    Exited {
+        scheduler: String,
+        room: String,
+        clean: bool,
+        reason: String,
+    },
     /// The room cannot run (cannot start, image cannot be pulled, unschedulable) with the reason.
-    Failed { scheduler: String, room: String, reason: String },
+    Failed {
+        scheduler: String,
+        room: String,
+        reason: String,
+    },
 }
 
 /// Errors of a runtime call.
@@ -50,10 +59,18 @@ pub enum RuntimeEvent {
 pub enum RuntimeError {
     /// The scheduler cannot run on this runtime as written (e.g. no `local.command`).
     #[error("scheduler {scheduler} cannot run on the {runtime} runtime: {reason}")]
-    Unsupported { scheduler: String, runtime: &'static str, reason: String },
+    Unsupported {
+        scheduler: String,
+        runtime: &'static str,
+        reason: String,
+    },
     /// No free host port is left in the scheduler's `portRange`.
     #[error("no free port left in portRange {start}..{end} of scheduler {scheduler}")]
-    PortsExhausted { scheduler: String, start: u16, end: u16 },
+    PortsExhausted {
+        scheduler: String,
+        start: u16,
+        end: u16,
+    },
     /// Starting the room failed.
     #[error("starting room {room} failed: {reason}")]
     Start { room: String, reason: String },
