@@ -5,6 +5,7 @@
 //! OS does not hand those ports to other sockets meanwhile).
 
 use std::net::{TcpListener, UdpSocket};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -1017,4 +1018,25 @@ mod demo_room {
             "{err:#}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_room_whose_start_was_never_recorded_is_found_by_its_environment_and_ended() {
+    // A controller killed between spawning a room and recording it: the room's process runs,
+    // its record has no runtime reference. Adoption must not leave it orphaned.
+    let f = Fixture::new();
+    let mut child = std::process::Command::new("/bin/sh")
+        .args(["-c", "exec sleep 30"])
+        .env("TROUPE_SCHEDULER", "lost")
+        .env("TROUPE_ROOM", "lost-abcde")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let proc_ref = ProcRef::of(child.id() as i32).unwrap().unwrap();
+    f.procs.add(proc_ref);
+    let (rt, _rx) = f.runtime();
+    let adopted = rt.adopt(&[record_with_ref("lost", "lost-abcde", None)]).await.unwrap();
+    assert!(adopted.is_empty(), "a room without a reference is not adopted");
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(!status.success(), "the unrecorded room process was killed: {status:?}");
 }

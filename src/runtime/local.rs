@@ -507,7 +507,17 @@ impl Inner {
             return Ok(true);
         }
         let Some(reference) = &room.runtime_ref else {
-            debug!("no runtime reference: never started, not adopted");
+            // A crash between spawning the process and recording it leaves a room with no
+            // reference: find its process by environment and end it, so nothing is orphaned;
+            // the room is replaced like any other that is gone.
+            for pid in process::find_room_processes(&room.scheduler, &room.id) {
+                warn!(pid, "room process started but never recorded: killing it");
+                if let Some(pid) = Pid::from_raw(pid) {
+                    let _ = process::signal_group(pid, Signal::KILL);
+                    let _ = rustix::process::kill_process(pid, Signal::KILL);
+                }
+            }
+            debug!("no runtime reference: not adopted");
             return Ok(false);
         };
         let proc_ref: ProcRef = match reference.parse() {

@@ -127,6 +127,28 @@ pub fn open_pidfd(pid: Pid) -> io::Result<Option<OwnedFd>> {
 }
 
 /// Signal every process of the group `pgid`. A group that is already gone is not an error.
+/// Processes whose environment names them room `room` of `scheduler`: how a room whose start
+/// was interrupted before its process was recorded is found again.
+pub fn find_room_processes(scheduler: &str, room: &str) -> Vec<i32> {
+    let want_room = format!("TROUPE_ROOM={room}");
+    let want_scheduler = format!("TROUPE_SCHEDULER={scheduler}");
+    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                let mut vars = env.split(|b| *b == 0);
+                let (mut r, mut s) = (false, false);
+                for v in &mut vars {
+                    r |= v == want_room.as_bytes();
+                    s |= v == want_scheduler.as_bytes();
+                }
+                r && s
+            })
+        })
+        .collect()
+}
+
 pub fn signal_group(pgid: Pid, sig: Signal) -> io::Result<()> {
     match rustix::process::kill_process_group(pgid, sig) {
         Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
