@@ -9,7 +9,7 @@ mod affinity;
 pub mod load;
 mod units;
 pub mod validate;
-mod yaml_index;
+pub mod yaml_index;
 
 use std::collections::BTreeMap;
 
