@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 pub use affinity::*;
 pub use load::{Document, LoadError, Located, SourceFile, load_documents};
 pub use units::{Duration, Quantity, Surge};
-pub use validate::{Issue, validate_revision};
+pub use validate::{Issue, validate};
 
 /// One fleet of identical rooms, as declared in one YAML document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
