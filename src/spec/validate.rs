@@ -49,22 +49,34 @@ struct Checker {
 
 impl Checker {
     fn fail(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.issues.push(Issue { path: path.into(), message: message.into() });
+        self.issues.push(Issue {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 
     fn scheduler(&mut self, s: &Scheduler) {
         self.dns_label("name", &s.name, "scheduler name");
         if s.game.trim().is_empty() {
-            self.fail("game", "game must not be empty: name the game this fleet serves, e.g. `game: arena`");
+            self.fail(
+                "game",
+                "game must not be empty: name the game this fleet serves, e.g. `game: arena`",
+            );
         }
         self.ports_and_range(s);
-        if let Surge::Percent(p) = s.max_surge {
-            if !(1..=100).contains(&p) {
-                self.fail("maxSurge", format!("maxSurge {p}% must be between 1% and 100% (or a room count such as 3)"));
-            }
+        if let Surge::Percent(p) = s.max_surge
+            && !(1..=100).contains(&p)
+        {
+            self.fail(
+                "maxSurge",
+                format!("maxSurge {p}% must be between 1% and 100% (or a room count such as 3)"),
+            );
         }
         if s.match_allocation.max_matches < 1 {
-            self.fail("matchAllocation.maxMatches", "matchAllocation.maxMatches must be at least 1");
+            self.fail(
+                "matchAllocation.maxMatches",
+                "matchAllocation.maxMatches must be at least 1",
+            );
         }
         for (field, d) in [
             ("pending", s.timeouts.pending),
@@ -73,7 +85,10 @@ impl Checker {
             ("terminating", s.timeouts.terminating),
         ] {
             if d.as_std().is_zero() {
-                self.fail(format!("timeouts.{field}"), format!("timeouts.{field} must be greater than zero, e.g. 60s"));
+                self.fail(
+                    format!("timeouts.{field}"),
+                    format!("timeouts.{field} must be greater than zero, e.g. 60s"),
+                );
             }
         }
         self.labels("labels", &s.labels);
@@ -82,9 +97,15 @@ impl Checker {
         self.placement(s);
         if let Some(local) = &s.local {
             if local.command.is_empty() {
-                self.fail("local.command", "local.command must name a program to run, e.g. [\"troupe\", \"demo-room\"]");
+                self.fail(
+                    "local.command",
+                    "local.command must name a program to run, e.g. [\"troupe\", \"demo-room\"]",
+                );
             } else if local.command[0].trim().is_empty() {
-                self.fail("local.command[0]", "local.command[0] must name a program, not be empty");
+                self.fail(
+                    "local.command[0]",
+                    "local.command[0] must name a program, not be empty",
+                );
             }
             self.env("local.env", &local.env);
         }
@@ -150,7 +171,10 @@ impl Checker {
 
     fn containers(&mut self, s: &Scheduler) {
         if s.spec.containers.is_empty() {
-            self.fail("spec.containers", "spec.containers must declare at least one container");
+            self.fail(
+                "spec.containers",
+                "spec.containers must declare at least one container",
+            );
         }
         let mut names: HashMap<&str, usize> = HashMap::new();
         for (i, container) in s.spec.containers.iter().enumerate() {
@@ -165,7 +189,10 @@ impl Checker {
                 names.insert(&container.name, i);
             }
             if container.image.trim().is_empty() {
-                self.fail(push_key(&path, "image"), "image must not be empty, e.g. registry.example/arena:1.4.2");
+                self.fail(
+                    push_key(&path, "image"),
+                    "image must not be empty, e.g. registry.example/arena:1.4.2",
+                );
             }
             self.env(&push_key(&path, "env"), &container.env);
             self.requests_within_limits(&path, container);
@@ -174,15 +201,18 @@ impl Checker {
 
     fn requests_within_limits(&mut self, path: &str, c: &Container) {
         type Pick = fn(&Resources) -> Option<&Quantity>;
-        let resources: [(&str, Pick); 2] = [("cpu", |r| r.cpu.as_ref()), ("memory", |r| r.memory.as_ref())];
+        let resources: [(&str, Pick); 2] = [
+            ("cpu", |r| r.cpu.as_ref()),
+            ("memory", |r| r.memory.as_ref()),
+        ];
         for (name, pick) in resources {
-            if let (Some(req), Some(lim)) = (pick(&c.requests), pick(&c.limits)) {
-                if req.value() > lim.value() {
-                    self.fail(
-                        format!("{path}.requests.{name}"),
-                        format!("requests.{name} ({req}) must not exceed limits.{name} ({lim})"),
-                    );
-                }
+            if let (Some(req), Some(lim)) = (pick(&c.requests), pick(&c.limits))
+                && req.value() > lim.value()
+            {
+                self.fail(
+                    format!("{path}.requests.{name}"),
+                    format!("requests.{name} ({req}) must not exceed limits.{name} ({lim})"),
+                );
             }
         }
     }
@@ -206,7 +236,13 @@ impl Checker {
                 );
             }
             if let Some(first) = seen.get(var.name.as_str()) {
-                self.fail(&name_path, format!("environment variable {:?} is already set by {path}[{first}]", var.name));
+                self.fail(
+                    &name_path,
+                    format!(
+                        "environment variable {:?} is already set by {path}[{first}]",
+                        var.name
+                    ),
+                );
             } else {
                 seen.insert(&var.name, i);
             }
@@ -215,11 +251,20 @@ impl Checker {
 
     fn autoscaling(&mut self, a: &Autoscaling) {
         if a.max < -1 {
-            self.fail("autoscaling.max", format!("autoscaling.max ({}) must be -1 (no ceiling) or at least 0", a.max));
+            self.fail(
+                "autoscaling.max",
+                format!(
+                    "autoscaling.max ({}) must be -1 (no ceiling) or at least 0",
+                    a.max
+                ),
+            );
         } else if a.max != -1 && i64::from(a.min) > a.max {
             self.fail(
                 "autoscaling.min",
-                format!("autoscaling.min ({}) must not exceed autoscaling.max ({})", a.min, a.max),
+                format!(
+                    "autoscaling.min ({}) must not exceed autoscaling.max ({})",
+                    a.min, a.max
+                ),
             );
         }
         let params = &a.policy.parameters;
@@ -268,25 +313,40 @@ impl Checker {
             } else if let Some(first) = seen.get(f.name.as_str()) {
                 self.fail(
                     push_key(&path, "name"),
-                    format!("forwarder name {:?} is already used by forwarders[{first}]", f.name),
+                    format!(
+                        "forwarder name {:?} is already used by forwarders[{first}]",
+                        f.name
+                    ),
                 );
             } else {
                 seen.insert(&f.name, i);
             }
-            let host = f.url.strip_prefix("http://").or_else(|| f.url.strip_prefix("https://"));
+            let host = f
+                .url
+                .strip_prefix("http://")
+                .or_else(|| f.url.strip_prefix("https://"));
             match host {
                 None => self.fail(
                     push_key(&path, "url"),
-                    format!("forwarder url {:?} must start with http:// or https://", f.url),
+                    format!(
+                        "forwarder url {:?} must start with http:// or https://",
+                        f.url
+                    ),
                 ),
                 Some(rest) if rest.is_empty() || rest.starts_with('/') => self.fail(
                     push_key(&path, "url"),
-                    format!("forwarder url {:?} must name a host, e.g. http://mm.internal/events", f.url),
+                    format!(
+                        "forwarder url {:?} must name a host, e.g. http://mm.internal/events",
+                        f.url
+                    ),
                 ),
                 Some(_) => {}
             }
             if f.timeout.as_std().is_zero() {
-                self.fail(push_key(&path, "timeout"), "forwarder timeout must be greater than zero, e.g. 500ms");
+                self.fail(
+                    push_key(&path, "timeout"),
+                    "forwarder timeout must be greater than zero, e.g. 500ms",
+                );
             }
         }
     }
@@ -304,24 +364,35 @@ impl Checker {
     fn toleration(&mut self, path: &str, t: &Toleration) {
         let operator = t.operator.as_deref().unwrap_or("Equal");
         if !matches!(operator, "Exists" | "Equal") {
-            self.fail(push_key(path, "operator"), format!("toleration operator {operator:?} must be Exists or Equal"));
+            self.fail(
+                push_key(path, "operator"),
+                format!("toleration operator {operator:?} must be Exists or Equal"),
+            );
         }
-        if let Some(effect) = t.effect.as_deref() {
-            if !matches!(effect, "" | "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
-                self.fail(
-                    push_key(path, "effect"),
-                    format!("toleration effect {effect:?} must be NoSchedule, PreferNoSchedule or NoExecute"),
-                );
-            }
+        if let Some(effect) = t.effect.as_deref()
+            && !matches!(effect, "" | "NoSchedule" | "PreferNoSchedule" | "NoExecute")
+        {
+            self.fail(
+                push_key(path, "effect"),
+                format!(
+                    "toleration effect {effect:?} must be NoSchedule, PreferNoSchedule or NoExecute"
+                ),
+            );
         }
         let key = t.key.as_deref().unwrap_or("");
         if key.is_empty() && operator != "Exists" {
-            self.fail(push_key(path, "operator"), "a toleration without a key must use operator Exists");
+            self.fail(
+                push_key(path, "operator"),
+                "a toleration without a key must use operator Exists",
+            );
         } else if !key.is_empty() {
             self.label_key(&push_key(path, "key"), key);
         }
         if operator == "Exists" && t.value.as_deref().is_some_and(|v| !v.is_empty()) {
-            self.fail(push_key(path, "value"), "a toleration with operator Exists must not set a value");
+            self.fail(
+                push_key(path, "value"),
+                "a toleration with operator Exists must not set a value",
+            );
         }
     }
 
@@ -338,21 +409,36 @@ impl Checker {
                 }
             }
             let preferred = push_key(&base, "preferredDuringSchedulingIgnoredDuringExecution");
-            for (i, p) in node.preferred_during_scheduling_ignored_during_execution.iter().enumerate() {
+            for (i, p) in node
+                .preferred_during_scheduling_ignored_during_execution
+                .iter()
+                .enumerate()
+            {
                 let item = push_index(&preferred, i);
                 self.weight(&push_key(&item, "weight"), p.weight);
                 self.node_selector_term(&push_key(&item, "preference"), &p.preference);
             }
         }
-        for (field, pod) in [("podAffinity", &a.pod_affinity), ("podAntiAffinity", &a.pod_anti_affinity)] {
+        for (field, pod) in [
+            ("podAffinity", &a.pod_affinity),
+            ("podAntiAffinity", &a.pod_anti_affinity),
+        ] {
             let Some(pod) = pod else { continue };
             let base = push_key(path, field);
             let required = push_key(&base, "requiredDuringSchedulingIgnoredDuringExecution");
-            for (i, term) in pod.required_during_scheduling_ignored_during_execution.iter().enumerate() {
+            for (i, term) in pod
+                .required_during_scheduling_ignored_during_execution
+                .iter()
+                .enumerate()
+            {
                 self.pod_affinity_term(&push_index(&required, i), term);
             }
             let preferred = push_key(&base, "preferredDuringSchedulingIgnoredDuringExecution");
-            for (i, w) in pod.preferred_during_scheduling_ignored_during_execution.iter().enumerate() {
+            for (i, w) in pod
+                .preferred_during_scheduling_ignored_during_execution
+                .iter()
+                .enumerate()
+            {
                 let item = push_index(&preferred, i);
                 self.weight(&push_key(&item, "weight"), w.weight);
                 self.pod_affinity_term(&push_key(&item, "podAffinityTerm"), &w.pod_affinity_term);
@@ -367,7 +453,10 @@ impl Checker {
     }
 
     fn node_selector_term(&mut self, path: &str, term: &NodeSelectorTerm) {
-        for (field, reqs) in [("matchExpressions", &term.match_expressions), ("matchFields", &term.match_fields)] {
+        for (field, reqs) in [
+            ("matchExpressions", &term.match_expressions),
+            ("matchFields", &term.match_fields),
+        ] {
             let base = push_key(path, field);
             for (i, r) in reqs.iter().enumerate() {
                 let item = push_index(&base, i);
@@ -397,9 +486,15 @@ impl Checker {
 
     fn pod_affinity_term(&mut self, path: &str, term: &PodAffinityTerm) {
         if term.topology_key.is_empty() {
-            self.fail(push_key(path, "topologyKey"), "topologyKey must not be empty, e.g. kubernetes.io/hostname");
+            self.fail(
+                push_key(path, "topologyKey"),
+                "topologyKey must not be empty, e.g. kubernetes.io/hostname",
+            );
         }
-        for (field, selector) in [("labelSelector", &term.label_selector), ("namespaceSelector", &term.namespace_selector)] {
+        for (field, selector) in [
+            ("labelSelector", &term.label_selector),
+            ("namespaceSelector", &term.namespace_selector),
+        ] {
             if let Some(selector) = selector {
                 self.label_selector(&push_key(path, field), selector);
             }
@@ -415,7 +510,10 @@ impl Checker {
             let values = push_key(&item, "values");
             match r.operator.as_str() {
                 "In" | "NotIn" if r.values.is_empty() => {
-                    self.fail(values, format!("operator {} needs at least one value", r.operator));
+                    self.fail(
+                        values,
+                        format!("operator {} needs at least one value", r.operator),
+                    );
                 }
                 "Exists" | "DoesNotExist" if !r.values.is_empty() => {
                     self.fail(values, format!("operator {} takes no values", r.operator));
@@ -461,22 +559,32 @@ impl Checker {
         if let Err(why) = check_dns_label(value, PORT_NAME_MAX) {
             self.fail(path, format!("port name {value:?} is invalid: {why}"));
         } else if !value.chars().any(|c| c.is_ascii_lowercase()) {
-            self.fail(path, format!("port name {value:?} is invalid: it must contain at least one letter"));
+            self.fail(
+                path,
+                format!("port name {value:?} is invalid: it must contain at least one letter"),
+            );
         }
     }
 }
 
 /// RFC 1123 label: lowercase letters, digits and `-`, starting and ending with a letter or digit.
 fn check_dns_label(s: &str, max: usize) -> Result<(), String> {
-    const EXPECTED: &str = "expected lowercase letters, digits and '-', starting and ending with a letter or digit";
+    const EXPECTED: &str =
+        "expected lowercase letters, digits and '-', starting and ending with a letter or digit";
     if s.is_empty() {
         return Err(format!("it must not be empty ({EXPECTED})"));
     }
     if s.len() > max {
-        return Err(format!("it is {} characters long, at most {max} are allowed", s.len()));
+        return Err(format!(
+            "it is {} characters long, at most {max} are allowed",
+            s.len()
+        ));
     }
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    if !s.chars().all(|c| ok_char(c) || c == '-') || !s.starts_with(ok_char) || !s.ends_with(ok_char) {
+    if !s.chars().all(|c| ok_char(c) || c == '-')
+        || !s.starts_with(ok_char)
+        || !s.ends_with(ok_char)
+    {
         return Err(EXPECTED.to_string());
     }
     Ok(())
@@ -485,7 +593,10 @@ fn check_dns_label(s: &str, max: usize) -> Result<(), String> {
 /// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
 fn check_dns_subdomain(s: &str) -> Result<(), String> {
     if s.len() > DNS_SUBDOMAIN_MAX {
-        return Err(format!("prefix is {} characters long, at most {DNS_SUBDOMAIN_MAX} are allowed", s.len()));
+        return Err(format!(
+            "prefix is {} characters long, at most {DNS_SUBDOMAIN_MAX} are allowed",
+            s.len()
+        ));
     }
     s.split('.')
         .try_for_each(|label| check_dns_label(label, DNS_LABEL_MAX))
@@ -495,9 +606,14 @@ fn check_dns_subdomain(s: &str) -> Result<(), String> {
 /// Kubernetes qualified name part: alphanumerics, `-`, `_`, `.`, alphanumeric at both ends.
 fn check_name_part(s: &str, what: &str) -> Result<(), String> {
     if s.len() > LABEL_PART_MAX {
-        return Err(format!("{what} is {} characters long, at most {LABEL_PART_MAX} are allowed", s.len()));
+        return Err(format!(
+            "{what} is {} characters long, at most {LABEL_PART_MAX} are allowed",
+            s.len()
+        ));
     }
-    let ok = s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    let ok = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && s.starts_with(|c: char| c.is_ascii_alphanumeric())
         && s.ends_with(|c: char| c.is_ascii_alphanumeric());
     if !ok {
@@ -581,7 +697,11 @@ forwarders:
         let issues = validate(s);
         assert_eq!(issues.len(), 1, "expected one issue, got {issues:#?}");
         assert_eq!(issues[0].path, path, "{issues:#?}");
-        assert!(issues[0].message.contains(needle), "{:?} should contain {needle:?}", issues[0].message);
+        assert!(
+            issues[0].message.contains(needle),
+            "{:?} should contain {needle:?}",
+            issues[0].message
+        );
     }
 
     fn autoscaling(kind: PolicyKind, parameters: PolicyParameters) -> Autoscaling {
@@ -595,7 +715,13 @@ forwarders:
     }
 
     fn occupancy(ready_target: f64, down_threshold: f64) -> PolicyParameters {
-        PolicyParameters { room_occupancy: Some(RoomOccupancy { ready_target, down_threshold }), fixed_buffer: None }
+        PolicyParameters {
+            room_occupancy: Some(RoomOccupancy {
+                ready_target,
+                down_threshold,
+            }),
+            fixed_buffer: None,
+        }
     }
 
     #[test]
@@ -629,7 +755,11 @@ forwarders:
         let mut s = base();
         s.port_range.start = 41000;
         s.port_range.end = 40000;
-        one_issue(&s, "portRange.end", "portRange.end (40000) must be greater than portRange.start (41000)");
+        one_issue(
+            &s,
+            "portRange.end",
+            "portRange.end (40000) must be greater than portRange.start (41000)",
+        );
         s.port_range.end = 41000;
         one_issue(&s, "portRange.end", "must be greater");
     }
@@ -687,12 +817,20 @@ forwarders:
     fn container_names_are_dns_labels_and_unique() {
         let mut s = base();
         s.spec.containers[0].name = "Server".into();
-        one_issue(&s, "spec.containers[0].name", "container name \"Server\" is invalid");
+        one_issue(
+            &s,
+            "spec.containers[0].name",
+            "container name \"Server\" is invalid",
+        );
         let mut s = base();
         let mut second = s.spec.containers[0].clone();
         second.ports.clear();
         s.spec.containers.push(second);
-        one_issue(&s, "spec.containers[1].name", "already used by spec.containers[0]");
+        one_issue(
+            &s,
+            "spec.containers[1].name",
+            "already used by spec.containers[0]",
+        );
     }
 
     #[test]
@@ -706,11 +844,19 @@ forwarders:
     fn port_names_are_short_dns_labels_and_unique_across_containers() {
         let mut s = base();
         s.spec.containers[0].ports[1].name = "HTTP".into();
-        one_issue(&s, "spec.containers[0].ports[1].name", "port name \"HTTP\" is invalid");
+        one_issue(
+            &s,
+            "spec.containers[0].ports[1].name",
+            "port name \"HTTP\" is invalid",
+        );
         s.spec.containers[0].ports[1].name = "a-very-long-port-name".into();
         one_issue(&s, "spec.containers[0].ports[1].name", "at most 15");
         s.spec.containers[0].ports[1].name = "8080".into();
-        one_issue(&s, "spec.containers[0].ports[1].name", "at least one letter");
+        one_issue(
+            &s,
+            "spec.containers[0].ports[1].name",
+            "at least one letter",
+        );
 
         let mut s = base();
         let mut sidecar = s.spec.containers[0].clone();
@@ -718,24 +864,40 @@ forwarders:
         sidecar.ports.truncate(1);
         s.spec.containers.push(sidecar);
         s.port_range.end = s.port_range.start + 3;
-        one_issue(&s, "spec.containers[1].ports[0].name", "already used by spec.containers[0].ports[0]");
+        one_issue(
+            &s,
+            "spec.containers[1].ports[0].name",
+            "already used by spec.containers[0].ports[0]",
+        );
     }
 
     #[test]
     fn port_must_be_nonzero() {
         let mut s = base();
         s.spec.containers[0].ports[0].port = 0;
-        one_issue(&s, "spec.containers[0].ports[0].port", "between 1 and 65535");
+        one_issue(
+            &s,
+            "spec.containers[0].ports[0].port",
+            "between 1 and 65535",
+        );
     }
 
     #[test]
     fn requests_must_not_exceed_limits() {
         let mut s = base();
         s.spec.containers[0].requests.cpu = Some("2".parse().unwrap());
-        one_issue(&s, "spec.containers[0].requests.cpu", "requests.cpu (2) must not exceed limits.cpu (1)");
+        one_issue(
+            &s,
+            "spec.containers[0].requests.cpu",
+            "requests.cpu (2) must not exceed limits.cpu (1)",
+        );
         let mut s = base();
         s.spec.containers[0].requests.memory = Some("1Gi".parse().unwrap());
-        one_issue(&s, "spec.containers[0].requests.memory", "must not exceed limits.memory (512Mi)");
+        one_issue(
+            &s,
+            "spec.containers[0].requests.memory",
+            "must not exceed limits.memory (512Mi)",
+        );
         // Only one side given: nothing to compare.
         s.spec.containers[0].limits.memory = None;
         assert_eq!(validate(&s), []);
@@ -744,17 +906,37 @@ forwarders:
     #[test]
     fn env_names_are_identifiers_unique_and_not_reserved() {
         let mut s = base();
-        s.spec.containers[0].env.push(EnvVar { name: "1BAD".into(), value: String::new() });
-        one_issue(&s, "spec.containers[0].env[1].name", "not starting with a digit");
+        s.spec.containers[0].env.push(EnvVar {
+            name: "1BAD".into(),
+            value: String::new(),
+        });
+        one_issue(
+            &s,
+            "spec.containers[0].env[1].name",
+            "not starting with a digit",
+        );
         let mut s = base();
-        s.spec.containers[0].env.push(EnvVar { name: "LOG_LEVEL".into(), value: "debug".into() });
-        one_issue(&s, "spec.containers[0].env[1].name", "already set by spec.containers[0].env[0]");
+        s.spec.containers[0].env.push(EnvVar {
+            name: "LOG_LEVEL".into(),
+            value: "debug".into(),
+        });
+        one_issue(
+            &s,
+            "spec.containers[0].env[1].name",
+            "already set by spec.containers[0].env[0]",
+        );
         let mut s = base();
-        s.spec.containers[0].env.push(EnvVar { name: "TROUPE_ROOM_TOKEN".into(), value: "x".into() });
+        s.spec.containers[0].env.push(EnvVar {
+            name: "TROUPE_ROOM_TOKEN".into(),
+            value: "x".into(),
+        });
         one_issue(&s, "spec.containers[0].env[1].name", "reserved");
         let mut s = base();
         if let Some(local) = s.local.as_mut() {
-            local.env.push(EnvVar { name: "A-B".into(), value: String::new() });
+            local.env.push(EnvVar {
+                name: "A-B".into(),
+                value: String::new(),
+            });
         }
         one_issue(&s, "local.env[0].name", "invalid");
     }
@@ -778,27 +960,50 @@ forwarders:
         let mut a = autoscaling(PolicyKind::RoomOccupancy, occupancy(0.3, 0.9));
         a.min = 30;
         s.autoscaling = Some(a.clone());
-        one_issue(&s, "autoscaling.min", "autoscaling.min (30) must not exceed autoscaling.max (20)");
+        one_issue(
+            &s,
+            "autoscaling.min",
+            "autoscaling.min (30) must not exceed autoscaling.max (20)",
+        );
         a.max = -1;
         s.autoscaling = Some(a.clone());
         assert_eq!(validate(&s), []);
         a.max = -2;
         s.autoscaling = Some(a);
-        one_issue(&s, "autoscaling.max", "must be -1 (no ceiling) or at least 0");
+        one_issue(
+            &s,
+            "autoscaling.max",
+            "must be -1 (no ceiling) or at least 0",
+        );
     }
 
     #[test]
     fn room_occupancy_parameters_present_and_in_range() {
         let mut s = base();
-        s.autoscaling = Some(autoscaling(PolicyKind::RoomOccupancy, PolicyParameters::default()));
-        one_issue(&s, "autoscaling.policy.parameters.roomOccupancy", "needs parameters.roomOccupancy");
+        s.autoscaling = Some(autoscaling(
+            PolicyKind::RoomOccupancy,
+            PolicyParameters::default(),
+        ));
+        one_issue(
+            &s,
+            "autoscaling.policy.parameters.roomOccupancy",
+            "needs parameters.roomOccupancy",
+        );
         for bad in [0.0, 1.0, -0.1, f64::NAN] {
             s.autoscaling = Some(autoscaling(PolicyKind::RoomOccupancy, occupancy(bad, 0.9)));
-            one_issue(&s, "autoscaling.policy.parameters.roomOccupancy.readyTarget", "greater than 0 and less than 1");
+            one_issue(
+                &s,
+                "autoscaling.policy.parameters.roomOccupancy.readyTarget",
+                "greater than 0 and less than 1",
+            );
         }
         for bad in [0.0, 1.01] {
             s.autoscaling = Some(autoscaling(PolicyKind::RoomOccupancy, occupancy(0.3, bad)));
-            one_issue(&s, "autoscaling.policy.parameters.roomOccupancy.downThreshold", "at most 1");
+            one_issue(
+                &s,
+                "autoscaling.policy.parameters.roomOccupancy.downThreshold",
+                "at most 1",
+            );
         }
         s.autoscaling = Some(autoscaling(PolicyKind::RoomOccupancy, occupancy(0.3, 1.0)));
         assert_eq!(validate(&s), []);
@@ -808,10 +1013,21 @@ forwarders:
     fn fixed_buffer_parameters_present_and_positive() {
         let mut s = base();
         s.autoscaling = Some(autoscaling(PolicyKind::FixedBuffer, occupancy(0.3, 0.9)));
-        one_issue(&s, "autoscaling.policy.parameters.fixedBuffer", "needs parameters.fixedBuffer");
-        let zero = PolicyParameters { room_occupancy: None, fixed_buffer: Some(FixedBuffer { amount: 0 }) };
+        one_issue(
+            &s,
+            "autoscaling.policy.parameters.fixedBuffer",
+            "needs parameters.fixedBuffer",
+        );
+        let zero = PolicyParameters {
+            room_occupancy: None,
+            fixed_buffer: Some(FixedBuffer { amount: 0 }),
+        };
         s.autoscaling = Some(autoscaling(PolicyKind::FixedBuffer, zero));
-        one_issue(&s, "autoscaling.policy.parameters.fixedBuffer.amount", "at least 1");
+        one_issue(
+            &s,
+            "autoscaling.policy.parameters.fixedBuffer.amount",
+            "at least 1",
+        );
     }
 
     #[test]
@@ -821,7 +1037,11 @@ forwarders:
         one_issue(&s, "forwarders[1].name", "already used by forwarders[0]");
         let mut s = base();
         s.forwarders[0].url = "mm.internal/events".into();
-        one_issue(&s, "forwarders[0].url", "must start with http:// or https://");
+        one_issue(
+            &s,
+            "forwarders[0].url",
+            "must start with http:// or https://",
+        );
         s.forwarders[0].url = "https://".into();
         one_issue(&s, "forwarders[0].url", "must name a host");
         let mut s = base();
@@ -847,20 +1067,28 @@ forwarders:
         s.labels.insert("Example.com/name".into(), "x".into());
         one_issue(&s, "labels[\"Example.com/name\"]", "DNS subdomain");
         let mut s = base();
-        s.labels.insert(format!("example.com/{}", "n".repeat(64)), "x".into());
+        s.labels
+            .insert(format!("example.com/{}", "n".repeat(64)), "x".into());
         assert_eq!(validate(&s).len(), 1);
         let mut s = base();
         s.labels.insert("team".into(), "v".repeat(64));
         one_issue(&s, "labels.team", "at most 63");
         s.labels.insert("team".into(), "-arena".into());
-        one_issue(&s, "labels.team", "starting and ending with a letter or digit");
+        one_issue(
+            &s,
+            "labels.team",
+            "starting and ending with a letter or digit",
+        );
         s.labels.insert("team".into(), String::new());
         assert_eq!(validate(&s), []);
         let mut s = base();
-        s.spec.node_selector.insert("pool".into(), "game pool".into());
+        s.spec
+            .node_selector
+            .insert("pool".into(), "game pool".into());
         one_issue(&s, "spec.nodeSelector.pool", "label value");
         let mut s = base();
-        s.annotations.insert("/x".into(), "any value at all, even long ones".into());
+        s.annotations
+            .insert("/x".into(), "any value at all, even long ones".into());
         assert_eq!(validate(&s).len(), 1);
     }
 
@@ -868,15 +1096,26 @@ forwarders:
     fn toleration_operator_and_effect() {
         let mut s = base();
         s.spec.tolerations[0].operator = Some("Equals".into());
-        one_issue(&s, "spec.tolerations[0].operator", "must be Exists or Equal");
+        one_issue(
+            &s,
+            "spec.tolerations[0].operator",
+            "must be Exists or Equal",
+        );
         let mut s = base();
         s.spec.tolerations[0].effect = Some("NoScheduling".into());
-        one_issue(&s, "spec.tolerations[0].effect", "NoSchedule, PreferNoSchedule or NoExecute");
+        one_issue(
+            &s,
+            "spec.tolerations[0].effect",
+            "NoSchedule, PreferNoSchedule or NoExecute",
+        );
         let mut s = base();
         s.spec.tolerations[0].operator = Some("Exists".into());
         one_issue(&s, "spec.tolerations[0].value", "must not set a value");
         let mut s = base();
-        s.spec.tolerations[0] = Toleration { operator: Some("Exists".into()), ..Toleration::default() };
+        s.spec.tolerations[0] = Toleration {
+            operator: Some("Exists".into()),
+            ..Toleration::default()
+        };
         assert_eq!(validate(&s), []);
     }
 
@@ -890,14 +1129,21 @@ forwarders:
                 .affinity
                 .as_mut()
                 .and_then(|a| a.node_affinity.as_mut())
-                .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_mut())
+                .and_then(|n| {
+                    n.required_during_scheduling_ignored_during_execution
+                        .as_mut()
+                })
                 .map(|r| &mut r.node_selector_terms[0].match_expressions[0])
                 .expect("fixture has a node selector requirement");
             f(req);
             s
         };
         let s = edit(&mut |r| r.operator = "Within".into());
-        one_issue(&s, &format!("{path}.operator"), "one of In, NotIn, Exists, DoesNotExist, Gt, Lt");
+        one_issue(
+            &s,
+            &format!("{path}.operator"),
+            "one of In, NotIn, Exists, DoesNotExist, Gt, Lt",
+        );
         let s = edit(&mut |r| r.values.clear());
         one_issue(&s, &format!("{path}.values"), "at least one value");
         let s = edit(&mut |r| r.operator = "Exists".into());
@@ -919,6 +1165,14 @@ forwarders:
         s.match_allocation.max_matches = 0;
         s.rooms_replicas = None;
         let paths: Vec<String> = validate(&s).into_iter().map(|i| i.path).collect();
-        assert_eq!(paths, ["name", "game", "matchAllocation.maxMatches", "roomsReplicas"]);
+        assert_eq!(
+            paths,
+            [
+                "name",
+                "game",
+                "matchAllocation.maxMatches",
+                "roomsReplicas"
+            ]
+        );
     }
 }

@@ -37,6 +37,25 @@ impl Pos {
     }
 }
 
+/// The three kinds of YAML node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Scalar,
+    Mapping,
+    Sequence,
+}
+
+impl NodeKind {
+    /// How a message names this kind: "a mapping", "a list", "a scalar".
+    pub fn describe(self) -> &'static str {
+        match self {
+            NodeKind::Scalar => "a scalar",
+            NodeKind::Mapping => "a mapping",
+            NodeKind::Sequence => "a list",
+        }
+    }
+}
+
 /// One node of a document: a mapping value or sequence item (or the root).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -46,8 +65,12 @@ pub struct Node {
     pub key: Option<Pos>,
     /// Where the value starts.
     pub start: Pos,
-    /// Where the value ends (exclusive).
+    /// Where the value ends (exclusive); far away while a collection is still open, so a syntax
+    /// error inside an unfinished collection is attributed to it.
     pub end: Pos,
+    pub kind: NodeKind,
+    /// The text of a scalar value (after YAML unescaping); `None` for collections.
+    pub scalar: Option<String>,
     depth: usize,
 }
 
@@ -56,7 +79,11 @@ impl Node {
     fn covers(&self, pos: Pos) -> bool {
         let from = self.key.unwrap_or(self.start).min(self.start);
         // Zero-width values (an empty scalar) still own the position they sit on.
-        let to = if self.end > self.start { self.end } else { Pos::new(self.start.line, self.start.column + 1) };
+        let to = if self.end > self.start {
+            self.end
+        } else {
+            Pos::new(self.start.line, self.start.column + 1)
+        };
         from <= pos && pos < to
     }
 }
@@ -72,6 +99,8 @@ pub struct DocumentIndex {
     pub root: Option<Pos>,
     /// Whether the document holds nothing but an implicit null (only comments, or `---` alone).
     pub empty: bool,
+    /// What the root node is, when the document has one.
+    pub root_kind: Option<NodeKind>,
     /// Whether the parser reached the end of this document (false when a syntax error cut it).
     pub complete: bool,
     nodes: Vec<Node>,
@@ -95,7 +124,10 @@ pub struct FileIndex {
 
 /// Append a mapping key to a path, quoting keys that are not plain identifiers.
 pub fn push_key(parent: &str, key: &str) -> String {
-    let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     match (parent.is_empty(), plain) {
         (true, true) => key.to_string(),
         (false, true) => format!("{parent}.{key}"),
@@ -114,7 +146,11 @@ pub fn parent_path(path: &str) -> Option<&str> {
         return None;
     }
     if path.ends_with(']') {
-        let open = if path.ends_with("\"]") { path.rfind("[\"") } else { path.rfind('[') };
+        let open = if path.ends_with("\"]") {
+            path.rfind("[\"")
+        } else {
+            path.rfind('[')
+        };
         return Some(open.map_or("", |i| &path[..i]));
     }
     Some(path.rfind('.').map_or("", |i| &path[..i]))
@@ -141,7 +177,11 @@ impl DocumentIndex {
         let mut current = Some(path);
         while let Some(p) = current {
             if let Some(node) = self.node(p) {
-                return if p == path { node.start } else { node.key.unwrap_or(node.start) };
+                return if p == path {
+                    node.start
+                } else {
+                    node.key.unwrap_or(node.start)
+                };
             }
             current = parent_path(p);
         }
@@ -150,11 +190,23 @@ impl DocumentIndex {
 
     /// The deepest path whose key or value covers `pos`; the root path (empty) when none does.
     pub fn path_at(&self, pos: Pos) -> &str {
+        self.node_at(pos).map_or("", |n| n.path.as_str())
+    }
+
+    /// The deepest node covering `pos` (see [`Self::path_at`]).
+    pub fn node_at(&self, pos: Pos) -> Option<&Node> {
         self.nodes
             .iter()
             .filter(|n| n.covers(pos))
             .max_by_key(|n| n.depth)
-            .map_or("", |n| n.path.as_str())
+    }
+
+    /// The path of the value whose *key* starts exactly at `pos`.
+    pub fn path_of_key_at(&self, pos: Pos) -> Option<&str> {
+        self.nodes
+            .iter()
+            .find(|n| n.key == Some(pos))
+            .map(|n| n.path.as_str())
     }
 
     /// Every indexed path, in document order.
@@ -181,9 +233,18 @@ impl DocumentIndex {
     }
 }
 
+/// End of a collection whose end event has not been seen yet.
+const OPEN_END: Pos = Pos::new(usize::MAX, usize::MAX);
+
 enum Frame {
-    Mapping { node: usize, key: Option<(String, Pos)> },
-    Sequence { node: usize, next: usize },
+    Mapping {
+        node: usize,
+        key: Option<(String, Pos)>,
+    },
+    Sequence {
+        node: usize,
+        next: usize,
+    },
 }
 
 #[derive(Clone, Copy)]
@@ -204,7 +265,14 @@ struct Builder {
 
 impl Builder {
     fn start(first_line: usize) -> Self {
-        Self { doc: DocumentIndex { first_line, ..DocumentIndex::default() }, stack: Vec::new(), skip: 0 }
+        Self {
+            doc: DocumentIndex {
+                first_line,
+                ..DocumentIndex::default()
+            },
+            stack: Vec::new(),
+            skip: 0,
+        }
     }
 
     fn node(&mut self, span: &Span, kind: Kind<'_>) {
@@ -241,11 +309,42 @@ impl Builder {
             self.doc.root = Some(start);
             self.doc.empty = matches!(kind, Kind::Scalar { value, plain: true } if is_null(value));
         }
+        let node_kind = match kind {
+            Kind::Scalar { .. } => NodeKind::Scalar,
+            Kind::Mapping => NodeKind::Mapping,
+            Kind::Sequence => NodeKind::Sequence,
+        };
+        if self.stack.is_empty() {
+            self.doc.root_kind = Some(node_kind);
+        }
+        let end = if container {
+            OPEN_END
+        } else {
+            Pos::end_of(span)
+        };
         self.doc.by_path.entry(path.clone()).or_insert(index);
-        self.doc.nodes.push(Node { path, key, start, end: Pos::end_of(span), depth: self.stack.len() });
+        let scalar = match kind {
+            Kind::Scalar { value, .. } => Some(value.to_string()),
+            Kind::Mapping | Kind::Sequence => None,
+        };
+        self.doc.nodes.push(Node {
+            path,
+            key,
+            start,
+            end,
+            kind: node_kind,
+            scalar,
+            depth: self.stack.len(),
+        });
         match kind {
-            Kind::Mapping => self.stack.push(Frame::Mapping { node: index, key: None }),
-            Kind::Sequence => self.stack.push(Frame::Sequence { node: index, next: 0 }),
+            Kind::Mapping => self.stack.push(Frame::Mapping {
+                node: index,
+                key: None,
+            }),
+            Kind::Sequence => self.stack.push(Frame::Sequence {
+                node: index,
+                next: 0,
+            }),
             Kind::Scalar { .. } => {}
         }
     }
@@ -283,12 +382,16 @@ pub fn index_file(text: &str) -> FileIndex {
             Ok(pair) => pair,
             Err(e) => {
                 let pos = Pos::new(e.marker().line(), e.marker().col() + 1);
-                out.syntax_error = Some(SyntaxError { pos, message: e.info().to_string() });
+                out.syntax_error = Some(SyntaxError {
+                    pos,
+                    message: e.info().to_string(),
+                });
                 if let Some(b) = current.take() {
                     out.documents.push(b.finish(total_lines, false));
                 } else {
                     let first_line = next_first_line.min(pos.line);
-                    out.documents.push(Builder::start(first_line).finish(total_lines, false));
+                    out.documents
+                        .push(Builder::start(first_line).finish(total_lines, false));
                 }
                 return out;
             }
@@ -297,7 +400,11 @@ pub fn index_file(text: &str) -> FileIndex {
             Event::DocumentStart(explicit, _) => {
                 // An explicit `---` starts the document on its own line; anything before it
                 // (comments, directives) belongs to nobody.
-                let first_line = if explicit { span.start.line() } else { next_first_line };
+                let first_line = if explicit {
+                    span.start.line()
+                } else {
+                    next_first_line
+                };
                 current = Some(Builder::start(first_line));
             }
             Event::DocumentEnd => {
@@ -311,17 +418,30 @@ pub fn index_file(text: &str) -> FileIndex {
                         span.start.line().saturating_sub(1)
                     };
                     next_first_line = last_line + 1;
-                    out.documents.push(b.finish(last_line.min(total_lines), true));
+                    out.documents
+                        .push(b.finish(last_line.min(total_lines), true));
                 }
             }
             Event::Scalar(value, style, _, _) => {
                 if let Some(b) = current.as_mut() {
-                    b.node(&span, Kind::Scalar { value: &value, plain: style == ScalarStyle::Plain });
+                    b.node(
+                        &span,
+                        Kind::Scalar {
+                            value: &value,
+                            plain: style == ScalarStyle::Plain,
+                        },
+                    );
                 }
             }
             Event::Alias(_) | Event::UnresolvedAlias(_) => {
                 if let Some(b) = current.as_mut() {
-                    b.node(&span, Kind::Scalar { value: "*", plain: false });
+                    b.node(
+                        &span,
+                        Kind::Scalar {
+                            value: "*",
+                            plain: false,
+                        },
+                    );
                 }
             }
             Event::MappingStart(..) => {
@@ -376,10 +496,22 @@ list: [x, y]
         assert_eq!(doc.value("name"), Some(Pos::new(2, 7)));
         assert_eq!(doc.key("name"), Some(Pos::new(2, 1)));
         assert_eq!(doc.value("spec.containers[0].name"), Some(Pos::new(5, 13)));
-        assert_eq!(doc.value("spec.containers[0].ports[0].port"), Some(Pos::new(7, 30)));
-        assert_eq!(doc.key("spec.containers[0].ports[1].port"), Some(Pos::new(9, 11)));
-        assert_eq!(doc.value("spec.containers[0].ports[1].port"), Some(Pos::new(9, 17)));
-        assert_eq!(doc.value(r#"labels["app.kubernetes.io/name"]"#), Some(Pos::new(10, 34)));
+        assert_eq!(
+            doc.value("spec.containers[0].ports[0].port"),
+            Some(Pos::new(7, 30))
+        );
+        assert_eq!(
+            doc.key("spec.containers[0].ports[1].port"),
+            Some(Pos::new(9, 11))
+        );
+        assert_eq!(
+            doc.value("spec.containers[0].ports[1].port"),
+            Some(Pos::new(9, 17))
+        );
+        assert_eq!(
+            doc.value(r#"labels["app.kubernetes.io/name"]"#),
+            Some(Pos::new(10, 34))
+        );
     }
 
     #[test]
@@ -396,9 +528,18 @@ list: [x, y]
     fn position_maps_back_to_deepest_path() {
         let index = index_file(TWO_DOCS);
         let doc = &index.documents[0];
-        assert_eq!(doc.path_at(Pos::new(9, 18)), "spec.containers[0].ports[1].port");
-        assert_eq!(doc.path_at(Pos::new(9, 11)), "spec.containers[0].ports[1].port");
-        assert_eq!(doc.path_at(Pos::new(7, 18)), "spec.containers[0].ports[0].name");
+        assert_eq!(
+            doc.path_at(Pos::new(9, 18)),
+            "spec.containers[0].ports[1].port"
+        );
+        assert_eq!(
+            doc.path_at(Pos::new(9, 11)),
+            "spec.containers[0].ports[1].port"
+        );
+        assert_eq!(
+            doc.path_at(Pos::new(7, 18)),
+            "spec.containers[0].ports[0].name"
+        );
         assert_eq!(doc.path_at(Pos::new(5, 9)), "spec.containers[0].name");
         assert_eq!(doc.path_at(Pos::new(2, 1)), "name");
         assert_eq!(doc.path_at(Pos::new(1, 1)), "");
@@ -410,7 +551,10 @@ list: [x, y]
         let doc = &index.documents[0];
         assert_eq!(doc.locate("spec.containers[0].name"), Pos::new(5, 13));
         // Not written: reported at the key of its closest written ancestor.
-        assert_eq!(doc.locate("spec.containers[0].ports[1].protocol"), Pos::new(8, 11));
+        assert_eq!(
+            doc.locate("spec.containers[0].ports[1].protocol"),
+            Pos::new(8, 11)
+        );
         assert_eq!(doc.locate("timeouts.ping"), Pos::new(2, 1));
     }
 
@@ -430,7 +574,12 @@ list: [x, y]
         assert_eq!(empties, [true, false, true]);
         assert_eq!(index.documents[1].last_line, 5);
         assert!(index_file("").documents.iter().all(|d| d.empty));
-        assert!(index_file("# only a comment\n").documents.iter().all(|d| d.empty));
+        assert!(
+            index_file("# only a comment\n")
+                .documents
+                .iter()
+                .all(|d| d.empty)
+        );
     }
 
     #[test]
@@ -446,7 +595,10 @@ list: [x, y]
 
     #[test]
     fn path_spelling_round_trips() {
-        let p = push_key(&push_index(&push_key("", "spec"), 0), "app.kubernetes.io/name");
+        let p = push_key(
+            &push_index(&push_key("", "spec"), 0),
+            "app.kubernetes.io/name",
+        );
         assert_eq!(p, r#"spec[0]["app.kubernetes.io/name"]"#);
         assert_eq!(parent_path(&p), Some("spec[0]"));
         assert_eq!(parent_path("spec[0]"), Some("spec"));
