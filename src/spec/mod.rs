@@ -7,6 +7,7 @@
 
 mod affinity;
 pub mod load;
+pub mod schema;
 mod units;
 pub mod validate;
 pub mod yaml_index;
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 pub use affinity::*;
 pub use load::{Document, LoadError, Located, SourceFile, load_documents};
 pub use units::{Duration, Quantity, Surge};
+pub use schema::scheduler_schema;
 pub use validate::{Issue, validate};
 
 /// One fleet of identical rooms, as declared in one YAML document.
