@@ -152,7 +152,12 @@ impl Loader {
         match serde_saphyr::from_str::<Scheduler>(&text) {
             Ok(scheduler) => {
                 for issue in validate(&scheduler) {
-                    let pos = doc.locate(&issue.path);
+                    let key = if issue.on_key {
+                        doc.key(&issue.path)
+                    } else {
+                        None
+                    };
+                    let pos = key.unwrap_or_else(|| doc.locate(&issue.path));
                     self.error(&file.path, pos, &issue.path, issue.message);
                 }
                 let root = doc.root.unwrap_or(Pos::new(doc.first_line, 1));
@@ -370,6 +375,19 @@ spec:
     }
 
     #[test]
+    fn bad_label_key_is_reported_on_the_key() {
+        let text = ARENA.replace("game: arena\n", "game: arena\nlabels:\n  Bad Key: x\n");
+        let errs = errors(&[file("arena.yaml", &text)]);
+        assert_eq!(
+            (errs[0].line, errs[0].column),
+            pos_of(&text, "Bad Key", 0),
+            "{}",
+            errs[0]
+        );
+        assert_eq!(errs[0].path, "labels[\"Bad Key\"]");
+    }
+
+    #[test]
     fn defaulted_field_is_reported_at_its_closest_written_parent() {
         let text = ARENA.replace("roomsReplicas: 4\n", "");
         let errs = errors(&[file("arena.yaml", &text)]);
@@ -512,6 +530,39 @@ spec:
             (1, 1, DOCUMENT_PATH)
         );
         assert!(errs[0].message.contains("must be a mapping"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn anchors_and_merge_keys_work_within_a_document() {
+        let text = "\
+name: arena-eu
+game: arena
+roomsReplicas: 1
+portRange: {start: 40000, end: 40010}
+labels: &labels {team: arena}
+annotations: *labels
+spec:
+  containers:
+    - &server
+      name: server
+      image: registry.example/arena:1
+    - <<: *server
+      name: sidecar
+";
+        let docs = load_documents(&[file("a.yaml", text)]).expect("valid");
+        let containers = &docs[0].scheduler.spec.containers;
+        assert_eq!(
+            (containers[1].name.as_str(), containers[1].image.as_str()),
+            ("sidecar", "registry.example/arena:1")
+        );
+        assert_eq!(
+            docs[0]
+                .scheduler
+                .annotations
+                .get("team")
+                .map(String::as_str),
+            Some("arena")
+        );
     }
 
     #[test]

@@ -20,8 +20,8 @@ use sha2::{Digest, Sha256};
 
 pub use affinity::*;
 pub use load::{Document, LoadError, Located, SourceFile, load_documents};
-pub use units::{Duration, Quantity, Surge};
 pub use schema::scheduler_schema;
+pub use units::{Duration, Quantity, Surge};
 pub use validate::{Issue, validate};
 
 /// One fleet of identical rooms, as declared in one YAML document.

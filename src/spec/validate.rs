@@ -19,6 +19,8 @@ use super::{
 pub struct Issue {
     pub path: String,
     pub message: String,
+    /// The problem is the mapping key at `path` (a label key), not its value.
+    pub on_key: bool,
 }
 
 /// Longest DNS-1123 label (RFC 1123; Kubernetes names and namespaces).
@@ -52,6 +54,7 @@ impl Checker {
         self.issues.push(Issue {
             path: path.into(),
             message: message.into(),
+            on_key: false,
         });
     }
 
@@ -530,7 +533,7 @@ impl Checker {
     fn labels(&mut self, path: &str, labels: &BTreeMap<String, String>) {
         for (key, value) in labels {
             let item = push_key(path, key);
-            self.label_key(&item, key);
+            self.map_key(&item, key);
             if let Err(why) = check_label_value(value) {
                 self.fail(item, format!("label value {value:?} is invalid: {why}"));
             }
@@ -539,13 +542,25 @@ impl Checker {
 
     fn annotations(&mut self, path: &str, annotations: &BTreeMap<String, String>) {
         for key in annotations.keys() {
-            self.label_key(&push_key(path, key), key);
+            self.map_key(&push_key(path, key), key);
         }
     }
 
     fn label_key(&mut self, path: &str, key: &str) {
         if let Err(why) = check_label_key(key) {
             self.fail(path, format!("key {key:?} is invalid: {why}"));
+        }
+    }
+
+    /// A label or annotation key, reported on the key itself.
+    fn map_key(&mut self, path: &str, key: &str) {
+        if let Err(why) = check_label_key(key) {
+            let message = format!("key {key:?} is invalid: {why}");
+            self.issues.push(Issue {
+                path: path.to_string(),
+                message,
+                on_key: true,
+            });
         }
     }
 
@@ -1063,6 +1078,7 @@ forwarders:
         let mut s = base();
         s.labels.insert("bad key".into(), "x".into());
         one_issue(&s, "labels[\"bad key\"]", "key \"bad key\" is invalid");
+        assert!(validate(&s)[0].on_key, "reported on the key, not the value");
         let mut s = base();
         s.labels.insert("Example.com/name".into(), "x".into());
         one_issue(&s, "labels[\"Example.com/name\"]", "DNS subdomain");
