@@ -34,6 +34,10 @@ const LABEL_PART_MAX: usize = 63;
 /// Environment variables Troupe sets itself (`TROUPE_ROOM_TOKEN`, ports...) start with this;
 /// letting a spec set them would let it impersonate another room.
 const RESERVED_ENV_PREFIX: &str = "TROUPE_";
+/// Operators of a node selector requirement.
+const NODE_OPERATORS: &[&str] = &["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"];
+/// Operators of a label selector requirement.
+const LABEL_OPERATORS: &[&str] = &["In", "NotIn", "Exists", "DoesNotExist"];
 /// Kubernetes weights of preferred scheduling terms are in 1..=100.
 const WEIGHT_RANGE: std::ops::RangeInclusive<i32> = 1..=100;
 
@@ -466,25 +470,35 @@ impl Checker {
                 if r.key.is_empty() {
                     self.fail(push_key(&item, "key"), "key must not be empty");
                 }
-                let values = push_key(&item, "values");
-                match r.operator.as_str() {
-                    "In" | "NotIn" if r.values.is_empty() => {
-                        self.fail(values, format!("operator {} needs at least one value", r.operator));
-                    }
-                    "Exists" | "DoesNotExist" if !r.values.is_empty() => {
-                        self.fail(values, format!("operator {} takes no values", r.operator));
-                    }
-                    "Gt" | "Lt" if r.values.len() != 1 || r.values[0].parse::<i64>().is_err() => {
-                        self.fail(values, format!("operator {} needs exactly one integer value", r.operator));
-                    }
-                    "In" | "NotIn" | "Exists" | "DoesNotExist" | "Gt" | "Lt" => {}
-                    other => self.fail(
-                        push_key(&item, "operator"),
-                        format!("operator {other:?} must be one of In, NotIn, Exists, DoesNotExist, Gt, Lt"),
-                    ),
-                }
+                self.requirement(&item, &r.operator, &r.values, NODE_OPERATORS);
             }
         }
+    }
+
+    /// A selector requirement: the operator is one of `operators`, and the values fit it.
+    fn requirement(&mut self, item: &str, operator: &str, values: &[String], operators: &[&str]) {
+        if !operators.contains(&operator) {
+            self.fail(
+                push_key(item, "operator"),
+                format!(
+                    "operator {operator:?} must be one of {}",
+                    operators.join(", ")
+                ),
+            );
+            return;
+        }
+        let problem = match operator {
+            "In" | "NotIn" if values.is_empty() => "needs at least one value",
+            "Exists" | "DoesNotExist" if !values.is_empty() => "takes no values",
+            "Gt" | "Lt" if values.len() != 1 || values[0].parse::<i64>().is_err() => {
+                "needs exactly one integer value"
+            }
+            _ => return,
+        };
+        self.fail(
+            push_key(item, "values"),
+            format!("operator {operator} {problem}"),
+        );
     }
 
     fn pod_affinity_term(&mut self, path: &str, term: &PodAffinityTerm) {
@@ -510,23 +524,7 @@ impl Checker {
         for (i, r) in selector.match_expressions.iter().enumerate() {
             let item = push_index(&base, i);
             self.label_key(&push_key(&item, "key"), &r.key);
-            let values = push_key(&item, "values");
-            match r.operator.as_str() {
-                "In" | "NotIn" if r.values.is_empty() => {
-                    self.fail(
-                        values,
-                        format!("operator {} needs at least one value", r.operator),
-                    );
-                }
-                "Exists" | "DoesNotExist" if !r.values.is_empty() => {
-                    self.fail(values, format!("operator {} takes no values", r.operator));
-                }
-                "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
-                other => self.fail(
-                    push_key(&item, "operator"),
-                    format!("operator {other:?} must be one of In, NotIn, Exists, DoesNotExist"),
-                ),
-            }
+            self.requirement(&item, &r.operator, &r.values, LABEL_OPERATORS);
         }
     }
 
@@ -1171,6 +1169,35 @@ forwarders:
             r.values = vec!["8".into()];
         });
         assert_eq!(validate(&s), []);
+    }
+
+    #[test]
+    fn label_selector_requirements_take_no_numeric_operators() {
+        let mut s = base();
+        let term = crate::spec::PodAffinityTerm {
+            topology_key: "kubernetes.io/hostname".into(),
+            label_selector: Some(LabelSelector {
+                match_expressions: vec![crate::spec::LabelSelectorRequirement {
+                    key: "mode".into(),
+                    operator: "Gt".into(),
+                    values: vec!["1".into()],
+                }],
+                ..LabelSelector::default()
+            }),
+            ..crate::spec::PodAffinityTerm::default()
+        };
+        s.spec.affinity = Some(Affinity {
+            pod_anti_affinity: Some(crate::spec::PodAffinity {
+                required_during_scheduling_ignored_during_execution: vec![term],
+                ..crate::spec::PodAffinity::default()
+            }),
+            ..Affinity::default()
+        });
+        one_issue(
+            &s,
+            "spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].labelSelector.matchExpressions[0].operator",
+            "must be one of In, NotIn, Exists, DoesNotExist",
+        );
     }
 
     #[test]
