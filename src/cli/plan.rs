@@ -60,7 +60,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             Client::new(&server).get("/api/v1/plan").await?
         }
         Some(path) => {
-            let source = crate::source::open(path, args.branch.clone(), args.sub_path.clone())?;
+            let source = crate::source::open(path, args.branch.as_deref(), args.sub_path.as_deref())?;
             let snapshot = tokio::task::spawn_blocking(move || source.load()).await??;
             let docs = match crate::spec::load_documents(&snapshot.files) {
                 Ok(docs) => docs,

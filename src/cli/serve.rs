@@ -143,7 +143,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     ops.start(Arc::clone(&fleet) as Arc<dyn crate::ops::Executor>);
 
     let source: Arc<dyn crate::source::Source> =
-        Arc::from(crate::source::open(&args.source, args.branch.clone(), args.sub_path.clone())?);
+        Arc::from(crate::source::open(&args.source, args.branch.as_deref(), args.sub_path.as_deref())?);
     let described = source.describe();
     let (snapshots, _watcher) = crate::source::watch(source, args.poll_interval.as_std());
     tasks.spawn(Arc::clone(&controller).run(snapshots, shutdown.clone()));

@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::ops::{Cause, OpKind, OpStatus, Operations};
 use crate::plan::{self, Action, Plan, PlanOptions};
 use crate::rooms::now_ms;
-use crate::source::{CommitInfo, Snapshot};
+use crate::source::{CommitInfo, Observed, Snapshot};
 use crate::spec::{Located, Scheduler, load_documents};
 pub use fleet::{Applied, Fleet, FleetConfig};
 
@@ -132,11 +132,12 @@ impl Controller {
 
     /// Take a snapshot from the source: a good revision replaces the desired state; a bad one is
     /// recorded and changes nothing.
-    pub fn load(&self, snapshot: Result<Snapshot, String>) {
+    pub fn load(&self, snapshot: Result<Snapshot, Arc<crate::source::SourceError>>) {
         let now = now_ms();
         let snapshot = match snapshot {
             Ok(s) => s,
-            Err(message) => {
+            Err(e) => {
+                let message = format!("{e:#}");
                 tracing::warn!(error = %message, "source cannot be read; keeping the last good revision");
                 self.metrics.revisions.with_label_values(&["error"]).inc();
                 self.lock().error = Some(RevisionError { revision: None, message, errors: vec![], at: now });
@@ -257,7 +258,7 @@ impl Controller {
     /// Run until `shutdown`: take snapshots, react to room and operation changes, check health.
     pub async fn run(
         self: Arc<Self>,
-        mut snapshots: watch::Receiver<Option<Result<Snapshot, String>>>,
+        mut snapshots: watch::Receiver<Observed>,
         shutdown: CancellationToken,
     ) {
         let mut rooms = self.fleet.registry.subscribe();

@@ -7,9 +7,10 @@
 
 mod affinity;
 pub mod load;
+pub mod schema;
 mod units;
 pub mod validate;
-mod yaml_index;
+pub mod yaml_index;
 
 use std::collections::BTreeMap;
 
@@ -19,8 +20,9 @@ use sha2::{Digest, Sha256};
 
 pub use affinity::*;
 pub use load::{Document, LoadError, Located, SourceFile, load_documents};
+pub use schema::scheduler_schema;
 pub use units::{Duration, Quantity, Surge};
-pub use validate::{Issue, validate_revision};
+pub use validate::{Issue, validate};
 
 /// One fleet of identical rooms, as declared in one YAML document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

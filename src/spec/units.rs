@@ -31,7 +31,9 @@ impl FromStr for Duration {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid duration {s:?}: expected a number and a unit (ms, s, m, h), e.g. 120s");
+        let bad = || {
+            format!("invalid duration {s:?}: expected a number and a unit (ms, s, m, h), e.g. 120s")
+        };
         let mut rest = s.trim();
         if rest.is_empty() {
             return Err(bad());
@@ -44,7 +46,9 @@ impl FromStr for Duration {
             }
             let n: u128 = rest[..digits].parse().map_err(|_| bad())?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let factor = match &rest[..unit_len] {
                 "ms" => 1,
                 "s" => 1_000,
@@ -52,7 +56,9 @@ impl FromStr for Duration {
                 "h" => 3_600_000,
                 _ => return Err(bad()),
             };
-            total_ms = total_ms.checked_add(n.checked_mul(factor).ok_or_else(bad)?).ok_or_else(bad)?;
+            total_ms = total_ms
+                .checked_add(n.checked_mul(factor).ok_or_else(bad)?)
+                .ok_or_else(bad)?;
             rest = &rest[unit_len..];
         }
         let ms = u64::try_from(total_ms).map_err(|_| bad())?;
@@ -107,9 +113,24 @@ impl JsonSchema for Duration {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Quantity(String);
 
-const BINARY_SUFFIXES: [(&str, u32); 6] = [("Ki", 1), ("Mi", 2), ("Gi", 3), ("Ti", 4), ("Pi", 5), ("Ei", 6)];
-const DECIMAL_SUFFIXES: [(&str, i32); 8] =
-    [("n", -9), ("u", -6), ("m", -3), ("k", 3), ("M", 6), ("G", 9), ("T", 12), ("P", 15)];
+const BINARY_SUFFIXES: [(&str, u32); 6] = [
+    ("Ki", 1),
+    ("Mi", 2),
+    ("Gi", 3),
+    ("Ti", 4),
+    ("Pi", 5),
+    ("Ei", 6),
+];
+const DECIMAL_SUFFIXES: [(&str, i32); 8] = [
+    ("n", -9),
+    ("u", -6),
+    ("m", -3),
+    ("k", 3),
+    ("M", 6),
+    ("G", 9),
+    ("T", 12),
+    ("P", 15),
+];
 
 impl Quantity {
     pub fn as_str(&self) -> &str {
@@ -122,7 +143,9 @@ impl Quantity {
     }
 
     fn parse_value(s: &str) -> Option<f64> {
-        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
         let (number, suffix) = s.split_at(split);
         if number.is_empty() || number.starts_with('.') && number.len() == 1 {
             return None;
@@ -188,7 +211,10 @@ impl NumberOrString {
 
 impl<'de> Deserialize<'de> for Quantity {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        NumberOrString::deserialize(d)?.into_string().parse().map_err(de::Error::custom)
+        NumberOrString::deserialize(d)?
+            .into_string()
+            .parse()
+            .map_err(de::Error::custom)
     }
 }
 
@@ -234,7 +260,8 @@ impl Surge {
 impl FromStr for Surge {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid maxSurge {s:?}: expected a room count (3) or a percentage (25%)");
+        let bad =
+            || format!("invalid maxSurge {s:?}: expected a room count (3) or a percentage (25%)");
         match s.strip_suffix('%') {
             Some(p) => p.trim().parse().map(Surge::Percent).map_err(|_| bad()),
             None => s.trim().parse().map(Surge::Count).map_err(|_| bad()),
@@ -262,7 +289,10 @@ impl Serialize for Surge {
 
 impl<'de> Deserialize<'de> for Surge {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        NumberOrString::deserialize(d)?.into_string().parse().map_err(de::Error::custom)
+        NumberOrString::deserialize(d)?
+            .into_string()
+            .parse()
+            .map_err(de::Error::custom)
     }
 }
 
@@ -287,13 +317,21 @@ mod tests {
 
     #[test]
     fn durations_parse_and_print_canonically() {
-        for (text, ms, canon) in [("120s", 120_000, "2m"), ("500ms", 500, "500ms"), ("1m30s", 90_000, "90s"), ("2h", 7_200_000, "2h")] {
+        for (text, ms, canon) in [
+            ("120s", 120_000, "2m"),
+            ("500ms", 500, "500ms"),
+            ("1m30s", 90_000, "90s"),
+            ("2h", 7_200_000, "2h"),
+        ] {
             let d: Duration = text.parse().unwrap();
             assert_eq!(d.0.as_millis(), ms, "{text}");
             assert_eq!(d.to_string(), canon);
         }
         for bad in ["", "10", "s", "10 parsecs", "-5s", "1.5s"] {
-            assert!(bad.parse::<Duration>().is_err(), "{bad:?} should be refused");
+            assert!(
+                bad.parse::<Duration>().is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 
@@ -305,7 +343,10 @@ mod tests {
         assert_eq!(q("512Mi"), 512.0 * 1024.0 * 1024.0);
         assert!(q("1Gi") > q("512Mi"));
         for bad in ["", "abc", "12Q", "Mi"] {
-            assert!(bad.parse::<Quantity>().is_err(), "{bad:?} should be refused");
+            assert!(
+                bad.parse::<Quantity>().is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 
