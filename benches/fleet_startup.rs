@@ -13,7 +13,10 @@ fn main() {
         println!("fleet_startup: skipped (run it with `cargo bench --bench fleet_startup`)");
         return;
     }
-    let wanted: u32 = std::env::var("ROOMS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let wanted: u32 = std::env::var("ROOMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let dir = tempfile::tempdir().unwrap();
     let fleets = dir.path().join("fleets");
     std::fs::create_dir_all(&fleets).unwrap();
@@ -35,11 +38,21 @@ local:
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("http://127.0.0.1:{port}");
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_troupe"))
-        .args(["serve", fleets.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}"), "--stop-rooms-on-exit"])
+        .args([
+            "serve",
+            fleets.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--stop-rooms-on-exit",
+        ])
         .arg("--state-dir")
         .arg(dir.path().join("state"))
         .env("TROUPE_LOG", "warn")
@@ -47,13 +60,22 @@ local:
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let ready_after = rt.block_on(async {
         let client = reqwest::Client::new();
         loop {
-            let rooms: serde_json::Value = match client.get(format!("{url}/api/v1/schedulers/bench/rooms?status=ready")).send().await {
+            let rooms: serde_json::Value = match client
+                .get(format!("{url}/api/v1/schedulers/bench/rooms?status=ready"))
+                .send()
+                .await
+            {
                 Ok(r) => r.json().await.unwrap_or_default(),
                 Err(_) => serde_json::Value::Null,
             };
@@ -74,9 +96,17 @@ local:
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
-    println!("fleet_startup: {wanted} rooms from nothing to all ready in {:.2} s", ready_after.as_secs_f64());
-    println!("fleet_startup: controller RSS with {wanted} rooms: {:.1} MiB", rss_kib as f64 / 1024.0);
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    println!(
+        "fleet_startup: {wanted} rooms from nothing to all ready in {:.2} s",
+        ready_after.as_secs_f64()
+    );
+    println!(
+        "fleet_startup: controller RSS with {wanted} rooms: {:.1} MiB",
+        rss_kib as f64 / 1024.0
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
 }
 

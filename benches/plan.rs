@@ -17,7 +17,7 @@ const CHANGED_EVERY: usize = 10;
 /// A realistic scheduler document: several containers' worth of fields, placement, autoscaling
 /// on every other one, forwarders.
 fn scheduler(i: usize) -> Scheduler {
-    let autoscaling = if i % 2 == 0 {
+    let autoscaling = if i.is_multiple_of(2) {
         "autoscaling:\n  enabled: true\n  min: 2\n  max: 200\n  policy: {type: roomOccupancy, parameters: {roomOccupancy: {readyTarget: 0.3, downThreshold: 0.9}}}\n"
     } else {
         ""

@@ -3,7 +3,10 @@
 //! Counters are bumped where things happen; room gauges are filled from the registry at scrape
 //! time, so they can never drift from it.
 
-use prometheus::{Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -28,33 +31,51 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("troupe".into()), None).expect("valid prefix");
-        let rooms = GaugeVec::new(Opts::new("rooms", "Rooms by scheduler and status"), &["scheduler", "status"])
-            .expect("valid metric");
-        let rooms_desired =
-            GaugeVec::new(Opts::new("rooms_desired", "Rooms each scheduler should have"), &["scheduler"])
-                .expect("valid metric");
+        let rooms = GaugeVec::new(
+            Opts::new("rooms", "Rooms by scheduler and status"),
+            &["scheduler", "status"],
+        )
+        .expect("valid metric");
+        let rooms_desired = GaugeVec::new(
+            Opts::new("rooms_desired", "Rooms each scheduler should have"),
+            &["scheduler"],
+        )
+        .expect("valid metric");
         let operations = IntCounterVec::new(
-            Opts::new("operations_total", "Finished operations by kind and outcome"),
+            Opts::new(
+                "operations_total",
+                "Finished operations by kind and outcome",
+            ),
             &["kind", "outcome"],
         )
         .expect("valid metric");
         let operation_seconds = HistogramVec::new(
-            HistogramOpts::new("operation_duration_seconds", "Operation durations")
-                .buckets(vec![0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0]),
+            HistogramOpts::new("operation_duration_seconds", "Operation durations").buckets(vec![
+                0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+            ]),
             &["kind"],
         )
         .expect("valid metric");
-        let pings = IntCounterVec::new(Opts::new("pings_total", "Room pings by outcome"), &["outcome"])
-            .expect("valid metric");
-        let revisions = IntCounterVec::new(Opts::new("revisions_total", "Revisions loaded by outcome"), &["outcome"])
-            .expect("valid metric");
+        let pings = IntCounterVec::new(
+            Opts::new("pings_total", "Room pings by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let revisions = IntCounterVec::new(
+            Opts::new("revisions_total", "Revisions loaded by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
         let revision_invalid = Gauge::new(
             "revision_invalid",
             "1 while the newest revision has errors and the last good one keeps running",
         )
         .expect("valid metric");
         let runtime_events = IntCounterVec::new(
-            Opts::new("runtime_events_total", "Room events reported by the runtime, by kind"),
+            Opts::new(
+                "runtime_events_total",
+                "Room events reported by the runtime, by kind",
+            ),
             &["kind"],
         )
         .expect("valid metric");

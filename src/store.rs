@@ -59,7 +59,10 @@ impl<V: Serialize + DeserializeOwned> Journal<V> {
     /// Open (or create) the journal at `path` and replay it.
     pub fn open(path: impl AsRef<Path>) -> Result<(Self, BTreeMap<String, V>), StoreError> {
         let path = path.as_ref().to_path_buf();
-        let io = |source| StoreError::Io { path: path.clone(), source };
+        let io = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(io)?;
         }
@@ -82,8 +85,17 @@ impl<V: Serialize + DeserializeOwned> Journal<V> {
             }
         }
         drop_torn_tail(&path).map_err(io)?;
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
-        let mut journal = Self { path, file, lines, _values: PhantomData };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        let mut journal = Self {
+            path,
+            file,
+            lines,
+            _values: PhantomData,
+        };
         if journal.lines > records.len() * COMPACT_FACTOR + COMPACT_SLACK {
             journal.compact(records.iter())?;
         }
@@ -92,18 +104,30 @@ impl<V: Serialize + DeserializeOwned> Journal<V> {
 
     /// Record the value of `key`.
     pub fn put(&mut self, key: &str, value: &V) -> Result<(), StoreError> {
-        self.append(&Line { k: key.to_string(), v: Some(value) })
+        self.append(&Line {
+            k: key.to_string(),
+            v: Some(value),
+        })
     }
 
     /// Record that `key` is gone.
     pub fn remove(&mut self, key: &str) -> Result<(), StoreError> {
-        self.append(&Line::<&V> { k: key.to_string(), v: None })
+        self.append(&Line::<&V> {
+            k: key.to_string(),
+            v: None,
+        })
     }
 
     fn append<T: Serialize>(&mut self, line: &Line<T>) -> Result<(), StoreError> {
-        let mut buf = serde_json::to_vec(line).map_err(|source| StoreError::Encode { path: self.path.clone(), source })?;
+        let mut buf = serde_json::to_vec(line).map_err(|source| StoreError::Encode {
+            path: self.path.clone(),
+            source,
+        })?;
         buf.push(b'\n');
-        self.file.write_all(&buf).map_err(|source| StoreError::Io { path: self.path.clone(), source })?;
+        self.file.write_all(&buf).map_err(|source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
         self.lines += 1;
         Ok(())
     }
@@ -114,24 +138,41 @@ impl<V: Serialize + DeserializeOwned> Journal<V> {
     }
 
     /// Rewrite the journal to hold exactly `records`.
-    pub fn compact<'a>(&mut self, records: impl Iterator<Item = (&'a String, &'a V)>) -> Result<(), StoreError>
+    pub fn compact<'a>(
+        &mut self,
+        records: impl Iterator<Item = (&'a String, &'a V)>,
+    ) -> Result<(), StoreError>
     where
         V: 'a,
     {
-        let io = |source| StoreError::Io { path: self.path.clone(), source };
+        let io = |source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        };
         let tmp = self.path.with_extension("compact");
         let mut out = std::io::BufWriter::new(File::create(&tmp).map_err(io)?);
         let mut n = 0;
         for (k, v) in records {
-            let buf = serde_json::to_vec(&Line { k: k.clone(), v: Some(v) })
-                .map_err(|source| StoreError::Encode { path: self.path.clone(), source })?;
-            out.write_all(&buf).and_then(|_| out.write_all(b"\n")).map_err(io)?;
+            let buf = serde_json::to_vec(&Line {
+                k: k.clone(),
+                v: Some(v),
+            })
+            .map_err(|source| StoreError::Encode {
+                path: self.path.clone(),
+                source,
+            })?;
+            out.write_all(&buf)
+                .and_then(|_| out.write_all(b"\n"))
+                .map_err(io)?;
             n += 1;
         }
         let file = out.into_inner().map_err(|e| io(e.into_error()))?;
         file.sync_all().map_err(io)?;
         fs::rename(&tmp, &self.path).map_err(io)?;
-        self.file = OpenOptions::new().append(true).open(&self.path).map_err(io)?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(io)?;
         self.lines = n;
         Ok(())
     }
@@ -139,12 +180,17 @@ impl<V: Serialize + DeserializeOwned> Journal<V> {
 
 /// Cut a last line that a crash left without its newline, so the next record starts clean.
 fn drop_torn_tail(path: &Path) -> std::io::Result<()> {
-    let Ok(bytes) = fs::read(path) else { return Ok(()) };
+    let Ok(bytes) = fs::read(path) else {
+        return Ok(());
+    };
     if bytes.is_empty() || bytes.ends_with(b"\n") {
         return Ok(());
     }
     let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    OpenOptions::new().write(true).open(path)?.set_len(keep as u64)
+    OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .set_len(keep as u64)
 }
 
 #[cfg(test)]
@@ -164,7 +210,10 @@ mod tests {
             j.remove("b").unwrap();
         }
         let (_, recs) = Journal::<u32>::open(&path).unwrap();
-        assert_eq!(recs.into_iter().collect::<Vec<_>>(), vec![("a".to_string(), 3)]);
+        assert_eq!(
+            recs.into_iter().collect::<Vec<_>>(),
+            vec![("a".to_string(), 3)]
+        );
     }
 
     #[test]
@@ -177,7 +226,11 @@ mod tests {
         j.put("c", &5).unwrap();
         drop(j);
         let (_, recs) = Journal::<u32>::open(&path).unwrap();
-        assert_eq!(recs.get("c"), Some(&5), "records after a torn line must survive");
+        assert_eq!(
+            recs.get("c"),
+            Some(&5),
+            "records after a torn line must survive"
+        );
     }
 
     #[test]

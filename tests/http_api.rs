@@ -27,19 +27,33 @@ fn fixture(api_token: Option<&str>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let (tx, _rx) = tokio::sync::mpsc::channel(16);
     let runtime = Arc::new(LocalRuntime::new(
-        LocalConfig { state_dir: dir.path().to_path_buf(), self_exe: "/bin/false".into(), host: "127.0.0.1".into() },
+        LocalConfig {
+            state_dir: dir.path().to_path_buf(),
+            self_exe: "/bin/false".into(),
+            host: "127.0.0.1".into(),
+        },
         tx,
     ));
     let fleet = Arc::new(
-        Fleet::open(dir.path(), runtime, FleetConfig { secret: SECRET.to_vec(), rooms_url: "http://x".into() })
-            .unwrap(),
+        Fleet::open(
+            dir.path(),
+            runtime,
+            FleetConfig {
+                secret: SECRET.to_vec(),
+                rooms_url: "http://x".into(),
+            },
+        )
+        .unwrap(),
     );
     let ops = Operations::open(dir.path().join("operations.jsonl")).unwrap();
     let controller = Arc::new(Controller::new(
         fleet,
         ops,
         Arc::new(Metrics::new()),
-        ControllerOptions { prune: false, sync: SyncMode::Auto },
+        ControllerOptions {
+            prune: false,
+            sync: SyncMode::Auto,
+        },
     ));
     for id in ["arena-a", "arena-b"] {
         controller
@@ -62,18 +76,31 @@ fn fixture(api_token: Option<&str>) -> Fixture {
             })
             .unwrap();
     }
-    Fixture { _dir: dir, state: AppState { controller, api_token: api_token.map(Arc::from) } }
+    Fixture {
+        _dir: dir,
+        state: AppState {
+            controller,
+            api_token: api_token.map(Arc::from),
+        },
+    }
 }
 
 async fn call(f: &Fixture, req: Request<Body>) -> (StatusCode, Value) {
     let resp = router(f.state.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())))
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())),
+    )
 }
 
 fn ping(room: &str, token: Option<&str>, body: &str) -> Request<Body> {
-    let mut b = Request::put(format!("/scheduler/arena/rooms/{room}/ping")).header("content-type", "application/json");
+    let mut b = Request::put(format!("/scheduler/arena/rooms/{room}/ping"))
+        .header("content-type", "application/json");
     if let Some(t) = token {
         b = b.header("authorization", format!("Bearer {t}"));
     }
@@ -87,10 +114,23 @@ fn token(room: &str) -> String {
 #[tokio::test]
 async fn a_room_with_its_token_goes_ready() {
     let f = fixture(None);
-    let (status, body) = call(&f, ping("arena-a", Some(&token("arena-a")), r#"{"status":"ready"}"#)).await;
+    let (status, body) = call(
+        &f,
+        ping("arena-a", Some(&token("arena-a")), r#"{"status":"ready"}"#),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "ready");
-    assert_eq!(f.state.controller.fleet.registry.get("arena-a").unwrap().status, RoomStatus::Ready);
+    assert_eq!(
+        f.state
+            .controller
+            .fleet
+            .registry
+            .get("arena-a")
+            .unwrap()
+            .status,
+        RoomStatus::Ready
+    );
 }
 
 #[tokio::test]
@@ -100,9 +140,22 @@ async fn pings_without_the_rooms_own_token_are_refused() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["code"], "unauthorized");
     // One room cannot speak for another.
-    let (status, _) = call(&f, ping("arena-a", Some(&token("arena-b")), r#"{"status":"ready"}"#)).await;
+    let (status, _) = call(
+        &f,
+        ping("arena-a", Some(&token("arena-b")), r#"{"status":"ready"}"#),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(f.state.controller.fleet.registry.get("arena-a").unwrap().status, RoomStatus::Pending);
+    assert_eq!(
+        f.state
+            .controller
+            .fleet
+            .registry
+            .get("arena-a")
+            .unwrap()
+            .status,
+        RoomStatus::Pending
+    );
 }
 
 #[tokio::test]
@@ -114,26 +167,75 @@ async fn malformed_bodies_get_a_json_error_and_change_nothing() {
     assert_eq!(body["error"]["code"], "malformed_body");
     let (status, body) = call(&f, ping("arena-a", Some(&t), r#"{"status":"dancing"}"#)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("dancing"), "{body}");
-    let (status, _) = call(&f, ping("arena-a", Some(&t), r#"{"status":"ready","extra":1}"#)).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("dancing"),
+        "{body}"
+    );
+    let (status, _) = call(
+        &f,
+        ping("arena-a", Some(&t), r#"{"status":"ready","extra":1}"#),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let (status, _) = call(&f, ping("arena-a", Some(&t), r#"{"status":"ready","metadata":[1]}"#)).await;
+    let (status, _) = call(
+        &f,
+        ping("arena-a", Some(&t), r#"{"status":"ready","metadata":[1]}"#),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let huge = format!(r#"{{"status":"ready","metadata":{{"x":"{}"}}}}"#, "a".repeat(100_000));
+    let huge = format!(
+        r#"{{"status":"ready","metadata":{{"x":"{}"}}}}"#,
+        "a".repeat(100_000)
+    );
     let (status, _) = call(&f, ping("arena-a", Some(&t), &huge)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(f.state.controller.fleet.registry.get("arena-a").unwrap().status, RoomStatus::Pending);
+    assert_eq!(
+        f.state
+            .controller
+            .fleet
+            .registry
+            .get("arena-a")
+            .unwrap()
+            .status,
+        RoomStatus::Pending
+    );
 }
 
 #[tokio::test]
 async fn unknown_rooms_and_nonsense_transitions_are_refused() {
     let f = fixture(None);
-    let (status, body) = call(&f, ping("arena-zzz", Some(&token("arena-zzz")), r#"{"status":"ready"}"#)).await;
+    let (status, body) = call(
+        &f,
+        ping(
+            "arena-zzz",
+            Some(&token("arena-zzz")),
+            r#"{"status":"ready"}"#,
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    f.state.controller.fleet.registry.apply("arena", "arena-b", &RoomEvent::Stop, None).unwrap();
-    let (status, body) = call(&f, ping("arena-b", Some(&token("arena-b")), r#"{"status":"ready"}"#)).await;
+    f.state
+        .controller
+        .fleet
+        .registry
+        .apply("arena", "arena-b", &RoomEvent::Stop, None)
+        .unwrap();
+    let (status, body) = call(
+        &f,
+        ping("arena-b", Some(&token("arena-b")), r#"{"status":"ready"}"#),
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("terminating"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("terminating"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -142,18 +244,40 @@ async fn management_reads_and_writes() {
     let (status, _) = call(&f, Request::get("/healthz").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = call(&f, Request::get("/readyz").body(Body::empty()).unwrap()).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "not ready before the first revision");
-    let (status, body) = call(&f, Request::get("/api/v1/schedulers").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not ready before the first revision"
+    );
+    let (status, body) = call(
+        &f,
+        Request::get("/api/v1/schedulers")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!([]));
-    let (status, _) = call(&f, Request::get("/api/v1/operations/op-1").body(Body::empty()).unwrap()).await;
+    let (status, _) = call(
+        &f,
+        Request::get("/api/v1/operations/op-1")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     let op = f
         .state
         .controller
         .ops
-        .enqueue("arena", troupe::ops::OpKind::Heal, troupe::ops::Cause::User { name: "t".into() }, None, false)
+        .enqueue(
+            "arena",
+            troupe::ops::OpKind::Heal,
+            troupe::ops::Cause::User { name: "t".into() },
+            None,
+            false,
+        )
         .unwrap();
     let cancel = |auth: Option<&str>| {
         let mut b = Request::post(format!("/api/v1/operations/{}/cancel", op.id));
@@ -163,16 +287,30 @@ async fn management_reads_and_writes() {
         b.body(Body::empty()).unwrap()
     };
     let (status, _) = call(&f, cancel(None)).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "writes need the API token");
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "writes need the API token"
+    );
     let (status, _) = call(&f, cancel(Some("wrong"))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, body) = call(&f, cancel(Some("s3cret"))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "canceled");
     let (status, _) = call(&f, cancel(Some("s3cret"))).await;
-    assert_eq!(status, StatusCode::CONFLICT, "a finished operation cannot be canceled");
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a finished operation cannot be canceled"
+    );
 
-    let (status, body) = call(&f, Request::get("/api/v1/schedulers/arena/rooms").body(Body::empty()).unwrap()).await;
+    let (status, body) = call(
+        &f,
+        Request::get("/api/v1/schedulers/arena/rooms")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, body) = call(&f, Request::get("/nope").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -1035,8 +1035,20 @@ async fn a_room_whose_start_was_never_recorded_is_found_by_its_environment_and_e
     let proc_ref = ProcRef::of(child.id() as i32).unwrap().unwrap();
     f.procs.add(proc_ref);
     let (rt, _rx) = f.runtime();
-    let adopted = rt.adopt(&[record_with_ref("lost", "lost-abcde", None)]).await.unwrap();
-    assert!(adopted.is_empty(), "a room without a reference is not adopted");
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
-    assert!(!status.success(), "the unrecorded room process was killed: {status:?}");
+    let adopted = rt
+        .adopt(&[record_with_ref("lost", "lost-abcde", None)])
+        .await
+        .unwrap();
+    assert!(
+        adopted.is_empty(),
+        "a room without a reference is not adopted"
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !status.success(),
+        "the unrecorded room process was killed: {status:?}"
+    );
 }

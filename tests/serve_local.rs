@@ -12,11 +12,17 @@ use serde_json::Value;
 const T: Duration = Duration::from_secs(60);
 
 fn ids(rooms: &[Value]) -> BTreeSet<String> {
-    rooms.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+    rooms
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 async fn version_of(server: &Server, scheduler: &str) -> String {
-    server.get(&format!("/api/v1/schedulers/{scheduler}")).await["version"].as_str().unwrap_or("").to_string()
+    server.get(&format!("/api/v1/schedulers/{scheduler}")).await["version"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 async fn wait_ready(server: &Server, scheduler: &str, n: usize) -> Vec<Value> {
@@ -28,42 +34,77 @@ async fn wait_ready(server: &Server, scheduler: &str, n: usize) -> Vec<Value> {
 }
 
 async fn wait_op(server: &Server, scheduler: &str, kind: &str, after: usize) -> Value {
-    wait_for(&format!("a finished {kind} operation on {scheduler}"), T, || async {
-        let ops = server.ops(scheduler).await;
-        let matching: Vec<Value> = ops.into_iter().filter(|o| o["kind"] == kind).collect();
-        matching
-            .into_iter()
-            .rev()
-            .skip(after)
-            .find(|o| ["succeeded", "failed", "canceled"].contains(&o["status"].as_str().unwrap()))
-    })
+    wait_for(
+        &format!("a finished {kind} operation on {scheduler}"),
+        T,
+        || async {
+            let ops = server.ops(scheduler).await;
+            let matching: Vec<Value> = ops.into_iter().filter(|o| o["kind"] == kind).collect();
+            matching.into_iter().rev().skip(after).find(|o| {
+                ["succeeded", "failed", "canceled"].contains(&o["status"].as_str().unwrap())
+            })
+        },
+    )
     .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_scheduler_reaches_its_ready_rooms() {
     let repo = Repo::new();
-    repo.commit("arena", &[("arena.yaml", &scheduler_yaml("arena", 3, (41000, 41100), "1", ""))]);
+    repo.commit(
+        "arena",
+        &[(
+            "arena.yaml",
+            &scheduler_yaml("arena", 3, (41000, 41100), "1", ""),
+        )],
+    );
     let state = tempfile::tempdir().unwrap();
     let server = Server::start(repo.path(), &state.path().join("state"), &[]);
 
     let rooms = wait_ready(&server, "arena", 3).await;
     let ports: BTreeSet<u16> = rooms.iter().map(http_port).collect();
     assert_eq!(ports.len(), 3, "every room gets its own port: {rooms:?}");
-    assert!(ports.iter().all(|p| (41000..41100).contains(p)), "ports come from portRange: {ports:?}");
-    assert_eq!(server.room_processes(), ids(&rooms), "one process per room, nothing else");
+    assert!(
+        ports.iter().all(|p| (41000..41100).contains(p)),
+        "ports come from portRange: {ports:?}"
+    );
+    assert_eq!(
+        server.room_processes(),
+        ids(&rooms),
+        "one process per room, nothing else"
+    );
 
     let op = wait_op(&server, "arena", "create", 0).await;
     assert_eq!(op["status"], "succeeded", "{op:#}");
-    let metrics = server.http.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"troupe_rooms{scheduler="arena",status="ready"} 3"#), "{metrics}");
-    assert!(metrics.contains(r#"troupe_operations_total{kind="create",outcome="succeeded"} 1"#), "{metrics}");
+    let metrics = server
+        .http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"troupe_rooms{scheduler="arena",status="ready"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"troupe_operations_total{kind="create",outcome="succeeded"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_template_change_rolls_out_within_max_surge_and_never_stops_an_occupied_room() {
     let repo = Repo::new();
-    repo.commit("v1", &[("arena.yaml", &scheduler_yaml("arena", 3, (41100, 41200), "1", ""))]);
+    repo.commit(
+        "v1",
+        &[(
+            "arena.yaml",
+            &scheduler_yaml("arena", 3, (41100, 41200), "1", ""),
+        )],
+    );
     let state = tempfile::tempdir().unwrap();
     let server = Server::start(repo.path(), &state.path().join("state"), &[]);
     let rooms = wait_ready(&server, "arena", 3).await;
@@ -74,52 +115,94 @@ async fn a_template_change_rolls_out_within_max_surge_and_never_stops_an_occupie
     start_match(&busy).await;
     wait_for("the room to report occupied", T, || async {
         let rooms = server.rooms("arena").await;
-        rooms.iter().any(|r| r["id"] == busy_id.as_str() && status_of(r) == "occupied").then_some(())
+        rooms
+            .iter()
+            .any(|r| r["id"] == busy_id.as_str() && status_of(r) == "occupied")
+            .then_some(())
     })
     .await;
 
-    repo.commit("v2", &[("arena.yaml", &scheduler_yaml("arena", 3, (41100, 41200), "2", ""))]);
+    repo.commit(
+        "v2",
+        &[(
+            "arena.yaml",
+            &scheduler_yaml("arena", 3, (41100, 41200), "2", ""),
+        )],
+    );
     // Watch the rollout: free rooms never exceed target + surge, the occupied room never leaves.
     let mut max_free = 0;
     let op = loop {
         let rooms = server.rooms("arena").await;
-        let free = rooms.iter().filter(|r| !["occupied", "active", "allocated", "terminating"].contains(&status_of(r))).count();
+        let free = rooms
+            .iter()
+            .filter(|r| !["occupied", "active", "allocated", "terminating"].contains(&status_of(r)))
+            .count();
         max_free = max_free.max(free);
         let busy_now = rooms.iter().find(|r| r["id"] == busy_id.as_str());
-        assert!(busy_now.is_some_and(|r| status_of(r) == "occupied"), "the occupied room was touched: {rooms:#?}");
+        assert!(
+            busy_now.is_some_and(|r| status_of(r) == "occupied"),
+            "the occupied room was touched: {rooms:#?}"
+        );
         let ops = server.ops("arena").await;
-        if let Some(op) = ops.iter().find(|o| o["kind"] == "rollout" && o["status"] != "running" && o["status"] != "pending") {
+        if let Some(op) = ops.iter().find(|o| {
+            o["kind"] == "rollout" && o["status"] != "running" && o["status"] != "pending"
+        }) {
             break op.clone();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(op["status"], "succeeded", "{op:#}");
-    assert!(max_free <= 3 + 1, "free rooms went to {max_free}, above target 3 + maxSurge 1");
+    assert!(
+        max_free <= 3 + 1,
+        "free rooms went to {max_free}, above target 3 + maxSurge 1"
+    );
 
     let v2 = version_of(&server, "arena").await;
     assert_ne!(v1, v2);
     let rooms = server.rooms("arena").await;
-    let new: Vec<&Value> = rooms.iter().filter(|r| r["version"] == v2.as_str()).collect();
+    let new: Vec<&Value> = rooms
+        .iter()
+        .filter(|r| r["version"] == v2.as_str())
+        .collect();
     assert_eq!(new.len(), 3, "{rooms:#?}");
     assert!(new.iter().all(|r| status_of(r) == "ready"));
-    let old = rooms.iter().find(|r| r["id"] == busy_id.as_str()).expect("occupied room kept");
+    let old = rooms
+        .iter()
+        .find(|r| r["id"] == busy_id.as_str())
+        .expect("occupied room kept");
     assert_eq!(old["version"], v1.as_str());
-    assert!(server.room_processes().contains(&busy_id), "the occupied room's process still runs");
+    assert!(
+        server.room_processes().contains(&busy_id),
+        "the occupied room's process still runs"
+    );
 
     // When its match ends, the outdated room goes too.
     end_match(&busy).await;
     wait_for("the outdated room to be replaced", T, || async {
         let rooms = server.rooms("arena").await;
-        (rooms.len() == 3 && rooms.iter().all(|r| r["version"] == v2.as_str() && status_of(r) == "ready")).then_some(())
+        (rooms.len() == 3
+            && rooms
+                .iter()
+                .all(|r| r["version"] == v2.as_str() && status_of(r) == "ready"))
+        .then_some(())
     })
     .await;
-    wait_for("its process to end", T, || async { (!server.room_processes().contains(&busy_id)).then_some(()) }).await;
+    wait_for("its process to end", T, || async {
+        (!server.room_processes().contains(&busy_id)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_down_removes_free_rooms_only() {
     let repo = Repo::new();
-    repo.commit("4 rooms", &[("arena.yaml", &scheduler_yaml("arena", 4, (41200, 41300), "1", ""))]);
+    repo.commit(
+        "4 rooms",
+        &[(
+            "arena.yaml",
+            &scheduler_yaml("arena", 4, (41200, 41300), "1", ""),
+        )],
+    );
     let state = tempfile::tempdir().unwrap();
     let server = Server::start(repo.path(), &state.path().join("state"), &[]);
     let rooms = wait_ready(&server, "arena", 4).await;
@@ -128,9 +211,18 @@ async fn scale_down_removes_free_rooms_only() {
         start_match(r).await;
     }
     let busy_ids: BTreeSet<String> = ids(&busy);
-    wait_for("two occupied rooms", T, || async { (count(&server.rooms("arena").await, "occupied") == 2).then_some(()) }).await;
+    wait_for("two occupied rooms", T, || async {
+        (count(&server.rooms("arena").await, "occupied") == 2).then_some(())
+    })
+    .await;
 
-    repo.commit("1 room", &[("arena.yaml", &scheduler_yaml("arena", 1, (41200, 41300), "1", ""))]);
+    repo.commit(
+        "1 room",
+        &[(
+            "arena.yaml",
+            &scheduler_yaml("arena", 1, (41200, 41300), "1", ""),
+        )],
+    );
     let op = wait_op(&server, "arena", "scale", 0).await;
     assert_eq!(op["status"], "succeeded", "{op:#}");
     let rooms = wait_for("free rooms gone", T, || async {
@@ -158,8 +250,14 @@ async fn deleting_a_scheduler_with_pruning_removes_its_rooms() {
     repo.commit(
         "two fleets",
         &[
-            ("arena.yaml", &scheduler_yaml("arena", 2, (41300, 41350), "1", "")),
-            ("racer.yaml", &scheduler_yaml("racer", 2, (41350, 41400), "1", "")),
+            (
+                "arena.yaml",
+                &scheduler_yaml("arena", 2, (41300, 41350), "1", ""),
+            ),
+            (
+                "racer.yaml",
+                &scheduler_yaml("racer", 2, (41350, 41400), "1", ""),
+            ),
         ],
     );
     let state = tempfile::tempdir().unwrap();
@@ -170,7 +268,12 @@ async fn deleting_a_scheduler_with_pruning_removes_its_rooms() {
     repo.commit("drop racer", &[("racer.yaml", "")]);
     wait_for("racer deleted", T, || async {
         let schedulers = server.get("/api/v1/schedulers").await;
-        let names: Vec<&str> = schedulers.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = schedulers
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
         (names == ["arena"]).then_some(())
     })
     .await;
@@ -182,13 +285,23 @@ async fn deleting_a_scheduler_with_pruning_removes_its_rooms() {
     })
     .await;
     assert!(ids(&racer).is_disjoint(&server.room_processes()));
-    assert_eq!(ids(&server.rooms("arena").await), ids(&arena), "the other fleet is untouched");
+    assert_eq!(
+        ids(&server.rooms("arena").await),
+        ids(&arena),
+        "the other fleet is untouched"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_commit_is_reported_with_file_and_line_and_changes_nothing() {
     let repo = Repo::new();
-    let good = repo.commit("good", &[("arena.yaml", &scheduler_yaml("arena", 2, (41400, 41450), "1", ""))]);
+    let good = repo.commit(
+        "good",
+        &[(
+            "arena.yaml",
+            &scheduler_yaml("arena", 2, (41400, 41450), "1", ""),
+        )],
+    );
     let state = tempfile::tempdir().unwrap();
     let server = Server::start(repo.path(), &state.path().join("state"), &[]);
     let before = ids(&wait_ready(&server, "arena", 2).await);
@@ -202,23 +315,37 @@ async fn a_bad_commit_is_reported_with_file_and_line_and_changes_nothing() {
         (!rev["error"].is_null()).then_some(rev)
     })
     .await;
-    assert_eq!(error["revision"]["id"], good.as_str(), "the last good revision keeps running");
+    assert_eq!(
+        error["revision"]["id"],
+        good.as_str(),
+        "the last good revision keeps running"
+    );
     assert_eq!(error["error"]["revision"], bad_sha.as_str());
     let errors = error["error"]["errors"].as_array().unwrap();
-    let port = errors.iter().find(|e| e["path"].as_str().unwrap().starts_with("portRange")).expect("port range error");
+    let port = errors
+        .iter()
+        .find(|e| e["path"].as_str().unwrap().starts_with("portRange"))
+        .expect("port range error");
     assert_eq!(port["file"], "arena.yaml");
     assert_eq!(port["line"], 5, "{port:#}");
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(ids(&server.rooms("arena").await), before, "no room changed");
-    assert_eq!(server.ops("arena").await.len(), ops_before, "no operation was queued");
+    assert_eq!(
+        server.ops("arena").await.len(),
+        ops_before,
+        "no operation was queued"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_rollout_then_restart_finishes_it_with_nothing_orphaned_or_duplicated() {
     let repo = Repo::new();
     let slow = |v: &str| {
-        scheduler_yaml("arena", 4, (41500, 41600), v, "").replace("\"--startup-delay\", \"300ms\"", "\"--startup-delay\", \"1500ms\"")
+        scheduler_yaml("arena", 4, (41500, 41600), v, "").replace(
+            "\"--startup-delay\", \"300ms\"",
+            "\"--startup-delay\", \"1500ms\"",
+        )
     };
     repo.commit("v1", &[("arena.yaml", &slow("1"))]);
     let state = tempfile::tempdir().unwrap();
@@ -230,7 +357,9 @@ async fn kill_9_during_a_rollout_then_restart_finishes_it_with_nothing_orphaned_
     // Kill the controller once the rollout has started at least one new room but is not done.
     let rollout = wait_for("the rollout to be under way", T, || async {
         let ops = server.ops("arena").await;
-        let op = ops.into_iter().find(|o| o["kind"] == "rollout" && o["status"] == "running")?;
+        let op = ops
+            .into_iter()
+            .find(|o| o["kind"] == "rollout" && o["status"] == "running")?;
         let rooms = server.rooms("arena").await;
         let new = rooms.iter().filter(|r| r["version"] != v1.as_str()).count();
         let old = rooms.iter().filter(|r| r["version"] == v1.as_str()).count();
@@ -239,7 +368,10 @@ async fn kill_9_during_a_rollout_then_restart_finishes_it_with_nothing_orphaned_
     .await;
     server.kill9();
     let survivors = server.room_processes();
-    assert!(survivors.len() >= 5, "rooms outlive the controller: {survivors:?}");
+    assert!(
+        survivors.len() >= 5,
+        "rooms outlive the controller: {survivors:?}"
+    );
 
     server.spawn();
     let id = rollout["id"].as_str().unwrap().to_string();
@@ -249,15 +381,32 @@ async fn kill_9_during_a_rollout_then_restart_finishes_it_with_nothing_orphaned_
     })
     .await;
     assert_eq!(op["status"], "succeeded", "{op:#}");
-    let events: Vec<&str> = op["events"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap()).collect();
-    assert!(events.iter().any(|e| e.contains("resuming")), "history kept across the restart: {events:?}");
+    let events: Vec<&str> = op["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        events.iter().any(|e| e.contains("resuming")),
+        "history kept across the restart: {events:?}"
+    );
     let history = server.ops("arena").await;
-    assert!(history.iter().any(|o| o["kind"] == "create" && o["status"] == "succeeded"), "older history intact");
+    assert!(
+        history
+            .iter()
+            .any(|o| o["kind"] == "create" && o["status"] == "succeeded"),
+        "older history intact"
+    );
 
     let v2 = version_of(&server, "arena").await;
     let rooms = wait_for("4 ready rooms of the new version only", T, || async {
         let rooms = server.rooms("arena").await;
-        (rooms.len() == 4 && rooms.iter().all(|r| r["version"] == v2.as_str() && status_of(r) == "ready")).then_some(rooms)
+        (rooms.len() == 4
+            && rooms
+                .iter()
+                .all(|r| r["version"] == v2.as_str() && status_of(r) == "ready"))
+        .then_some(rooms)
     })
     .await;
     wait_for("exactly the registry's rooms running", T, || async {

@@ -31,7 +31,9 @@ impl Client {
         Self {
             base: server.server.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
-            token: std::env::var("TROUPE_API_TOKEN").ok().filter(|t| !t.is_empty()),
+            token: std::env::var("TROUPE_API_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
         }
     }
 
@@ -40,7 +42,11 @@ impl Client {
         self.send(req, path).await
     }
 
-    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: serde_json::Value) -> anyhow::Result<T> {
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<T> {
         let mut req = self.http.post(format!("{}{path}", self.base)).json(&body);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -48,10 +54,20 @@ impl Client {
         self.send(req, path).await
     }
 
-    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder, path: &str) -> anyhow::Result<T> {
-        let resp = req.send().await.with_context(|| format!("cannot reach troupe server at {}", self.base))?;
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        path: &str,
+    ) -> anyhow::Result<T> {
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach troupe server at {}", self.base))?;
         let status = resp.status();
-        let text = resp.text().await.with_context(|| format!("reading the answer of {path}"))?;
+        let text = resp
+            .text()
+            .await
+            .with_context(|| format!("reading the answer of {path}"))?;
         if !status.is_success() {
             let message = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
@@ -73,7 +89,8 @@ pub struct StatusArgs {
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let schedulers: Vec<SchedulerSummary> = Client::new(&args.server).get("/api/v1/schedulers").await?;
+    let schedulers: Vec<SchedulerSummary> =
+        Client::new(&args.server).get("/api/v1/schedulers").await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&schedulers)?);
         return Ok(ExitCode::SUCCESS);
@@ -86,14 +103,35 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 s.name.clone(),
                 s.game.clone(),
                 s.version.clone(),
-                format!("{}{}", s.target_rooms, if s.autoscaled { " (auto)" } else { "" }),
+                format!(
+                    "{}{}",
+                    s.target_rooms,
+                    if s.autoscaled { " (auto)" } else { "" }
+                ),
                 s.total_rooms.to_string(),
                 rooms.join(" "),
-                s.last_operation.as_ref().map(|o| format!("{} {}", o.kind.as_str(), o.status.as_str())).unwrap_or_default(),
+                s.last_operation
+                    .as_ref()
+                    .map(|o| format!("{} {}", o.kind.as_str(), o.status.as_str()))
+                    .unwrap_or_default(),
             ]
         })
         .collect();
-    print!("{}", table(&["SCHEDULER", "GAME", "VERSION", "TARGET", "ROOMS", "BY STATUS", "LAST OPERATION"], &rows));
+    print!(
+        "{}",
+        table(
+            &[
+                "SCHEDULER",
+                "GAME",
+                "VERSION",
+                "TARGET",
+                "ROOMS",
+                "BY STATUS",
+                "LAST OPERATION"
+            ],
+            &rows
+        )
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -109,8 +147,9 @@ pub struct RoomsArgs {
 }
 
 pub async fn rooms(args: RoomsArgs) -> anyhow::Result<ExitCode> {
-    let rooms: Vec<Room> =
-        Client::new(&args.server).get(&format!("/api/v1/schedulers/{}/rooms", args.scheduler)).await?;
+    let rooms: Vec<Room> = Client::new(&args.server)
+        .get(&format!("/api/v1/schedulers/{}/rooms", args.scheduler))
+        .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rooms)?);
         return Ok(ExitCode::SUCCESS);
@@ -119,7 +158,11 @@ pub async fn rooms(args: RoomsArgs) -> anyhow::Result<ExitCode> {
     let rows: Vec<Vec<String>> = rooms
         .iter()
         .map(|r| {
-            let ports: Vec<String> = r.ports.iter().map(|p| format!("{}={}", p.name, p.port)).collect();
+            let ports: Vec<String> = r
+                .ports
+                .iter()
+                .map(|p| format!("{}={}", p.name, p.port))
+                .collect();
             vec![
                 r.id.clone(),
                 r.status.to_string(),
@@ -132,7 +175,15 @@ pub async fn rooms(args: RoomsArgs) -> anyhow::Result<ExitCode> {
             ]
         })
         .collect();
-    print!("{}", table(&["ROOM", "STATUS", "VERSION", "AGE", "HOST", "PORTS", "MATCHES", "REASON"], &rows));
+    print!(
+        "{}",
+        table(
+            &[
+                "ROOM", "STATUS", "VERSION", "AGE", "HOST", "PORTS", "MATCHES", "REASON"
+            ],
+            &rows
+        )
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -157,7 +208,14 @@ pub struct OpsArgs {
 pub async fn ops(args: OpsArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.server);
     let one: Option<Operation> = if let Some(id) = &args.cancel {
-        Some(client.post(&format!("/api/v1/operations/{id}/cancel"), serde_json::json!({})).await?)
+        Some(
+            client
+                .post(
+                    &format!("/api/v1/operations/{id}/cancel"),
+                    serde_json::json!({}),
+                )
+                .await?,
+        )
     } else if let Some(id) = &args.show {
         Some(client.get(&format!("/api/v1/operations/{id}")).await?)
     } else {
@@ -167,7 +225,13 @@ pub async fn ops(args: OpsArgs) -> anyhow::Result<ExitCode> {
         if args.json {
             println!("{}", serde_json::to_string_pretty(&op)?);
         } else {
-            println!("{} {} {} {}", op.id, op.scheduler, op.kind.as_str(), op.status.as_str());
+            println!(
+                "{} {} {} {}",
+                op.id,
+                op.scheduler,
+                op.kind.as_str(),
+                op.status.as_str()
+            );
             for e in &op.events {
                 println!("  {}  {}", e.at, e.message);
             }
@@ -191,11 +255,20 @@ pub async fn ops(args: OpsArgs) -> anyhow::Result<ExitCode> {
                 o.scheduler.clone(),
                 o.kind.as_str().to_string(),
                 o.status.as_str().to_string(),
-                o.events.last().map(|e| e.message.clone()).unwrap_or_default(),
+                o.events
+                    .last()
+                    .map(|e| e.message.clone())
+                    .unwrap_or_default(),
             ]
         })
         .collect();
-    print!("{}", table(&["OPERATION", "SCHEDULER", "KIND", "STATUS", "LAST EVENT"], &rows));
+    print!(
+        "{}",
+        table(
+            &["OPERATION", "SCHEDULER", "KIND", "STATUS", "LAST EVENT"],
+            &rows
+        )
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -208,7 +281,11 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         }
     }
     let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         format!("{}\n", padded.join("  ").trim_end())
     };
     let mut out = line(header.to_vec());

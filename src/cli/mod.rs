@@ -47,7 +47,10 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
@@ -57,7 +60,9 @@ pub fn main() -> ExitCode {
         Command::Status(args) => block_on(client::status(args)),
         Command::Rooms(args) => block_on(client::rooms(args)),
         Command::Ops(args) => block_on(client::ops(args)),
-        Command::DemoRoom(args) => block_on(async { crate::demo_room::run(args).await.map(|_| ExitCode::SUCCESS) }),
+        Command::DemoRoom(args) => {
+            block_on(async { crate::demo_room::run(args).await.map(|_| ExitCode::SUCCESS) })
+        }
     };
     match result {
         Ok(code) => code,
@@ -68,6 +73,11 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(f: F) -> anyhow::Result<ExitCode> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)
+fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
+    f: F,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }

@@ -56,11 +56,14 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let server = args.server.clone().map(|server| ServerArgs { server });
     let plan: Plan = match &args.source {
         None => {
-            let server = server.unwrap_or(ServerArgs { server: "http://127.0.0.1:8080".into() });
+            let server = server.unwrap_or(ServerArgs {
+                server: "http://127.0.0.1:8080".into(),
+            });
             Client::new(&server).get("/api/v1/plan").await?
         }
         Some(path) => {
-            let source = crate::source::open(path, args.branch.as_deref(), args.sub_path.as_deref())?;
+            let source =
+                crate::source::open(path, args.branch.as_deref(), args.sub_path.as_deref())?;
             let snapshot = tokio::task::spawn_blocking(move || source.load()).await??;
             let docs = match crate::spec::load_documents(&snapshot.files) {
                 Ok(docs) => docs,
@@ -68,15 +71,29 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
                     for e in &err.0 {
                         eprintln!("{e}");
                     }
-                    anyhow::bail!("revision {} has {} error(s); nothing to plan", snapshot.revision, err.0.len());
+                    anyhow::bail!(
+                        "revision {} has {} error(s); nothing to plan",
+                        snapshot.revision,
+                        err.0.len()
+                    );
                 }
             };
             let live: LiveState = match &server {
-                Some(s) => Client::new(s).get("/api/v1/live").await.context("reading live state")?,
+                Some(s) => Client::new(s)
+                    .get("/api/v1/live")
+                    .await
+                    .context("reading live state")?,
                 None => LiveState::default(),
             };
             let desired: Vec<_> = docs.into_iter().map(|d| d.scheduler).collect();
-            crate::plan::plan(&desired, &live, &PlanOptions { prune: args.prune, revision: Some(snapshot.revision) })
+            crate::plan::plan(
+                &desired,
+                &live,
+                &PlanOptions {
+                    prune: args.prune,
+                    revision: Some(snapshot.revision),
+                },
+            )
         }
     };
     let out = match args.format {
@@ -91,7 +108,11 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     if !out.ends_with('\n') {
         println!();
     }
-    Ok(if args.detailed_exitcode && plan.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[derive(Debug, Args)]
@@ -105,7 +126,9 @@ pub struct ApplyArgs {
 
 pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let body = serde_json::json!({ "planId": args.plan_id });
-    let plan: Plan = Client::new(&args.server).post("/api/v1/plan/apply", body).await?;
+    let plan: Plan = Client::new(&args.server)
+        .post("/api/v1/plan/apply", body)
+        .await?;
     print!("{}", render::text(&plan, false));
     println!("Applied plan {}.", plan.id);
     Ok(ExitCode::SUCCESS)

@@ -70,7 +70,10 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(args))
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve(args))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -80,14 +83,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let secret = read_or_create_secret(args.secret_file.as_deref(), &args.state_dir)?;
     let api_token = match &args.api_token_file {
         Some(f) => Some(read_trimmed(f)?),
-        None => std::env::var("TROUPE_API_TOKEN").ok().filter(|t| !t.is_empty()),
+        None => std::env::var("TROUPE_API_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
     };
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let rooms_url = args.rooms_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let rooms_url = args
+        .rooms_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
 
     let metrics = Arc::new(Metrics::new());
     let (events_tx, mut events_rx) = tokio::sync::mpsc::channel(RUNTIME_EVENT_QUEUE);
@@ -101,14 +109,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             events_tx,
         )),
     };
-    let fleet = Arc::new(Fleet::open(&args.state_dir, runtime, FleetConfig { secret, rooms_url })?);
-    fleet.adopt().await.context("adopting rooms recorded before")?;
+    let fleet = Arc::new(Fleet::open(
+        &args.state_dir,
+        runtime,
+        FleetConfig { secret, rooms_url },
+    )?);
+    fleet
+        .adopt()
+        .await
+        .context("adopting rooms recorded before")?;
     let ops = Operations::open(args.state_dir.join("operations.jsonl"))?;
     let controller = Arc::new(Controller::new(
         Arc::clone(&fleet),
         Arc::clone(&ops),
         Arc::clone(&metrics),
-        ControllerOptions { prune: args.prune, sync: args.sync },
+        ControllerOptions {
+            prune: args.prune,
+            sync: args.sync,
+        },
     ));
 
     let shutdown = CancellationToken::new();
@@ -133,23 +151,35 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let m = Arc::clone(&metrics);
         tasks.spawn(async move {
             while let Ok(op) = finished.recv().await {
-                m.operations.with_label_values(&[op.kind.as_str(), op.status.as_str()]).inc();
+                m.operations
+                    .with_label_values(&[op.kind.as_str(), op.status.as_str()])
+                    .inc();
                 if let (Some(s), Some(f)) = (op.started_at, op.finished_at) {
-                    m.operation_seconds.with_label_values(&[op.kind.as_str()]).observe((f - s) as f64 / 1000.0);
+                    m.operation_seconds
+                        .with_label_values(&[op.kind.as_str()])
+                        .observe((f - s) as f64 / 1000.0);
                 }
             }
         });
     }
     ops.start(Arc::clone(&fleet) as Arc<dyn crate::ops::Executor>);
 
-    let source: Arc<dyn crate::source::Source> =
-        Arc::from(crate::source::open(&args.source, args.branch.as_deref(), args.sub_path.as_deref())?);
+    let source: Arc<dyn crate::source::Source> = Arc::from(crate::source::open(
+        &args.source,
+        args.branch.as_deref(),
+        args.sub_path.as_deref(),
+    )?);
     let described = source.describe();
     let (snapshots, _watcher) = crate::source::watch(source, args.poll_interval.as_std());
     tasks.spawn(Arc::clone(&controller).run(snapshots, shutdown.clone()));
 
-    let state = AppState { controller: Arc::clone(&controller), api_token: api_token.map(Arc::from) };
-    println!("troupe is serving {described} on http://{addr}  (dashboard: http://{addr}/  API: http://{addr}/api/v1/schedulers)");
+    let state = AppState {
+        controller: Arc::clone(&controller),
+        api_token: api_token.map(Arc::from),
+    };
+    println!(
+        "troupe is serving {described} on http://{addr}  (dashboard: http://{addr}/  API: http://{addr}/api/v1/schedulers)"
+    );
     tracing::info!(%addr, source = %described, runtime = ?args.runtime, "serving");
 
     let http_shutdown = shutdown.clone();
@@ -158,11 +188,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("shutting down");
         http_shutdown.cancel();
     });
-    crate::http::serve(listener, router(state), shutdown.clone()).await.context("HTTP server failed")?;
+    crate::http::serve(listener, router(state), shutdown.clone())
+        .await
+        .context("HTTP server failed")?;
     shutdown.cancel();
     if args.stop_rooms_on_exit {
         for room in fleet.registry.list(None) {
-            fleet.stop_room(&room, std::time::Duration::from_secs(5)).await;
+            fleet
+                .stop_room(&room, std::time::Duration::from_secs(5))
+                .await;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -187,13 +221,17 @@ fn lock_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
-        bail!("state directory {} is in use by another troupe serve", dir.display());
+        bail!(
+            "state directory {} is in use by another troupe serve",
+            dir.display()
+        );
     }
     Ok(file)
 }
 
 fn read_trimmed(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let text = text.trim().to_string();
     if text.is_empty() {
         bail!("{} is empty", path.display());

@@ -54,10 +54,20 @@ pub struct Fleet {
 
 impl Fleet {
     /// Open the fleet recorded in `state_dir`.
-    pub fn open(state_dir: &Path, runtime: Arc<dyn Runtime>, config: FleetConfig) -> Result<Self, StoreError> {
+    pub fn open(
+        state_dir: &Path,
+        runtime: Arc<dyn Runtime>,
+        config: FleetConfig,
+    ) -> Result<Self, StoreError> {
         let registry = Arc::new(Registry::open(state_dir.join("rooms.jsonl"))?);
         let (journal, applied) = Journal::open(state_dir.join("schedulers.jsonl"))?;
-        Ok(Self { registry, runtime, config, applied: Mutex::new(applied), journal: Mutex::new(journal) })
+        Ok(Self {
+            registry,
+            runtime,
+            config,
+            applied: Mutex::new(applied),
+            journal: Mutex::new(journal),
+        })
     }
 
     pub fn config(&self) -> &FleetConfig {
@@ -108,13 +118,27 @@ impl Fleet {
         let applied = self.applied_all();
         let mut rooms: BTreeMap<String, Vec<LiveRoom>> = BTreeMap::new();
         for r in self.registry.list(None) {
-            rooms.entry(r.scheduler.clone()).or_default().push(LiveRoom { id: r.id, version: r.version, status: r.status });
+            rooms
+                .entry(r.scheduler.clone())
+                .or_default()
+                .push(LiveRoom {
+                    id: r.id,
+                    version: r.version,
+                    status: r.status,
+                });
         }
         let schedulers = applied
             .into_iter()
             .map(|(name, a)| {
                 let rooms = rooms.remove(&name).unwrap_or_default();
-                (name, LiveScheduler { applied: a.spec, target_rooms: a.target_rooms, rooms })
+                (
+                    name,
+                    LiveScheduler {
+                        applied: a.spec,
+                        target_rooms: a.target_rooms,
+                        rooms,
+                    },
+                )
             })
             .collect();
         LiveState { schedulers }
@@ -138,7 +162,11 @@ impl Fleet {
                 let _ = self.registry.update(&room.id, |r| r.runtime_ref = None);
             }
         }
-        tracing::info!(rooms = rooms.len(), adopted = alive.len(), "rooms adopted after start");
+        tracing::info!(
+            rooms = rooms.len(),
+            adopted = alive.len(),
+            "rooms adopted after start"
+        );
         Ok(())
     }
 
@@ -146,19 +174,36 @@ impl Fleet {
     pub fn handle_event(&self, event: RuntimeEvent) {
         match event {
             RuntimeEvent::Running { scheduler, room } => {
-                let _ = self.registry.apply(&scheduler, &room, &RoomEvent::Started, None);
+                let _ = self
+                    .registry
+                    .apply(&scheduler, &room, &RoomEvent::Started, None);
             }
-            RuntimeEvent::Exited { scheduler, room, clean, reason } => {
+            RuntimeEvent::Exited {
+                scheduler,
+                room,
+                clean,
+                reason,
+            } => {
                 tracing::info!(%scheduler, %room, clean, %reason, "room ended");
-                if let Ok(out) = self.registry.apply(&scheduler, &room, &RoomEvent::Exited { clean }, Some(&reason))
-                    && out.to == RoomStatus::Error
+                if let Ok(out) = self.registry.apply(
+                    &scheduler,
+                    &room,
+                    &RoomEvent::Exited { clean },
+                    Some(&reason),
+                ) && out.to == RoomStatus::Error
                 {
                     let _ = self.registry.update(&room, |r| r.runtime_ref = None);
                 }
             }
-            RuntimeEvent::Failed { scheduler, room, reason } => {
+            RuntimeEvent::Failed {
+                scheduler,
+                room,
+                reason,
+            } => {
                 tracing::warn!(%scheduler, %room, %reason, "room failed");
-                let _ = self.registry.apply(&scheduler, &room, &RoomEvent::Failed, Some(&reason));
+                let _ = self
+                    .registry
+                    .apply(&scheduler, &room, &RoomEvent::Failed, Some(&reason));
             }
         }
     }
@@ -168,7 +213,9 @@ impl Fleet {
         let applied = self.applied_all();
         let now = now_ms();
         for room in self.registry.list(None) {
-            let Some(a) = applied.get(&room.scheduler) else { continue };
+            let Some(a) = applied.get(&room.scheduler) else {
+                continue;
+            };
             let t = &a.spec.timeouts;
             let age = now.saturating_sub(room.status_since);
             let reason = match room.status {
@@ -176,7 +223,10 @@ impl Fleet {
                     format!("pending for more than {} (timeouts.pending)", t.pending)
                 }
                 RoomStatus::Unready if age > t.unready.as_std().as_millis() as u64 => {
-                    format!("no ready ping within {} of starting (timeouts.unready)", t.unready)
+                    format!(
+                        "no ready ping within {} of starting (timeouts.unready)",
+                        t.unready
+                    )
                 }
                 s if s.is_serving()
                     && now.saturating_sub(room.last_ping.unwrap_or(room.status_since))
@@ -187,7 +237,9 @@ impl Fleet {
                 _ => continue,
             };
             tracing::warn!(scheduler = %room.scheduler, room = %room.id, %reason, "room timed out");
-            let _ = self.registry.apply(&room.scheduler, &room.id, &RoomEvent::Failed, Some(&reason));
+            let _ =
+                self.registry
+                    .apply(&room.scheduler, &room.id, &RoomEvent::Failed, Some(&reason));
         }
     }
 
@@ -196,7 +248,10 @@ impl Fleet {
         loop {
             let mut bytes = [0u8; 5];
             getrandom::fill(&mut bytes).expect("the OS random source works");
-            let suffix: String = bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
+            let suffix: String = bytes
+                .iter()
+                .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+                .collect();
             let id = format!("{scheduler}-{suffix}");
             if self.registry.get(&id).is_none() {
                 return id;
@@ -244,7 +299,9 @@ impl Fleet {
             }
             Err(e) => {
                 let reason = e.to_string();
-                let _ = self.registry.apply(&spec.name, &id, &RoomEvent::Failed, Some(&reason));
+                let _ = self
+                    .registry
+                    .apply(&spec.name, &id, &RoomEvent::Failed, Some(&reason));
                 Err(reason)
             }
         }
@@ -256,7 +313,11 @@ impl Fleet {
             let _ = self.registry.remove(&room.id);
             return;
         }
-        if self.registry.apply(&room.scheduler, &room.id, &RoomEvent::Stop, None).is_err() {
+        if self
+            .registry
+            .apply(&room.scheduler, &room.id, &RoomEvent::Stop, None)
+            .is_err()
+        {
             return;
         }
         if let Err(e) = self.runtime.stop(room, grace).await {
@@ -278,7 +339,10 @@ impl Fleet {
             };
             let rooms = self.registry.list(Some(name));
             // Fail fast: a room this operation started broke before it ever served.
-            if let Some(bad) = rooms.iter().find(|r| started.contains(&r.id) && r.status == RoomStatus::Error) {
+            if let Some(bad) = rooms
+                .iter()
+                .find(|r| started.contains(&r.id) && r.status == RoomStatus::Error)
+            {
                 return Err(OpError::Failed(format!(
                     "room {} failed: {}",
                     bad.id,
@@ -312,7 +376,10 @@ impl Fleet {
                 }
             }
             if step.start > 0 {
-                ctx.event(format!("starting {} room(s) of version {}", step.start, applied.version));
+                ctx.event(format!(
+                    "starting {} room(s) of version {}",
+                    step.start, applied.version
+                ));
                 let spec = Arc::new(applied.spec.clone());
                 let starts = (0..step.start).map(|_| self.start_room(&spec, &applied.version));
                 for result in futures_util::future::join_all(starts).await {
@@ -340,14 +407,18 @@ impl Fleet {
     /// (or now, when forced).
     async fn delete(&self, name: &str, force: bool, ctx: &OpContext) -> Result<String, OpError> {
         let mut changes = self.registry.subscribe();
-        let grace = self.applied(name).map(|a| a.spec.spec.termination_grace_period.as_std()).unwrap_or_default();
+        let grace = self
+            .applied(name)
+            .map(|a| a.spec.spec.termination_grace_period.as_std())
+            .unwrap_or_default();
         loop {
             if ctx.cancel.is_cancelled() {
                 return Err(OpError::Canceled);
             }
             let rooms = self.registry.list(Some(name));
             if rooms.is_empty() {
-                self.set_applied(name, None).map_err(|e| OpError::Failed(e.to_string()))?;
+                self.set_applied(name, None)
+                    .map_err(|e| OpError::Failed(e.to_string()))?;
                 return Ok(format!("scheduler {name} deleted"));
             }
             let mut busy = 0;
@@ -359,7 +430,9 @@ impl Fleet {
                 }
             }
             if busy > 0 {
-                ctx.event(format!("waiting for {busy} busy room(s) to finish their matches"));
+                ctx.event(format!(
+                    "waiting for {busy} busy room(s) to finish their matches"
+                ));
             }
             tokio::select! {
                 _ = changes.changed() => {}
@@ -375,8 +448,14 @@ impl Fleet {
         if let Some(n) = spec.fixed_replicas() {
             return n;
         }
-        let a = spec.autoscaling.as_ref().expect("autoscaled specs have autoscaling");
-        let current = self.applied(&spec.name).map(|x| x.target_rooms).unwrap_or(a.min);
+        let a = spec
+            .autoscaling
+            .as_ref()
+            .expect("autoscaled specs have autoscaling");
+        let current = self
+            .applied(&spec.name)
+            .map(|x| x.target_rooms)
+            .unwrap_or(a.min);
         let max = if a.max < 0 { u32::MAX } else { a.max as u32 };
         current.clamp(a.min, max.max(a.min))
     }
@@ -389,15 +468,23 @@ impl crate::ops::Executor for Fleet {
             OpKind::Delete => self.delete(&op.scheduler, op.force, ctx).await,
             OpKind::Heal => self.converge(&op.scheduler, ctx).await,
             OpKind::Create | OpKind::Update | OpKind::Rollout | OpKind::Scale => {
-                let spec = op.spec.clone().ok_or_else(|| OpError::Failed("operation has no spec".into()))?;
-                let applied = Applied { version: spec.version(), target_rooms: self.target_for(&spec), spec };
+                let spec = op
+                    .spec
+                    .clone()
+                    .ok_or_else(|| OpError::Failed("operation has no spec".into()))?;
+                let applied = Applied {
+                    version: spec.version(),
+                    target_rooms: self.target_for(&spec),
+                    spec,
+                };
                 let previous = self.applied(&op.scheduler);
                 if previous.as_ref() != Some(&applied) {
                     ctx.event(format!(
                         "applying version {} with {} room(s)",
                         applied.version, applied.target_rooms
                     ));
-                    self.set_applied(&op.scheduler, Some(applied)).map_err(|e| OpError::Failed(e.to_string()))?;
+                    self.set_applied(&op.scheduler, Some(applied))
+                        .map_err(|e| OpError::Failed(e.to_string()))?;
                 }
                 self.converge(&op.scheduler, ctx).await
             }

@@ -108,8 +108,20 @@ pub enum ApplyError {
 }
 
 impl Controller {
-    pub fn new(fleet: Arc<Fleet>, ops: Arc<Operations>, metrics: Arc<Metrics>, options: ControllerOptions) -> Self {
-        Self { fleet, ops, metrics, options, state: Mutex::new(DesiredState::default()), reconciled: watch::channel(false).0 }
+    pub fn new(
+        fleet: Arc<Fleet>,
+        ops: Arc<Operations>,
+        metrics: Arc<Metrics>,
+        options: ControllerOptions,
+    ) -> Self {
+        Self {
+            fleet,
+            ops,
+            metrics,
+            options,
+            state: Mutex::new(DesiredState::default()),
+            reconciled: watch::channel(false).0,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, DesiredState> {
@@ -140,7 +152,12 @@ impl Controller {
                 let message = format!("{e:#}");
                 tracing::warn!(error = %message, "source cannot be read; keeping the last good revision");
                 self.metrics.revisions.with_label_values(&["error"]).inc();
-                self.lock().error = Some(RevisionError { revision: None, message, errors: vec![], at: now });
+                self.lock().error = Some(RevisionError {
+                    revision: None,
+                    message,
+                    errors: vec![],
+                    at: now,
+                });
                 return;
             }
         };
@@ -150,7 +167,10 @@ impl Controller {
                 self.metrics.revisions.with_label_values(&["ok"]).inc();
                 self.metrics.revision_invalid.set(0.0);
                 let mut state = self.lock();
-                let same = state.revision.as_ref().is_some_and(|r| r.id == snapshot.revision);
+                let same = state
+                    .revision
+                    .as_ref()
+                    .is_some_and(|r| r.id == snapshot.revision);
                 if !same {
                     state.revision = Some(RevisionInfo {
                         id: snapshot.revision.clone(),
@@ -186,28 +206,58 @@ impl Controller {
     pub fn reconcile(&self) {
         let (desired, revision, hold_since) = {
             let s = self.lock();
-            let Some(rev) = s.revision.clone() else { return };
-            (s.schedulers.clone(), rev.id.clone(), rev.seen_at.max(s.last_apply_at))
+            let Some(rev) = s.revision.clone() else {
+                return;
+            };
+            (
+                s.schedulers.clone(),
+                rev.id.clone(),
+                rev.seen_at.max(s.last_apply_at),
+            )
         };
         let live = self.fleet.live_state();
-        let plan = plan::plan(&desired, &live, &PlanOptions { prune: self.options.prune, revision: Some(revision.clone()) });
+        let plan = plan::plan(
+            &desired,
+            &live,
+            &PlanOptions {
+                prune: self.options.prune,
+                revision: Some(revision.clone()),
+            },
+        );
         for (name, a) in self.fleet.applied_all() {
-            self.metrics.rooms_desired.with_label_values(&[&name]).set(f64::from(a.target_rooms));
+            self.metrics
+                .rooms_desired
+                .with_label_values(&[&name])
+                .set(f64::from(a.target_rooms));
         }
         for change in &plan.changes {
             let auto = self.options.sync == SyncMode::Auto;
             let (kind, cause) = match change.action {
                 Action::Orphan => continue,
-                Action::Converge => {
-                    (OpKind::Heal, Cause::Health { reason: change.reasons.join("; ") })
-                }
+                Action::Converge => (
+                    OpKind::Heal,
+                    Cause::Health {
+                        reason: change.reasons.join("; "),
+                    },
+                ),
                 _ if !auto => continue,
-                a => (op_kind(a), Cause::Revision { revision: revision.clone() }),
+                a => (
+                    op_kind(a),
+                    Cause::Revision {
+                        revision: revision.clone(),
+                    },
+                ),
             };
             if self.ops.busy(&change.scheduler) || self.held(&change.scheduler, hold_since) {
                 continue;
             }
-            if let Err(e) = self.ops.enqueue(&change.scheduler, kind, cause, change.desired.clone(), false) {
+            if let Err(e) = self.ops.enqueue(
+                &change.scheduler,
+                kind,
+                cause,
+                change.desired.clone(),
+                false,
+            ) {
                 tracing::error!(scheduler = %change.scheduler, error = %e, "cannot enqueue operation");
             }
         }
@@ -233,20 +283,33 @@ impl Controller {
             if let Some(given) = plan_id
                 && given != plan.id
             {
-                return Err(ApplyError::StalePlan { given: given.to_string(), current: plan.id.clone() });
+                return Err(ApplyError::StalePlan {
+                    given: given.to_string(),
+                    current: plan.id.clone(),
+                });
             }
             s.last_apply_at = now_ms();
-            (plan, s.revision.as_ref().map(|r| r.id.clone()).unwrap_or_default())
+            (
+                plan,
+                s.revision
+                    .as_ref()
+                    .map(|r| r.id.clone())
+                    .unwrap_or_default(),
+            )
         };
         tracing::info!(plan = %plan.id, %revision, user, "plan approved");
         for change in &plan.changes {
-            if matches!(change.action, Action::Orphan | Action::Converge) || self.ops.busy(&change.scheduler) {
+            if matches!(change.action, Action::Orphan | Action::Converge)
+                || self.ops.busy(&change.scheduler)
+            {
                 continue;
             }
             self.ops.enqueue(
                 &change.scheduler,
                 op_kind(change.action),
-                Cause::User { name: user.to_string() },
+                Cause::User {
+                    name: user.to_string(),
+                },
                 change.desired.clone(),
                 false,
             )?;

@@ -56,10 +56,16 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     c.metrics.rooms.reset();
     for (scheduler, counts) in c.fleet.registry.counts() {
         for (status, n) in counts {
-            c.metrics.rooms.with_label_values(&[&scheduler, status.as_str()]).set(f64::from(n));
+            c.metrics
+                .rooms
+                .with_label_values(&[&scheduler, status.as_str()])
+                .set(f64::from(n));
         }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], c.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        c.metrics.render(),
+    )
 }
 
 /// A scheduler with its live counts.
@@ -94,7 +100,11 @@ fn summaries(state: &AppState) -> Vec<SchedulerSummary> {
     let c = &state.controller;
     let counts = c.fleet.registry.counts();
     let op_counts = c.ops.counts();
-    let desired: BTreeMap<String, _> = c.desired_schedulers().into_iter().map(|s| (s.name.clone(), s)).collect();
+    let desired: BTreeMap<String, _> = c
+        .desired_schedulers()
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
     let mut out: BTreeMap<String, SchedulerSummary> = BTreeMap::new();
     for (name, a) in c.fleet.applied_all() {
         let rooms = counts.get(&name).cloned().unwrap_or_default();
@@ -130,7 +140,12 @@ fn summaries(state: &AppState) -> Vec<SchedulerSummary> {
         });
     }
     for s in out.values_mut() {
-        s.last_operation = c.ops.latest(&s.name).map(|o| OperationBrief { id: o.id, kind: o.kind, status: o.status, error: o.error });
+        s.last_operation = c.ops.latest(&s.name).map(|o| OperationBrief {
+            id: o.id,
+            kind: o.kind,
+            status: o.status,
+            error: o.error,
+        });
     }
     out.into_values().collect()
 }
@@ -152,7 +167,10 @@ struct SchedulerDetail {
     desired: Option<crate::spec::Scheduler>,
 }
 
-async fn scheduler(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<SchedulerDetail>, ApiError> {
+async fn scheduler(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<SchedulerDetail>, ApiError> {
     let summary = summaries(&state)
         .into_iter()
         .find(|s| s.name == name)
@@ -180,7 +198,12 @@ async fn rooms(
         return Err(ApiError::not_found(format!("scheduler {name} not found")));
     }
     let rooms = c.fleet.registry.list(Some(&name));
-    Ok(Json(rooms.into_iter().filter(|r| q.status.is_none_or(|s| r.status == s)).collect()))
+    Ok(Json(
+        rooms
+            .into_iter()
+            .filter(|r| q.status.is_none_or(|s| r.status == s))
+            .collect(),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,13 +216,24 @@ struct OpsQuery {
 const DEFAULT_OPS_LIMIT: usize = 100;
 const MAX_OPS_LIMIT: usize = crate::ops::MAX_HISTORY;
 
-async fn operations(State(state): State<AppState>, Query(q): Query<OpsQuery>) -> Json<Vec<Operation>> {
+async fn operations(
+    State(state): State<AppState>,
+    Query(q): Query<OpsQuery>,
+) -> Json<Vec<Operation>> {
     let limit = q.limit.unwrap_or(DEFAULT_OPS_LIMIT).min(MAX_OPS_LIMIT);
     Json(state.controller.ops.list(q.scheduler.as_deref(), limit))
 }
 
-async fn operation(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Operation>, ApiError> {
-    state.controller.ops.get(&id).map(Json).ok_or_else(|| ApiError::not_found(format!("operation {id} not found")))
+async fn operation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Operation>, ApiError> {
+    state
+        .controller
+        .ops
+        .get(&id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("operation {id} not found")))
 }
 
 /// Refuse a write unless it carries the API token (when one is configured).
@@ -207,9 +241,13 @@ fn authorize_write(state: &AppState, headers: &HeaderMap) -> Result<String, ApiE
     match &state.api_token {
         None => Ok("api".into()),
         Some(expected) => match bearer(headers) {
-            Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => Ok("api-token".into()),
+            Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => {
+                Ok("api-token".into())
+            }
             Some(_) => Err(ApiError::unauthorized("API token is not valid")),
-            None => Err(ApiError::unauthorized("missing API token: send Authorization: Bearer <token>")),
+            None => Err(ApiError::unauthorized(
+                "missing API token: send Authorization: Bearer <token>",
+            )),
         },
     }
 }
@@ -233,12 +271,13 @@ async fn cancel(
 }
 
 async fn plan(State(state): State<AppState>) -> Result<Json<crate::plan::Plan>, ApiError> {
-    state
-        .controller
-        .desired()
-        .plan
-        .map(Json)
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_revision", "no revision loaded yet"))
+    state.controller.desired().plan.map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_revision",
+            "no revision loaded yet",
+        )
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -258,9 +297,11 @@ async fn apply(
     match state.controller.apply(body.plan_id.as_deref(), &by) {
         Ok(plan) => Ok(Json(plan)),
         Err(e @ ApplyError::StalePlan { .. }) => Err(ApiError::conflict(e.to_string())),
-        Err(e @ ApplyError::NoRevision) => {
-            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_revision", e.to_string()))
-        }
+        Err(e @ ApplyError::NoRevision) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_revision",
+            e.to_string(),
+        )),
         Err(e @ ApplyError::Store(_)) => Err(ApiError::internal(e.to_string())),
     }
 }

@@ -17,7 +17,9 @@ use crate::rooms::registry::RegistryError;
 use crate::rooms::token::verify_room_token;
 
 pub fn router(state: AppState) -> Router {
-    Router::new().route("/scheduler/{scheduler}/rooms/{room}/ping", put(ping)).with_state(state)
+    Router::new()
+        .route("/scheduler/{scheduler}/rooms/{room}/ping", put(ping))
+        .with_state(state)
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,12 +40,21 @@ pub struct PingAnswer {
 }
 
 /// Refuse unless the request carries the room's token.
-fn authorize(state: &AppState, headers: &HeaderMap, scheduler: &str, room: &str) -> Result<(), ApiError> {
+fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    scheduler: &str,
+    room: &str,
+) -> Result<(), ApiError> {
     let secret = &state.controller.fleet.config().secret;
     match bearer(headers) {
-        None => Err(ApiError::unauthorized("missing room token: send Authorization: Bearer <TROUPE_ROOM_TOKEN>")),
+        None => Err(ApiError::unauthorized(
+            "missing room token: send Authorization: Bearer <TROUPE_ROOM_TOKEN>",
+        )),
         Some(t) if verify_room_token(secret, scheduler, room, t) => Ok(()),
-        Some(_) => Err(ApiError::unauthorized(format!("token is not valid for room {room} of scheduler {scheduler}"))),
+        Some(_) => Err(ApiError::unauthorized(format!(
+            "token is not valid for room {room} of scheduler {scheduler}"
+        ))),
     }
 }
 
@@ -62,18 +73,37 @@ async fn ping(
     let Json(body) = body.inspect_err(|_| outcome("invalid"))?;
     if body.metadata.as_ref().is_some_and(|m| !m.is_object()) {
         outcome("invalid");
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", "metadata must be a JSON object"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "metadata must be a JSON object",
+        ));
     }
     let fleet = &state.controller.fleet;
-    let max_matches = fleet.applied(&scheduler).map(|a| a.spec.match_allocation.max_matches).unwrap_or(1);
-    match fleet.registry.ping(&scheduler, &room, body.status, body.running_matches, max_matches, body.metadata) {
+    let max_matches = fleet
+        .applied(&scheduler)
+        .map(|a| a.spec.match_allocation.max_matches)
+        .unwrap_or(1);
+    match fleet.registry.ping(
+        &scheduler,
+        &room,
+        body.status,
+        body.running_matches,
+        max_matches,
+        body.metadata,
+    ) {
         Ok(out) => {
             outcome("ok");
-            Ok(Json(PingAnswer { room, status: out.to }))
+            Ok(Json(PingAnswer {
+                room,
+                status: out.to,
+            }))
         }
         Err(RegistryError::UnknownRoom { .. }) => {
             outcome("unknown");
-            Err(ApiError::not_found(format!("room {room} of scheduler {scheduler} not found")))
+            Err(ApiError::not_found(format!(
+                "room {room} of scheduler {scheduler} not found"
+            )))
         }
         Err(e @ RegistryError::Transition { .. }) => {
             outcome("refused");

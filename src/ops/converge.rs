@@ -38,12 +38,20 @@ pub fn step(target: &Target, rooms: &[Room]) -> Step {
     let leaving = rooms.len() - live.len();
 
     // Broken rooms never count: they go first and are replaced.
-    let (broken, healthy): (Vec<&Room>, Vec<&Room>) = live.into_iter().partition(|r| r.status == RoomStatus::Error);
+    let (broken, healthy): (Vec<&Room>, Vec<&Room>) = live
+        .into_iter()
+        .partition(|r| r.status == RoomStatus::Error);
     out.remove.extend(broken.iter().map(|r| r.id.clone()));
 
-    let (current, old): (Vec<&Room>, Vec<&Room>) = healthy.into_iter().partition(|r| r.version == target.version);
+    let (current, old): (Vec<&Room>, Vec<&Room>) = healthy
+        .into_iter()
+        .partition(|r| r.version == target.version);
     let old_busy = old.iter().filter(|r| r.status.is_busy()).count() as u32;
-    let old_free: Vec<&Room> = old.iter().copied().filter(|r| !r.status.is_busy()).collect();
+    let old_free: Vec<&Room> = old
+        .iter()
+        .copied()
+        .filter(|r| !r.status.is_busy())
+        .collect();
 
     // Start: up to the target, within the surge. Busy old rooms are outside the surge budget:
     // they cannot be removed now, and counting them would stall the rollout behind a match.
@@ -73,7 +81,11 @@ pub fn step(target: &Target, rooms: &[Room]) -> Step {
     // then the newest ready ones.
     let mut extra = current_n.saturating_sub(target.rooms);
     if extra > 0 {
-        let mut free: Vec<&Room> = current.iter().copied().filter(|r| r.status.removal_rank().is_some()).collect();
+        let mut free: Vec<&Room> = current
+            .iter()
+            .copied()
+            .filter(|r| r.status.removal_rank().is_some())
+            .collect();
         free.sort_by(|a, b| {
             (a.status.removal_rank(), std::cmp::Reverse(a.created_at))
                 .cmp(&(b.status.removal_rank(), std::cmp::Reverse(b.created_at)))
@@ -96,12 +108,22 @@ pub fn step(target: &Target, rooms: &[Room]) -> Step {
     if leaving > 0 {
         out.waiting.push(format!("{leaving} room(s) terminating"));
     }
-    let old_free_left = old_free.len() - out.remove.iter().filter(|id| old_free.iter().any(|r| &r.id == *id)).count();
+    let old_free_left = old_free.len()
+        - out
+            .remove
+            .iter()
+            .filter(|id| old_free.iter().any(|r| &r.id == *id))
+            .count();
     if old_free_left > 0 {
-        out.waiting.push(format!("{old_free_left} outdated room(s) waiting for new rooms to be ready"));
+        out.waiting.push(format!(
+            "{old_free_left} outdated room(s) waiting for new rooms to be ready"
+        ));
     }
     if want > out.start {
-        out.waiting.push(format!("{} room(s) held back by maxSurge", want - out.start));
+        out.waiting.push(format!(
+            "{} room(s) held back by maxSurge",
+            want - out.start
+        ));
     }
     out.done = out.start == 0 && out.remove.is_empty() && out.waiting.is_empty();
     out
@@ -130,7 +152,11 @@ mod tests {
     }
 
     fn target(rooms: u32, surge: u32) -> Target {
-        Target { version: "v2".into(), rooms, surge }
+        Target {
+            version: "v2".into(),
+            rooms,
+            surge,
+        }
     }
 
     use RoomStatus::*;
@@ -144,24 +170,36 @@ mod tests {
 
     #[test]
     fn a_rollout_starts_only_the_surge_and_keeps_old_rooms_serving() {
-        let rooms: Vec<Room> = (0..4).map(|i| room(&format!("o{i}"), "v1", Ready, i)).collect();
+        let rooms: Vec<Room> = (0..4)
+            .map(|i| room(&format!("o{i}"), "v1", Ready, i))
+            .collect();
         let s = step(&target(4, 1), &rooms);
         assert_eq!(s.start, 1);
-        assert!(s.remove.is_empty(), "no old room may go before a new one serves");
+        assert!(
+            s.remove.is_empty(),
+            "no old room may go before a new one serves"
+        );
     }
 
     #[test]
     fn each_ready_new_room_lets_one_old_room_go_oldest_first() {
-        let mut rooms: Vec<Room> = (0..4).map(|i| room(&format!("o{i}"), "v1", Ready, i)).collect();
+        let mut rooms: Vec<Room> = (0..4)
+            .map(|i| room(&format!("o{i}"), "v1", Ready, i))
+            .collect();
         rooms.push(room("n0", "v2", Ready, 10));
         let s = step(&target(4, 1), &rooms);
         assert_eq!(s.remove, vec!["o0".to_string()]);
-        assert_eq!(s.start, 0, "after the removal the surge is used again on the next step");
+        assert_eq!(
+            s.start, 0,
+            "after the removal the surge is used again on the next step"
+        );
     }
 
     #[test]
     fn busy_old_rooms_are_kept_and_do_not_stall_the_rollout() {
-        let mut rooms: Vec<Room> = (0..3).map(|i| room(&format!("b{i}"), "v1", Occupied, i)).collect();
+        let mut rooms: Vec<Room> = (0..3)
+            .map(|i| room(&format!("b{i}"), "v1", Occupied, i))
+            .collect();
         rooms.push(room("a", "v1", Allocated, 5));
         let s = step(&target(4, 1), &rooms);
         assert_eq!(s.start, 4, "busy rooms are outside the surge budget");
@@ -185,7 +223,10 @@ mod tests {
             room("r4", "v2", Allocated, 4),
         ];
         let s = step(&target(1, 1), &rooms);
-        assert_eq!(s.remove, vec!["r3".to_string(), "r2".to_string(), "r0".to_string()]);
+        assert_eq!(
+            s.remove,
+            vec!["r3".to_string(), "r2".to_string(), "r0".to_string()]
+        );
         assert_eq!(s.busy_kept, 1);
         let rest: Vec<Room> = rooms.into_iter().filter(|r| r.status.is_busy()).collect();
         let s = step(&target(1, 1), &rest);

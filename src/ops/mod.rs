@@ -53,7 +53,9 @@ impl OpKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum OpStatus {
     Pending,
@@ -65,7 +67,10 @@ pub enum OpStatus {
 
 impl OpStatus {
     pub fn is_finished(&self) -> bool {
-        matches!(self, OpStatus::Succeeded | OpStatus::Failed | OpStatus::Canceled)
+        matches!(
+            self,
+            OpStatus::Succeeded | OpStatus::Failed | OpStatus::Canceled
+        )
     }
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -199,13 +204,26 @@ impl Operations {
         for op in ops.values_mut() {
             if op.status == OpStatus::Running {
                 op.status = OpStatus::Pending;
-                op.events.push(OpEvent { at: now, message: "controller restarted: resuming".into() });
+                op.events.push(OpEvent {
+                    at: now,
+                    message: "controller restarted: resuming".into(),
+                });
                 journal.put(&op.id, op)?;
             }
         }
-        let next = ops.keys().filter_map(|id| id.strip_prefix("op-")?.parse::<u64>().ok()).max().unwrap_or(0) + 1;
+        let next = ops
+            .keys()
+            .filter_map(|id| id.strip_prefix("op-")?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+            + 1;
         Ok(Arc::new(Self {
-            inner: Mutex::new(Inner { ops, running: HashMap::new(), workers: HashSet::new(), next }),
+            inner: Mutex::new(Inner {
+                ops,
+                running: HashMap::new(),
+                workers: HashSet::new(),
+                next,
+            }),
             journal: Mutex::new(journal),
             executor: OnceLock::new(),
             changes: watch::channel(0).0,
@@ -280,7 +298,10 @@ impl Operations {
                 error: None,
                 events: vec![],
             };
-            self.journal.lock().unwrap_or_else(|p| p.into_inner()).put(&id, &op)?;
+            self.journal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .put(&id, &op)?;
             inner.next += 1;
             inner.ops.insert(id, op.clone());
             op
@@ -311,18 +332,29 @@ impl Operations {
     pub fn busy(&self, scheduler: &str) -> bool {
         let inner = self.lock();
         inner.workers.contains(scheduler)
-            || inner.ops.values().any(|o| o.scheduler == scheduler && !o.status.is_finished())
+            || inner
+                .ops
+                .values()
+                .any(|o| o.scheduler == scheduler && !o.status.is_finished())
     }
 
     /// The newest operation of a scheduler.
     pub fn latest(&self, scheduler: &str) -> Option<Operation> {
-        self.lock().ops.values().rev().find(|o| o.scheduler == scheduler).cloned()
+        self.lock()
+            .ops
+            .values()
+            .rev()
+            .find(|o| o.scheduler == scheduler)
+            .cloned()
     }
 
     pub fn counts(&self) -> OpCounts {
         let mut out: OpCounts = BTreeMap::new();
         for op in self.lock().ops.values() {
-            *out.entry(op.scheduler.clone()).or_default().entry(op.status).or_default() += 1;
+            *out.entry(op.scheduler.clone())
+                .or_default()
+                .entry(op.status)
+                .or_default() += 1;
         }
         out
     }
@@ -330,12 +362,18 @@ impl Operations {
     /// Cancel a pending or running operation. A running one stops at its next consistent point.
     pub fn cancel(&self, id: &str, by: &str) -> Result<Operation, OpsError> {
         let mut inner = self.lock();
-        let op = inner.ops.get_mut(id).ok_or_else(|| OpsError::NotFound(id.to_string()))?;
+        let op = inner
+            .ops
+            .get_mut(id)
+            .ok_or_else(|| OpsError::NotFound(id.to_string()))?;
         match op.status {
             OpStatus::Pending => {
                 op.status = OpStatus::Canceled;
                 op.finished_at = Some(now_ms());
-                op.events.push(OpEvent { at: now_ms(), message: format!("canceled by {by} before it started") });
+                op.events.push(OpEvent {
+                    at: now_ms(),
+                    message: format!("canceled by {by} before it started"),
+                });
                 let op = op.clone();
                 drop(inner);
                 self.persist(&op);
@@ -344,9 +382,16 @@ impl Operations {
                 Ok(op)
             }
             OpStatus::Running => {
-                op.events.push(OpEvent { at: now_ms(), message: format!("cancel requested by {by}") });
+                op.events.push(OpEvent {
+                    at: now_ms(),
+                    message: format!("cancel requested by {by}"),
+                });
                 let op = op.clone();
-                if let Some((_, token)) = inner.running.get(&op.scheduler).filter(|(rid, _)| rid == id) {
+                if let Some((_, token)) = inner
+                    .running
+                    .get(&op.scheduler)
+                    .filter(|(rid, _)| rid == id)
+                {
                     token.cancel();
                 }
                 drop(inner);
@@ -354,18 +399,26 @@ impl Operations {
                 self.notify();
                 Ok(op)
             }
-            s => Err(OpsError::Finished { id: id.to_string(), status: s.as_str() }),
+            s => Err(OpsError::Finished {
+                id: id.to_string(),
+                status: s.as_str(),
+            }),
         }
     }
 
     fn add_event(&self, id: &str, message: String) {
         let mut inner = self.lock();
-        let Some(op) = inner.ops.get_mut(id) else { return };
+        let Some(op) = inner.ops.get_mut(id) else {
+            return;
+        };
         // Repeating the same wait message every step says nothing new.
         if op.events.last().is_some_and(|e| e.message == message) {
             return;
         }
-        op.events.push(OpEvent { at: now_ms(), message });
+        op.events.push(OpEvent {
+            at: now_ms(),
+            message,
+        });
         if op.events.len() > MAX_EVENTS {
             op.events.remove(1);
         }
@@ -385,13 +438,16 @@ impl Operations {
         let this = Arc::clone(self);
         let s = scheduler.to_string();
         tokio::spawn(
-            async move { this.work(&s).await }.instrument(tracing::info_span!("worker", scheduler = %scheduler)),
+            async move { this.work(&s).await }
+                .instrument(tracing::info_span!("worker", scheduler = %scheduler)),
         );
     }
 
     /// Run the scheduler's pending operations one after the other, then exit.
     async fn work(self: Arc<Self>, scheduler: &str) {
-        let Some(executor) = self.executor.get().cloned() else { return };
+        let Some(executor) = self.executor.get().cloned() else {
+            return;
+        };
         loop {
             let next = {
                 let mut inner = self.lock();
@@ -406,7 +462,10 @@ impl Operations {
                     });
                 match &next {
                     Some(op) => {
-                        inner.running.insert(scheduler.to_string(), (op.id.clone(), CancellationToken::new()));
+                        inner.running.insert(
+                            scheduler.to_string(),
+                            (op.id.clone(), CancellationToken::new()),
+                        );
                     }
                     None => {
                         inner.workers.remove(scheduler);
@@ -417,8 +476,17 @@ impl Operations {
             let Some(op) = next else { return };
             self.persist(&op);
             self.notify();
-            let cancel = self.lock().running.get(scheduler).map(|(_, t)| t.clone()).unwrap_or_default();
-            let ctx = OpContext { cancel, ops: Arc::clone(&self), id: op.id.clone() };
+            let cancel = self
+                .lock()
+                .running
+                .get(scheduler)
+                .map(|(_, t)| t.clone())
+                .unwrap_or_default();
+            let ctx = OpContext {
+                cancel,
+                ops: Arc::clone(&self),
+                id: op.id.clone(),
+            };
             let span = tracing::info_span!("op", op = %op.id, kind = op.kind.as_str());
             tracing::info!(parent: &span, "operation started");
             let result = executor.execute(&op, &ctx).instrument(span.clone()).await;
@@ -429,21 +497,32 @@ impl Operations {
 
     fn finish(&self, id: &str, result: Result<String, OpError>) {
         let mut inner = self.lock();
-        let Some(op) = inner.ops.get_mut(id) else { return };
+        let Some(op) = inner.ops.get_mut(id) else {
+            return;
+        };
         let now = now_ms();
         op.finished_at = Some(now);
         match result {
             Ok(summary) => {
                 op.status = OpStatus::Succeeded;
-                op.events.push(OpEvent { at: now, message: summary });
+                op.events.push(OpEvent {
+                    at: now,
+                    message: summary,
+                });
             }
             Err(OpError::Canceled) => {
                 op.status = OpStatus::Canceled;
-                op.events.push(OpEvent { at: now, message: "canceled; the fleet was left consistent".into() });
+                op.events.push(OpEvent {
+                    at: now,
+                    message: "canceled; the fleet was left consistent".into(),
+                });
             }
             Err(OpError::Failed(reason)) => {
                 op.status = OpStatus::Failed;
-                op.events.push(OpEvent { at: now, message: format!("failed: {reason}") });
+                op.events.push(OpEvent {
+                    at: now,
+                    message: format!("failed: {reason}"),
+                });
                 op.error = Some(reason);
             }
         }
@@ -471,7 +550,11 @@ impl Operations {
 
     /// Forget the oldest finished operations beyond the history bound.
     fn evict(inner: &mut Inner) -> Vec<String> {
-        let finished = inner.ops.values().filter(|o| o.status.is_finished()).count();
+        let finished = inner
+            .ops
+            .values()
+            .filter(|o| o.status.is_finished())
+            .count();
         if finished <= MAX_HISTORY {
             return vec![];
         }

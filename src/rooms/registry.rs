@@ -70,7 +70,10 @@ impl Registry {
     }
 
     fn persist(&self, room: &Room) -> Result<(), StoreError> {
-        self.journal.lock().unwrap_or_else(|p| p.into_inner()).put(&room.id, room)
+        self.journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(&room.id, room)
     }
 
     fn forget(&self, id: &str) -> Result<(), StoreError> {
@@ -89,9 +92,15 @@ impl Registry {
     }
 
     /// Change fields of a room other than its status (address, ports, runtime handle).
-    pub fn update(&self, id: &str, change: impl FnOnce(&mut Room)) -> Result<Option<Room>, StoreError> {
+    pub fn update(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut Room),
+    ) -> Result<Option<Room>, StoreError> {
         let mut rooms = self.lock();
-        let Some(room) = rooms.get(id) else { return Ok(None) };
+        let Some(room) = rooms.get(id) else {
+            return Ok(None);
+        };
         let mut next = room.clone();
         change(&mut next);
         self.persist(&next)?;
@@ -120,8 +129,12 @@ impl Registry {
 
     /// Rooms of one scheduler (or all), oldest first.
     pub fn list(&self, scheduler: Option<&str>) -> Vec<Room> {
-        let mut out: Vec<Room> =
-            self.lock().values().filter(|r| scheduler.is_none_or(|s| r.scheduler == s)).cloned().collect();
+        let mut out: Vec<Room> = self
+            .lock()
+            .values()
+            .filter(|r| scheduler.is_none_or(|s| r.scheduler == s))
+            .cloned()
+            .collect();
         out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         out
     }
@@ -130,7 +143,10 @@ impl Registry {
     pub fn counts(&self) -> BTreeMap<String, BTreeMap<RoomStatus, u32>> {
         let mut out: BTreeMap<String, BTreeMap<RoomStatus, u32>> = BTreeMap::new();
         for room in self.lock().values() {
-            *out.entry(room.scheduler.clone()).or_default().entry(room.status).or_default() += 1;
+            *out.entry(room.scheduler.clone())
+                .or_default()
+                .entry(room.status)
+                .or_default() += 1;
         }
         out
     }
@@ -145,8 +161,11 @@ impl Registry {
         reason: Option<&str>,
     ) -> Result<PingOutcome, RegistryError> {
         self.change(scheduler, id, |room| {
-            let to = transition(room.status, event)
-                .map_err(|source| RegistryError::Transition { room: id.to_string(), source })?;
+            let to =
+                transition(room.status, event).map_err(|source| RegistryError::Transition {
+                    room: id.to_string(),
+                    source,
+                })?;
             if to == RoomStatus::Error && room.status != RoomStatus::Error {
                 room.reason = reason.map(str::to_string);
             }
@@ -164,10 +183,17 @@ impl Registry {
         max_matches: u32,
         metadata: Option<serde_json::Value>,
     ) -> Result<PingOutcome, RegistryError> {
-        let event = RoomEvent::Ping { status, running_matches, max_matches };
+        let event = RoomEvent::Ping {
+            status,
+            running_matches,
+            max_matches,
+        };
         self.change(scheduler, id, |room| {
-            let to = transition(room.status, &event)
-                .map_err(|source| RegistryError::Transition { room: id.to_string(), source })?;
+            let to =
+                transition(room.status, &event).map_err(|source| RegistryError::Transition {
+                    room: id.to_string(),
+                    source,
+                })?;
             room.last_ping = Some(now_ms());
             if let Some(n) = running_matches {
                 room.running_matches = n;
@@ -193,9 +219,15 @@ impl Registry {
         id: &str,
         decide: impl FnOnce(&mut Room) -> Result<RoomStatus, RegistryError>,
     ) -> Result<PingOutcome, RegistryError> {
-        let unknown = || RegistryError::UnknownRoom { scheduler: scheduler.to_string(), room: id.to_string() };
+        let unknown = || RegistryError::UnknownRoom {
+            scheduler: scheduler.to_string(),
+            room: id.to_string(),
+        };
         let mut rooms = self.lock();
-        let room = rooms.get(id).filter(|r| r.scheduler == scheduler).ok_or_else(unknown)?;
+        let room = rooms
+            .get(id)
+            .filter(|r| r.scheduler == scheduler)
+            .ok_or_else(unknown)?;
         let from = room.status;
         let mut next = room.clone();
         let to = decide(&mut next)?;
@@ -249,10 +281,14 @@ mod tests {
             let reg = Registry::open(&path).unwrap();
             reg.insert(room("arena-a")).unwrap();
             reg.insert(room("arena-b")).unwrap();
-            reg.apply("arena", "arena-a", &RoomEvent::Started, None).unwrap();
-            reg.ping("arena", "arena-a", PingStatus::Occupied, None, 1, None).unwrap();
-            reg.apply("arena", "arena-b", &RoomEvent::Stop, None).unwrap();
-            reg.apply("arena", "arena-b", &RoomEvent::Exited { clean: true }, None).unwrap();
+            reg.apply("arena", "arena-a", &RoomEvent::Started, None)
+                .unwrap();
+            reg.ping("arena", "arena-a", PingStatus::Occupied, None, 1, None)
+                .unwrap();
+            reg.apply("arena", "arena-b", &RoomEvent::Stop, None)
+                .unwrap();
+            reg.apply("arena", "arena-b", &RoomEvent::Exited { clean: true }, None)
+                .unwrap();
         }
         let reg = Registry::open(&path).unwrap();
         let rooms = reg.list(None);
@@ -266,8 +302,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::open(dir.path().join("r.jsonl")).unwrap();
         reg.insert(room("arena-a")).unwrap();
-        reg.apply("arena", "arena-a", &RoomEvent::Stop, None).unwrap();
-        let err = reg.ping("arena", "arena-a", PingStatus::Ready, None, 1, None).unwrap_err();
+        reg.apply("arena", "arena-a", &RoomEvent::Stop, None)
+            .unwrap();
+        let err = reg
+            .ping("arena", "arena-a", PingStatus::Ready, None, 1, None)
+            .unwrap_err();
         assert!(matches!(err, RegistryError::Transition { .. }), "{err}");
         assert_eq!(reg.get("arena-a").unwrap().status, RoomStatus::Terminating);
         assert!(matches!(

@@ -10,7 +10,9 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum RoomStatus {
     /// Created, not running yet.
@@ -62,7 +64,10 @@ impl RoomStatus {
 
     /// A match is (or is about to be) played here: no rollout, scale-down or heal may delete it.
     pub fn is_busy(&self) -> bool {
-        matches!(self, RoomStatus::Active | RoomStatus::Occupied | RoomStatus::Allocated)
+        matches!(
+            self,
+            RoomStatus::Active | RoomStatus::Occupied | RoomStatus::Allocated
+        )
     }
 
     /// The room can take players now or is playing: it counts as available capacity.
@@ -115,7 +120,11 @@ pub enum RoomEvent {
     /// The runtime saw the room's process or pod running.
     Started,
     /// The room reported itself. `running_matches`, when given, decides ready/active/occupied.
-    Ping { status: PingStatus, running_matches: Option<u32>, max_matches: u32 },
+    Ping {
+        status: PingStatus,
+        running_matches: Option<u32>,
+        max_matches: u32,
+    },
     /// A matchmaker was handed the room.
     Allocate,
     /// An allocation was not confirmed in time.
@@ -140,7 +149,11 @@ impl RoomEvent {
     fn describe(&self) -> String {
         match self {
             RoomEvent::Started => "runtime start".into(),
-            RoomEvent::Ping { status, running_matches, .. } => match running_matches {
+            RoomEvent::Ping {
+                status,
+                running_matches,
+                ..
+            } => match running_matches {
                 Some(n) => format!("ping {} with {n} running matches", ping_name(*status)),
                 None => format!("ping {}", ping_name(*status)),
             },
@@ -177,7 +190,12 @@ fn by_matches(running: u32, max: u32) -> RoomStatus {
 /// Apply `event` to a room in status `from`.
 pub fn transition(from: RoomStatus, event: &RoomEvent) -> Result<RoomStatus, TransitionError> {
     use RoomStatus::*;
-    let refuse = || Err(TransitionError { from, event: event.describe() });
+    let refuse = || {
+        Err(TransitionError {
+            from,
+            event: event.describe(),
+        })
+    };
     match (from, event) {
         (Terminated, _) => refuse(),
         (Error, RoomEvent::Stop) => Ok(Terminating),
@@ -187,12 +205,29 @@ pub fn transition(from: RoomStatus, event: &RoomEvent) -> Result<RoomStatus, Tra
         (Pending, RoomEvent::Started) => Ok(Unready),
         (_, RoomEvent::Started) => Ok(from),
 
-        (Terminating, RoomEvent::Ping { status: PingStatus::Terminating | PingStatus::Terminated, .. }) => {
-            Ok(Terminating)
-        }
+        (
+            Terminating,
+            RoomEvent::Ping {
+                status: PingStatus::Terminating | PingStatus::Terminated,
+                ..
+            },
+        ) => Ok(Terminating),
         (Terminating, RoomEvent::Ping { .. }) => refuse(),
-        (_, RoomEvent::Ping { status: PingStatus::Terminating | PingStatus::Terminated, .. }) => Ok(Terminating),
-        (_, RoomEvent::Ping { status, running_matches, max_matches }) => {
+        (
+            _,
+            RoomEvent::Ping {
+                status: PingStatus::Terminating | PingStatus::Terminated,
+                ..
+            },
+        ) => Ok(Terminating),
+        (
+            _,
+            RoomEvent::Ping {
+                status,
+                running_matches,
+                max_matches,
+            },
+        ) => {
             let claimed = match (running_matches, status) {
                 (Some(n), _) => by_matches(*n, *max_matches),
                 (None, PingStatus::Ready) => Ready,
@@ -230,7 +265,11 @@ mod tests {
     use super::*;
 
     fn ping(status: PingStatus, running: Option<u32>, max: u32) -> RoomEvent {
-        RoomEvent::Ping { status, running_matches: running, max_matches: max }
+        RoomEvent::Ping {
+            status,
+            running_matches: running,
+            max_matches: max,
+        }
     }
 
     #[test]
@@ -248,18 +287,36 @@ mod tests {
 
     #[test]
     fn running_matches_decide_between_ready_active_and_occupied() {
-        assert_eq!(transition(Ready, &ping(PingStatus::Ready, Some(0), 3)).unwrap(), Ready);
-        assert_eq!(transition(Ready, &ping(PingStatus::Ready, Some(2), 3)).unwrap(), Active);
-        assert_eq!(transition(Active, &ping(PingStatus::Active, Some(3), 3)).unwrap(), Occupied);
-        assert_eq!(transition(Occupied, &ping(PingStatus::Occupied, Some(1), 3)).unwrap(), Active);
+        assert_eq!(
+            transition(Ready, &ping(PingStatus::Ready, Some(0), 3)).unwrap(),
+            Ready
+        );
+        assert_eq!(
+            transition(Ready, &ping(PingStatus::Ready, Some(2), 3)).unwrap(),
+            Active
+        );
+        assert_eq!(
+            transition(Active, &ping(PingStatus::Active, Some(3), 3)).unwrap(),
+            Occupied
+        );
+        assert_eq!(
+            transition(Occupied, &ping(PingStatus::Occupied, Some(1), 3)).unwrap(),
+            Active
+        );
     }
 
     #[test]
     fn an_allocated_room_stays_allocated_until_it_confirms() {
         let s = transition(Ready, &RoomEvent::Allocate).unwrap();
         assert_eq!(s, Allocated);
-        assert_eq!(transition(s, &ping(PingStatus::Ready, None, 1)).unwrap(), Allocated);
-        assert_eq!(transition(s, &ping(PingStatus::Occupied, None, 1)).unwrap(), Occupied);
+        assert_eq!(
+            transition(s, &ping(PingStatus::Ready, None, 1)).unwrap(),
+            Allocated
+        );
+        assert_eq!(
+            transition(s, &ping(PingStatus::Occupied, None, 1)).unwrap(),
+            Occupied
+        );
         assert_eq!(transition(s, &RoomEvent::AllocationExpired).unwrap(), Ready);
         assert!(transition(Occupied, &RoomEvent::Allocate).is_err());
         assert!(transition(Pending, &RoomEvent::Allocate).is_err());
@@ -268,7 +325,10 @@ mod tests {
     #[test]
     fn nonsense_is_refused() {
         let err = transition(Terminating, &ping(PingStatus::Ready, None, 1)).unwrap_err();
-        assert_eq!(err.to_string(), "room is terminating: cannot apply ping ready");
+        assert_eq!(
+            err.to_string(),
+            "room is terminating: cannot apply ping ready"
+        );
         assert!(transition(Terminated, &ping(PingStatus::Ready, None, 1)).is_err());
         assert!(transition(Terminated, &RoomEvent::Started).is_err());
         assert!(transition(Error, &ping(PingStatus::Ready, None, 1)).is_err());
@@ -276,9 +336,18 @@ mod tests {
 
     #[test]
     fn exits_end_in_terminated_or_error() {
-        assert_eq!(transition(Terminating, &RoomEvent::Exited { clean: false }).unwrap(), Terminated);
-        assert_eq!(transition(Ready, &RoomEvent::Exited { clean: true }).unwrap(), Terminated);
-        assert_eq!(transition(Occupied, &RoomEvent::Exited { clean: false }).unwrap(), Error);
+        assert_eq!(
+            transition(Terminating, &RoomEvent::Exited { clean: false }).unwrap(),
+            Terminated
+        );
+        assert_eq!(
+            transition(Ready, &RoomEvent::Exited { clean: true }).unwrap(),
+            Terminated
+        );
+        assert_eq!(
+            transition(Occupied, &RoomEvent::Exited { clean: false }).unwrap(),
+            Error
+        );
         assert_eq!(transition(Unready, &RoomEvent::Failed).unwrap(), Error);
         assert_eq!(transition(Error, &RoomEvent::Stop).unwrap(), Terminating);
     }
@@ -286,7 +355,11 @@ mod tests {
     #[test]
     fn busy_rooms_have_no_removal_rank() {
         for s in RoomStatus::ALL {
-            assert_eq!(s.removal_rank().is_none(), s.is_busy() || s.is_leaving(), "{s}");
+            assert_eq!(
+                s.removal_rank().is_none(),
+                s.is_busy() || s.is_leaving(),
+                "{s}"
+            );
         }
         assert!(Error.removal_rank() < Pending.removal_rank());
         assert!(Unready.removal_rank() < Ready.removal_rank());

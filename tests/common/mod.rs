@@ -43,24 +43,45 @@ impl Repo {
             }
         }
         git(self.path(), &["add", "-A"]);
-        git(self.path(), &["commit", "-q", "--allow-empty", "-m", message]);
-        let out = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(self.path()).output().unwrap();
+        git(
+            self.path(),
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
+        let out = Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(self.path())
+            .output()
+            .unwrap();
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 }
 
 pub fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git").args(args).current_dir(dir).status().expect("git runs");
+    let status = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .expect("git runs");
     assert!(status.success(), "git {args:?} failed");
 }
 
 /// A free loopback port (bound and released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A scheduler document for tests, running `troupe demo-room`.
-pub fn scheduler_yaml(name: &str, replicas: u32, ports: (u16, u16), version: &str, extra: &str) -> String {
+pub fn scheduler_yaml(
+    name: &str,
+    replicas: u32,
+    ports: (u16, u16),
+    version: &str,
+    extra: &str,
+) -> String {
     format!(
         r#"name: {name}
 game: arena
@@ -134,7 +155,11 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        assert!(line.contains(&self.url), "unexpected first line from serve: {line:?} (log: {})", self.log());
+        assert!(
+            line.contains(&self.url),
+            "unexpected first line from serve: {line:?} (log: {})",
+            self.log()
+        );
         self.child = Some(child);
     }
 
@@ -151,28 +176,49 @@ impl Server {
     }
 
     pub async fn get(&self, path: &str) -> Value {
-        let resp = self.http.get(format!("{}{path}", self.url)).send().await.unwrap();
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
         resp.json().await.unwrap()
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let resp = self.http.post(format!("{}{path}", self.url)).json(&body).send().await.unwrap();
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn rooms(&self, scheduler: &str) -> Vec<Value> {
-        let v = self.get(&format!("/api/v1/schedulers/{scheduler}/rooms")).await;
+        let v = self
+            .get(&format!("/api/v1/schedulers/{scheduler}/rooms"))
+            .await;
         v.as_array().cloned().unwrap_or_default()
     }
 
     pub async fn ops(&self, scheduler: &str) -> Vec<Value> {
-        self.get(&format!("/api/v1/operations?scheduler={scheduler}")).await.as_array().cloned().unwrap_or_default()
+        self.get(&format!("/api/v1/operations?scheduler={scheduler}"))
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The secret room tokens derive from.
     pub fn secret(&self) -> Vec<u8> {
-        std::fs::read_to_string(self.state_dir.join("secret")).unwrap().trim().as_bytes().to_vec()
+        std::fs::read_to_string(self.state_dir.join("secret"))
+            .unwrap()
+            .trim()
+            .as_bytes()
+            .to_vec()
     }
 
     /// Ids of the room processes running for this server (found by their environment).
@@ -197,15 +243,25 @@ impl Drop for Server {
 
 fn environ_of(pid: u32) -> Option<Vec<String>> {
     let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    Some(raw.split(|b| *b == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+    Some(
+        raw.split(|b| *b == 0)
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect(),
+    )
 }
 
 fn room_pids_for(url: &str) -> Vec<u32> {
     let wanted = format!("TROUPE_ROOMS_URL={url}");
     let mut out = vec![];
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        if environ_of(pid).is_some_and(|env| env.iter().any(|e| *e == wanted)) && alive(pid) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if environ_of(pid).is_some_and(|env| env.contains(&wanted)) && alive(pid) {
             out.push(pid);
         }
     }
@@ -216,7 +272,10 @@ fn alive(pid: u32) -> bool {
     // Zombies count as dead.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
@@ -224,7 +283,9 @@ pub fn room_processes_for(url: &str) -> BTreeSet<String> {
     room_pids_for(url)
         .into_iter()
         .filter_map(|pid| {
-            environ_of(pid)?.into_iter().find_map(|e| e.strip_prefix("TROUPE_ROOM=").map(str::to_string))
+            environ_of(pid)?
+                .into_iter()
+                .find_map(|e| e.strip_prefix("TROUPE_ROOM=").map(str::to_string))
         })
         .collect()
 }
@@ -257,18 +318,33 @@ pub fn count(rooms: &[Value], status: &str) -> usize {
 
 /// The demo room's own HTTP port (the port named `http`).
 pub fn http_port(room: &Value) -> u16 {
-    room["ports"].as_array().unwrap().iter().find(|p| p["name"] == "http").unwrap()["port"].as_u64().unwrap() as u16
+    room["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "http")
+        .unwrap()["port"]
+        .as_u64()
+        .unwrap() as u16
 }
 
 /// Start a match in a demo room through its HTTP API: it then reports itself occupied.
 pub async fn start_match(room: &Value) {
     let url = format!("http://127.0.0.1:{}/matches", http_port(room));
     let resp = reqwest::Client::new().post(url).send().await.unwrap();
-    assert!(resp.status().is_success(), "starting a match: {}", resp.status());
+    assert!(
+        resp.status().is_success(),
+        "starting a match: {}",
+        resp.status()
+    );
 }
 
 pub async fn end_match(room: &Value) {
     let url = format!("http://127.0.0.1:{}/matches", http_port(room));
     let resp = reqwest::Client::new().delete(url).send().await.unwrap();
-    assert!(resp.status().is_success(), "ending a match: {}", resp.status());
+    assert!(
+        resp.status().is_success(),
+        "ending a match: {}",
+        resp.status()
+    );
 }

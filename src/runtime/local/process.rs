@@ -132,7 +132,9 @@ pub fn open_pidfd(pid: Pid) -> io::Result<Option<OwnedFd>> {
 pub fn find_room_processes(scheduler: &str, room: &str) -> Vec<i32> {
     let want_room = format!("TROUPE_ROOM={room}");
     let want_scheduler = format!("TROUPE_SCHEDULER={scheduler}");
-    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
