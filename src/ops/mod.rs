@@ -571,3 +571,188 @@ impl Operations {
         victims
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Records when each operation runs; waits `hold` (or until canceled) before succeeding.
+    struct Recorder {
+        log: Mutex<Vec<(String, &'static str)>>,
+        hold: Duration,
+    }
+
+    impl Recorder {
+        fn new(hold: Duration) -> Arc<Self> {
+            Arc::new(Self {
+                log: Mutex::new(vec![]),
+                hold,
+            })
+        }
+    }
+
+    #[async_trait]
+    impl Executor for Recorder {
+        async fn execute(&self, op: &Operation, ctx: &OpContext) -> Result<String, OpError> {
+            self.log.lock().unwrap().push((op.id.clone(), "start"));
+            ctx.event("working");
+            let result = tokio::select! {
+                _ = tokio::time::sleep(self.hold) => Ok("done".to_string()),
+                _ = ctx.cancel.cancelled() => Err(OpError::Canceled),
+            };
+            self.log.lock().unwrap().push((op.id.clone(), "end"));
+            result
+        }
+    }
+
+    async fn wait_finished(ops: &Operations, id: &str) -> Operation {
+        for _ in 0..500 {
+            if let Some(op) = ops.get(id).filter(|o| o.status.is_finished()) {
+                return op;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("operation {id} did not finish");
+    }
+
+    fn heal(ops: &Arc<Operations>, scheduler: &str) -> Operation {
+        let cause = Cause::User {
+            name: "test".into(),
+        };
+        ops.enqueue(scheduler, OpKind::Heal, cause, None, false)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_schedulers_operations_run_in_order_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let ops = Operations::open(dir.path().join("ops.jsonl")).unwrap();
+        let rec = Recorder::new(Duration::from_millis(30));
+        ops.start(rec.clone());
+        let a: Vec<Operation> = (0..3).map(|_| heal(&ops, "a")).collect();
+        let b = heal(&ops, "b");
+        for op in a.iter().chain([&b]) {
+            assert_eq!(
+                wait_finished(&ops, &op.id).await.status,
+                OpStatus::Succeeded
+            );
+        }
+        let log = rec.log.lock().unwrap().clone();
+        let a_events: Vec<&(String, &str)> = log
+            .iter()
+            .filter(|(id, _)| a.iter().any(|o| &o.id == id))
+            .collect();
+        let expected: Vec<(String, &str)> = a
+            .iter()
+            .flat_map(|o| [(o.id.clone(), "start"), (o.id.clone(), "end")])
+            .collect();
+        assert_eq!(
+            a_events.into_iter().cloned().collect::<Vec<_>>(),
+            expected,
+            "in order, never overlapping"
+        );
+        // b ran beside a's operations, not after all of them.
+        let b_start = log
+            .iter()
+            .position(|(id, ev)| id == &b.id && *ev == "start")
+            .unwrap();
+        let last_a_end = log
+            .iter()
+            .rposition(|(id, ev)| id == &a[2].id && *ev == "end")
+            .unwrap();
+        assert!(b_start < last_a_end, "schedulers run in parallel: {log:?}");
+    }
+
+    #[tokio::test]
+    async fn a_running_operation_is_canceled_and_a_pending_one_never_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let ops = Operations::open(dir.path().join("ops.jsonl")).unwrap();
+        let rec = Recorder::new(Duration::from_secs(30));
+        ops.start(rec.clone());
+        let running = heal(&ops, "a");
+        let pending = heal(&ops, "a");
+        while ops.get(&running.id).unwrap().status != OpStatus::Running {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            ops.cancel(&pending.id, "test").unwrap().status,
+            OpStatus::Canceled
+        );
+        ops.cancel(&running.id, "test").unwrap();
+        assert_eq!(
+            wait_finished(&ops, &running.id).await.status,
+            OpStatus::Canceled
+        );
+        assert!(matches!(
+            ops.cancel(&running.id, "test"),
+            Err(OpsError::Finished { .. })
+        ));
+        assert!(
+            rec.log
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|(id, _)| id != &pending.id),
+            "the pending one never ran"
+        );
+    }
+
+    #[tokio::test]
+    async fn after_a_crash_a_running_operation_is_resumed_and_history_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ops.jsonl");
+        let id = {
+            let ops = Operations::open(&path).unwrap();
+            let rec = Recorder::new(Duration::from_secs(30));
+            ops.start(rec);
+            let op = heal(&ops, "a");
+            while ops.get(&op.id).unwrap().status != OpStatus::Running {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            op.id
+            // Dropped here while running: what a kill -9 leaves in the journal.
+        };
+        let ops = Operations::open(&path).unwrap();
+        let op = ops.get(&id).unwrap();
+        assert_eq!(op.status, OpStatus::Pending);
+        assert!(op.events.iter().any(|e| e.message.contains("resuming")));
+        ops.start(Recorder::new(Duration::from_millis(1)));
+        let done = wait_finished(&ops, &id).await;
+        assert_eq!(done.status, OpStatus::Succeeded);
+        assert!(
+            done.events.iter().any(|e| e.message == "working"),
+            "events of both runs kept"
+        );
+        assert_eq!(
+            heal(&ops, "a").id,
+            format!("op-{:010}", 2),
+            "ids continue after a restart"
+        );
+    }
+
+    #[tokio::test]
+    async fn history_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ops.jsonl");
+        let ops = Operations::open(&path).unwrap();
+        ops.start(Recorder::new(Duration::ZERO));
+        let mut last = String::new();
+        for _ in 0..MAX_HISTORY + 20 {
+            last = heal(&ops, "a").id;
+        }
+        wait_finished(&ops, &last).await;
+        let kept = ops.list(None, usize::MAX);
+        assert_eq!(kept.len(), MAX_HISTORY);
+        assert_eq!(kept[0].id, last, "the newest are kept");
+        drop(ops);
+        assert_eq!(
+            Operations::open(&path)
+                .unwrap()
+                .list(None, usize::MAX)
+                .len(),
+            MAX_HISTORY
+        );
+    }
+}
