@@ -414,3 +414,80 @@ async fn kill_9_during_a_rollout_then_restart_finishes_it_with_nothing_orphaned_
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canceled_rollout_stops_cleanly_waits_and_an_apply_finishes_it() {
+    let repo = Repo::new();
+    let slow = |v: &str| {
+        scheduler_yaml("arena", 4, (41600, 41700), v, "").replace(
+            "\"--startup-delay\", \"300ms\"",
+            "\"--startup-delay\", \"1500ms\"",
+        )
+    };
+    repo.commit("v1", &[("arena.yaml", &slow("1"))]);
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(repo.path(), &state.path().join("state"), &[]);
+    wait_ready(&server, "arena", 4).await;
+    let v1 = version_of(&server, "arena").await;
+
+    repo.commit("v2", &[("arena.yaml", &slow("2"))]);
+    let rollout = wait_for("the rollout to run", T, || async {
+        server
+            .ops("arena")
+            .await
+            .into_iter()
+            .find(|o| o["kind"] == "rollout" && o["status"] == "running")
+    })
+    .await;
+    let id = rollout["id"].as_str().unwrap();
+    let (status, body) = server
+        .post(&format!("/api/v1/operations/{id}/cancel"), Value::Null)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let op = wait_for("the cancel to land", T, || async {
+        let op = server.get(&format!("/api/v1/operations/{id}")).await;
+        (op["status"] == "canceled").then_some(op)
+    })
+    .await;
+    assert!(
+        op["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["message"].as_str().unwrap().contains("cancel"))
+    );
+
+    // Consistent: every room recorded runs, nothing runs unrecorded, and the old version still
+    // serves. Held: no new operation starts by itself.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rooms = server.rooms("arena").await;
+    assert_eq!(server.room_processes(), ids(&rooms), "{rooms:#?}");
+    let serving = rooms.iter().filter(|r| status_of(r) == "ready").count();
+    assert!(serving >= 4, "capacity kept at the target: {rooms:#?}");
+    assert!(
+        rooms.iter().any(|r| r["version"] == v1.as_str()),
+        "the rollout did not run to the end"
+    );
+    let ops = server.ops("arena").await;
+    assert_eq!(
+        ops[0]["id"], id,
+        "nothing queued after the cancel: {ops:#?}"
+    );
+
+    // An explicit apply lifts the hold and the fleet converges to the new version.
+    let (status, body) = server
+        .post("/api/v1/plan/apply", serde_json::json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let v2 = version_of(&server, "arena").await;
+    assert_ne!(v1, v2);
+    wait_for("all rooms on the new version", T, || async {
+        let rooms = server.rooms("arena").await;
+        (rooms.len() == 4
+            && rooms
+                .iter()
+                .all(|r| r["version"] == v2.as_str() && status_of(r) == "ready"))
+        .then_some(())
+    })
+    .await;
+}
