@@ -59,21 +59,7 @@ fn fixture(api_token: Option<&str>) -> Fixture {
         controller
             .fleet
             .registry
-            .insert(Room {
-                id: id.into(),
-                scheduler: "arena".into(),
-                version: "v1".into(),
-                status: RoomStatus::Pending,
-                running_matches: 0,
-                host: "127.0.0.1".into(),
-                ports: vec![],
-                created_at: 1,
-                status_since: 1,
-                last_ping: None,
-                reason: None,
-                metadata: Value::Null,
-                runtime_ref: None,
-            })
+            .insert(Room::pending(id, "arena", "v1", 1))
             .unwrap();
     }
     Fixture {
@@ -105,6 +91,10 @@ fn ping(room: &str, token: Option<&str>, body: &str) -> Request<Body> {
         b = b.header("authorization", format!("Bearer {t}"));
     }
     b.body(Body::from(body.to_string())).unwrap()
+}
+
+fn status_of(f: &Fixture, room: &str) -> RoomStatus {
+    f.state.controller.fleet.registry.get(room).unwrap().status
 }
 
 fn token(room: &str) -> String {
@@ -146,16 +136,7 @@ async fn pings_without_the_rooms_own_token_are_refused() {
     )
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        f.state
-            .controller
-            .fleet
-            .registry
-            .get("arena-a")
-            .unwrap()
-            .status,
-        RoomStatus::Pending
-    );
+    assert_eq!(status_of(&f, "arena-a"), RoomStatus::Pending);
 }
 
 #[tokio::test]
@@ -192,16 +173,7 @@ async fn malformed_bodies_get_a_json_error_and_change_nothing() {
     );
     let (status, _) = call(&f, ping("arena-a", Some(&t), &huge)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(
-        f.state
-            .controller
-            .fleet
-            .registry
-            .get("arena-a")
-            .unwrap()
-            .status,
-        RoomStatus::Pending
-    );
+    assert_eq!(status_of(&f, "arena-a"), RoomStatus::Pending);
 }
 
 #[tokio::test]

@@ -263,21 +263,7 @@ impl Fleet {
     async fn start_room(&self, spec: &Arc<Scheduler>, version: &str) -> Result<String, String> {
         let id = self.new_room_id(&spec.name);
         let now = now_ms();
-        let room = Room {
-            id: id.clone(),
-            scheduler: spec.name.clone(),
-            version: version.to_string(),
-            status: RoomStatus::Pending,
-            running_matches: 0,
-            host: String::new(),
-            ports: vec![],
-            created_at: now,
-            status_since: now,
-            last_ping: None,
-            reason: None,
-            metadata: serde_json::Value::Null,
-            runtime_ref: None,
-        };
+        let room = Room::pending(&id, &spec.name, version, now);
         self.registry.insert(room).map_err(|e| e.to_string())?;
         let req = StartRoom {
             scheduler: Arc::clone(spec),

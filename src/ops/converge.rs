@@ -135,19 +135,8 @@ mod tests {
 
     fn room(id: &str, version: &str, status: RoomStatus, created_at: u64) -> Room {
         Room {
-            id: id.into(),
-            scheduler: "s".into(),
-            version: version.into(),
             status,
-            running_matches: 0,
-            host: String::new(),
-            ports: vec![],
-            created_at,
-            status_since: 0,
-            last_ping: None,
-            reason: None,
-            metadata: serde_json::Value::Null,
-            runtime_ref: None,
+            ..Room::pending(id, "s", version, created_at)
         }
     }
 

@@ -57,6 +57,27 @@ pub struct Room {
     pub runtime_ref: Option<String>,
 }
 
+impl Room {
+    /// A room just recorded, before its process or pod exists.
+    pub fn pending(id: &str, scheduler: &str, version: &str, now: u64) -> Self {
+        Self {
+            id: id.to_string(),
+            scheduler: scheduler.to_string(),
+            version: version.to_string(),
+            status: RoomStatus::Pending,
+            running_matches: 0,
+            host: String::new(),
+            ports: vec![],
+            created_at: now,
+            status_since: now,
+            last_ping: None,
+            reason: None,
+            metadata: serde_json::Value::Null,
+            runtime_ref: None,
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch, the time unit of every persisted record.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

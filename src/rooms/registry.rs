@@ -256,21 +256,7 @@ mod tests {
     use super::*;
 
     fn room(id: &str) -> Room {
-        Room {
-            id: id.into(),
-            scheduler: "arena".into(),
-            version: "v1".into(),
-            status: RoomStatus::Pending,
-            running_matches: 0,
-            host: "127.0.0.1".into(),
-            ports: vec![],
-            created_at: 1,
-            status_since: 1,
-            last_ping: None,
-            reason: None,
-            metadata: serde_json::Value::Null,
-            runtime_ref: None,
-        }
+        Room::pending(id, "arena", "v1", 1)
     }
 
     #[test]
