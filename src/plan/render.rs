@@ -403,13 +403,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "prints a sample; run with --ignored --nocapture to look at the output"]
-    fn show_sample() {
-        println!("{}", text(&sample(), false));
-        println!("{}", markdown(&sample(), DEFAULT_MARKDOWN_LIMIT));
-    }
-
-    #[test]
     fn colour_marks_added_and_removed_lines() {
         let out = text(&sample(), true);
         assert!(
