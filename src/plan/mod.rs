@@ -153,11 +153,13 @@ pub struct Summary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
-    /// First 16 hex digits of a sha256 over the desired specs, the prune option and a fingerprint
-    /// of live state (applied specs, targets, room counts by version and status). Same inputs,
-    /// same id; room ids and the revision name are not part of it, so a plan of the same content
-    /// keeps its id.
+    /// First 16 hex digits of a sha256 over the prune option and every scheduler's fingerprints
+    /// ([`Plan::prints`]). Same inputs, same id; the revision name is not part of it.
     pub id: String,
+    /// Per scheduler: digests of its desired spec and of its live state, the facts a saved plan
+    /// is checked against before it is applied ([`staleness`]).
+    #[serde(default)]
+    pub prints: BTreeMap<String, Prints>,
     pub revision: Option<String>,
     /// At most one per scheduler, sorted by scheduler name.
     pub changes: Vec<Change>,
@@ -198,25 +200,46 @@ pub fn plan(desired: &[Scheduler], live: &LiveState, opts: &PlanOptions) -> Plan
         .chain(live.schedulers.keys().map(String::as_str))
         .collect();
 
-    let mut id = Fingerprint::new(opts.prune);
+    let mut prints: BTreeMap<String, Prints> = BTreeMap::new();
     let mut changes = Vec::new();
     let mut in_sync = Vec::new();
     for name in names {
         match (by_name.get(name), live.schedulers.get(name)) {
             (Some(d), None) => {
-                id.desired(d);
+                let desired = Some(spec_digest(d));
+                prints.insert(
+                    name.to_string(),
+                    Prints {
+                        desired,
+                        live: None,
+                    },
+                );
                 changes.push(create(d));
             }
             (None, Some(l)) => {
                 let counts = RoomCounts::of(&l.rooms);
-                id.live(name, l, false, &counts);
+                let live = Some(live_digest(l, None));
+                prints.insert(
+                    name.to_string(),
+                    Prints {
+                        desired: None,
+                        live,
+                    },
+                );
                 changes.push(gone(name, l, &counts, opts));
             }
             (Some(d), Some(l)) => {
                 let counts = RoomCounts::of(&l.rooms);
                 let same = **d == l.applied;
-                id.desired(d);
-                id.live(name, l, same, &counts);
+                let desired = spec_digest(d);
+                let live = live_digest(l, same.then_some(desired.as_str()));
+                prints.insert(
+                    name.to_string(),
+                    Prints {
+                        desired: Some(desired),
+                        live: Some(live),
+                    },
+                );
                 match update(d, l, same, &counts) {
                     Some(c) => changes.push(c),
                     None => in_sync.push(name.to_string()),
@@ -244,7 +267,8 @@ pub fn plan(desired: &[Scheduler], live: &LiveState, opts: &PlanOptions) -> Plan
     }
 
     Plan {
-        id: id.finish(),
+        id: plan_id(opts.prune, &prints),
+        prints,
         revision: opts.revision.clone(),
         changes,
         in_sync,
@@ -491,51 +515,96 @@ impl io::Write for HashWriter<'_> {
     }
 }
 
-/// Builds [`Plan::id`], fed scheduler by scheduler in name order.
-struct Fingerprint(Sha256);
+/// What a saved plan is checked against: digests of one scheduler's desired spec and live state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Prints {
+    /// Digest of the desired spec; absent when the revision does not declare the scheduler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<String>,
+    /// Digest of the applied spec, the room target and the rooms (ids and versions; not their
+    /// statuses, which change with every match); absent when the scheduler is not live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<String>,
+}
 
-impl Fingerprint {
-    fn new(prune: bool) -> Self {
-        let mut h = Sha256::new();
-        h.update([u8::from(prune)]);
-        Fingerprint(h)
+fn spec_digest(s: &Scheduler) -> String {
+    let mut h = Sha256::new();
+    serde_json::to_writer(HashWriter(&mut h), s).expect("a scheduler serialises to JSON");
+    short(h)
+}
+
+/// `applied`: the applied spec's digest when already known (it equals the desired spec).
+fn live_digest(l: &LiveScheduler, applied: Option<&str>) -> String {
+    let mut h = Sha256::new();
+    match applied {
+        Some(d) => h.update(d.as_bytes()),
+        None => h.update(spec_digest(&l.applied).as_bytes()),
     }
-
-    fn str(&mut self, s: &str) {
-        self.0.update((s.len() as u64).to_le_bytes());
-        self.0.update(s.as_bytes());
+    h.update(l.target_rooms.to_le_bytes());
+    let mut rooms: Vec<(&str, &str)> = l
+        .rooms
+        .iter()
+        .filter(|r| !r.status.is_leaving())
+        .map(|r| (r.id.as_str(), r.version.as_str()))
+        .collect();
+    rooms.sort_unstable();
+    for (id, version) in rooms {
+        h.update((id.len() as u64).to_le_bytes());
+        h.update(id.as_bytes());
+        h.update((version.len() as u64).to_le_bytes());
+        h.update(version.as_bytes());
     }
+    short(h)
+}
 
-    fn spec(&mut self, s: &Scheduler) {
-        serde_json::to_writer(HashWriter(&mut self.0), s).expect("a scheduler serialises to JSON");
-    }
-
-    fn desired(&mut self, d: &Scheduler) {
-        self.0.update(b"D");
-        self.spec(d);
-    }
-
-    /// `same`: the applied spec equals the desired one just fed, which says it all.
-    fn live(&mut self, name: &str, l: &LiveScheduler, same: bool, counts: &RoomCounts) {
-        self.0.update(b"L");
-        self.str(name);
-        if same {
-            self.0.update(b"=");
-        } else {
-            self.spec(&l.applied);
+fn plan_id(prune: bool, prints: &BTreeMap<String, Prints>) -> String {
+    let mut h = Sha256::new();
+    h.update([u8::from(prune)]);
+    for (name, p) in prints {
+        for part in [Some(name.as_str()), p.desired.as_deref(), p.live.as_deref()] {
+            let part = part.unwrap_or("");
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
         }
-        self.0.update(l.target_rooms.to_le_bytes());
-        self.0.update((counts.0.len() as u64).to_le_bytes());
-        for (version, status, n) in &counts.0 {
-            self.str(version);
-            self.str(status.as_str());
-            self.0.update(n.to_le_bytes());
+    }
+    short(h)
+}
+
+fn short(h: Sha256) -> String {
+    let mut id = hex::encode(h.finalize());
+    id.truncate(PLAN_ID_HEX_LEN);
+    id
+}
+
+/// Why `saved` may no longer be applied given the `current` plan of the same inputs: the
+/// revision moved, or a scheduler the saved plan changes has another desired spec or live state
+/// now. Empty when it still holds.
+pub fn staleness(saved: &Plan, current: &Plan) -> Vec<String> {
+    let mut moved = Vec::new();
+    if saved.revision != current.revision {
+        moved.push(format!(
+            "git moved: the plan is for revision {}, the server runs {}",
+            saved.revision.as_deref().unwrap_or("?"),
+            current.revision.as_deref().unwrap_or("?")
+        ));
+    }
+    let none = Prints::default();
+    for c in saved.changes.iter().filter(|c| c.action != Action::Orphan) {
+        let was = saved.prints.get(&c.scheduler).unwrap_or(&none);
+        let now = current.prints.get(&c.scheduler).unwrap_or(&none);
+        if was.desired != now.desired {
+            moved.push(format!(
+                "desired spec of {} changed since the plan was made",
+                c.scheduler
+            ));
+        }
+        if was.live != now.live {
+            moved.push(format!(
+                "live state of {} changed since the plan was made (rooms, target or applied spec)",
+                c.scheduler
+            ));
         }
     }
-
-    fn finish(self) -> String {
-        let mut id = hex::encode(self.0.finalize());
-        id.truncate(PLAN_ID_HEX_LEN);
-        id
-    }
+    moved
 }

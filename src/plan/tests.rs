@@ -610,12 +610,19 @@ fn plan_id_is_stable_and_follows_its_inputs() {
         "same content under another revision name"
     );
 
-    let mut moved = live_state.clone();
-    moved.schedulers.get_mut("arena-eu").unwrap().rooms[0].status = Occupied;
-    assert_ne!(
-        plan(&desired, &moved, &opts).id,
+    let mut playing = live_state.clone();
+    playing.schedulers.get_mut("arena-eu").unwrap().rooms[0].status = Occupied;
+    assert_eq!(
+        plan(&desired, &playing, &opts).id,
         id,
-        "a room status changed"
+        "a match starting is not a change of live state a plan depends on"
+    );
+    let mut replaced = live_state.clone();
+    replaced.schedulers.get_mut("arena-eu").unwrap().rooms[0].id = "arena-eu-new".into();
+    assert_ne!(
+        plan(&desired, &replaced, &opts).id,
+        id,
+        "a room was replaced"
     );
     let mut retargeted = live_state.clone();
     retargeted
@@ -812,4 +819,41 @@ fn committed_plan_schema_is_current() {
         got == want,
         "schema/plan.schema.json is stale: run `TROUPE_UPDATE_SCHEMA=1 cargo test committed_plan_schema` and commit it"
     );
+}
+
+#[test]
+fn a_saved_plan_goes_stale_when_git_or_the_live_state_of_what_it_touches_moves() {
+    let us = edit(base(), |s| s.name = "arena-us".into());
+    let live_state = state([
+        live(&base(), 4, &[(Ready, 4)], &[]),
+        live(&us, 4, &[(Ready, 4)], &[]),
+    ]);
+    let opts = |rev: &str| PlanOptions {
+        prune: false,
+        revision: Some(rev.into()),
+    };
+    let scaled = edit(base(), |s| s.rooms_replicas = Some(6));
+    let saved = plan(&[scaled.clone(), us.clone()], &live_state, &opts("r1"));
+    assert_eq!(saved.changes.len(), 1, "only arena-eu changes");
+
+    let same = plan(&[scaled.clone(), us.clone()], &live_state, &opts("r1"));
+    assert!(staleness(&saved, &same).is_empty());
+
+    let new_commit = plan(&[scaled.clone(), us.clone()], &live_state, &opts("r2"));
+    let moved = staleness(&saved, &new_commit);
+    assert!(moved[0].contains("git moved"), "{moved:?}");
+
+    let mut replaced = live_state.clone();
+    replaced.schedulers.get_mut("arena-eu").unwrap().rooms[0].id = "arena-eu-new".into();
+    let moved = staleness(
+        &saved,
+        &plan(&[scaled.clone(), us.clone()], &replaced, &opts("r1")),
+    );
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert!(moved[0].contains("live state of arena-eu"), "{moved:?}");
+
+    // A scheduler the plan leaves alone may move freely.
+    let mut other = live_state.clone();
+    other.schedulers.get_mut("arena-us").unwrap().rooms[0].id = "arena-us-new".into();
+    assert!(staleness(&saved, &plan(&[scaled, us], &other, &opts("r1"))).is_empty());
 }
