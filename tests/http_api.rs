@@ -8,7 +8,7 @@ use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use troupe::controller::{Controller, ControllerOptions, Fleet, FleetConfig, SyncMode};
+use troupe::controller::{Controller, ControllerOptions, Fleet, FleetConfig, History, SyncMode};
 use troupe::http::{AppState, router};
 use troupe::metrics::Metrics;
 use troupe::ops::Operations;
@@ -54,6 +54,7 @@ fn fixture(api_token: Option<&str>) -> Fixture {
             prune: false,
             sync: SyncMode::Auto,
         },
+        History::open(dir.path()).unwrap(),
     ));
     for id in ["arena-a", "arena-b"] {
         controller

@@ -28,8 +28,10 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Show what applying a revision would change.
     Plan(plan::PlanArgs),
-    /// Apply the server's current plan (approve it in manual sync mode, retry held schedulers).
+    /// Apply a saved plan exactly, or the server's current plan (approval in manual sync mode).
     Apply(plan::ApplyArgs),
+    /// Compare two git revisions without a cluster.
+    Diff(plan::DiffArgs),
     /// Run the controller: watch a source, reconcile, serve the APIs and the dashboard.
     Serve(serve::ServeArgs),
     /// Show the fleet: schedulers with rooms by status.
@@ -58,6 +60,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Plan(args) => block_on(plan::plan(args)),
         Command::Apply(args) => block_on(plan::apply(args)),
+        Command::Diff(args) => block_on(plan::diff(args)),
         Command::Status(args) => block_on(client::status(args)),
         Command::Rooms(args) => block_on(client::rooms(args)),
         Command::Ops(args) => block_on(client::ops(args)),

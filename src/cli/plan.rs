@@ -1,19 +1,23 @@
-//! `troupe plan` and `troupe apply`.
+//! `troupe plan`, `troupe apply` and `troupe diff`.
 //!
 //! `plan SOURCE` loads a revision locally and plans it against a server's live state (or against
-//! nothing, without `--server`); `plan` alone shows the server's current plan. Exit codes with
+//! nothing, without `--server`); `plan` alone shows the server's current plan. `-o FILE` saves
+//! the plan for `troupe apply FILE`, which applies exactly that or is refused. Exit codes with
 //! `--detailed-exitcode`: 0 no changes, 2 changes, 1 error.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 
 use super::client::{Client, ServerArgs};
-use crate::plan::live::LiveState;
+use crate::plan::live::{LiveRoom, LiveScheduler, LiveState};
+use crate::plan::saved::SavedPlan;
 use crate::plan::{Plan, PlanOptions, render};
+use crate::rooms::{RoomStatus, now_ms};
+use crate::spec::{Duration, Scheduler};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -25,19 +29,9 @@ pub enum Format {
     Json,
 }
 
+/// How a plan is printed.
 #[derive(Debug, Args)]
-pub struct PlanArgs {
-    /// Git repository or directory to plan. Without it, show the server's current plan.
-    source: Option<PathBuf>,
-    /// Branch to read (git sources; default: the branch HEAD points to).
-    #[arg(long)]
-    branch: Option<String>,
-    /// Sub-directory of the source that holds the scheduler files.
-    #[arg(long = "path", value_name = "SUBPATH")]
-    sub_path: Option<String>,
-    /// Plan against this server's live state. Without it (and with SOURCE), everything is new.
-    #[arg(long, env = "TROUPE_SERVER")]
-    server: Option<String>,
+pub struct OutputArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
@@ -47,9 +41,80 @@ pub struct PlanArgs {
     /// Exit 0 when there are no changes, 2 when there are, 1 on error.
     #[arg(long)]
     detailed_exitcode: bool,
+}
+
+impl OutputArgs {
+    fn print(&self, plan: &Plan) -> ExitCode {
+        let out = match self.format {
+            Format::Text => render::text(plan, !self.no_color && std::io::stdout().is_terminal()),
+            Format::Markdown => render::markdown(plan, render::DEFAULT_MARKDOWN_LIMIT),
+            Format::Json => render::json(plan),
+        };
+        print!("{out}");
+        if !out.ends_with('\n') {
+            println!();
+        }
+        if self.detailed_exitcode && plan.has_changes() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Git repository or directory to plan. Without it, show the server's current plan.
+    source: Option<PathBuf>,
+    /// Branch to read (git sources; default: the branch HEAD points to).
+    #[arg(long, conflicts_with = "revision")]
+    branch: Option<String>,
+    /// Plan this commit, tag or revision expression instead of the branch head (git sources).
+    #[arg(long)]
+    revision: Option<String>,
+    /// Sub-directory of the source that holds the scheduler files.
+    #[arg(long = "path", value_name = "SUBPATH")]
+    sub_path: Option<String>,
+    /// Plan against this server's live state. Without it (and with SOURCE), everything is new.
+    #[arg(long, env = "TROUPE_SERVER")]
+    server: Option<String>,
     /// Plan deletion of schedulers that are live but no longer in the source.
     #[arg(long)]
     prune: bool,
+    /// Save the plan to this file, for `troupe apply FILE`.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// How long a saved plan may be applied.
+    #[arg(long, default_value = "1h")]
+    expires_in: Duration,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Load and validate the schedulers of a source; errors are printed with their positions.
+fn load(
+    path: &Path,
+    branch: Option<&str>,
+    sub_path: Option<&str>,
+) -> anyhow::Result<(String, Vec<Scheduler>)> {
+    let source = crate::source::open(path, branch, sub_path)?;
+    let snapshot = source.load()?;
+    match crate::spec::load_documents(&snapshot.files) {
+        Ok(docs) => Ok((
+            snapshot.revision,
+            docs.into_iter().map(|d| d.scheduler).collect(),
+        )),
+        Err(err) => {
+            for e in &err.0 {
+                eprintln!("{e}");
+            }
+            bail!(
+                "revision {} has {} error(s); nothing to plan",
+                snapshot.revision,
+                err.0.len()
+            )
+        }
+    }
 }
 
 pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
@@ -62,22 +127,8 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             Client::new(&server).get("/api/v1/plan").await?
         }
         Some(path) => {
-            let source =
-                crate::source::open(path, args.branch.as_deref(), args.sub_path.as_deref())?;
-            let snapshot = tokio::task::spawn_blocking(move || source.load()).await??;
-            let docs = match crate::spec::load_documents(&snapshot.files) {
-                Ok(docs) => docs,
-                Err(err) => {
-                    for e in &err.0 {
-                        eprintln!("{e}");
-                    }
-                    anyhow::bail!(
-                        "revision {} has {} error(s); nothing to plan",
-                        snapshot.revision,
-                        err.0.len()
-                    );
-                }
-            };
+            let branch = args.revision.as_deref().or(args.branch.as_deref());
+            let (revision, desired) = load(path, branch, args.sub_path.as_deref())?;
             let live: LiveState = match &server {
                 Some(s) => Client::new(s)
                     .get("/api/v1/live")
@@ -85,51 +136,139 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
                     .context("reading live state")?,
                 None => LiveState::default(),
             };
-            let desired: Vec<_> = docs.into_iter().map(|d| d.scheduler).collect();
             crate::plan::plan(
                 &desired,
                 &live,
                 &PlanOptions {
                     prune: args.prune,
-                    revision: Some(snapshot.revision),
+                    revision: Some(revision),
                 },
             )
         }
     };
-    let out = match args.format {
-        Format::Text => {
-            let color = !args.no_color && std::io::stdout().is_terminal();
-            render::text(&plan, color)
-        }
-        Format::Markdown => render::markdown(&plan, render::DEFAULT_MARKDOWN_LIMIT),
-        Format::Json => render::json(&plan),
-    };
-    print!("{out}");
-    if !out.ends_with('\n') {
-        println!();
+    if let Some(out) = &args.out {
+        let saved = SavedPlan::new(
+            plan.clone(),
+            now_ms(),
+            args.expires_in.as_std().as_millis() as u64,
+        );
+        let json = serde_json::to_string_pretty(&saved)?;
+        std::fs::write(out, json + "\n").with_context(|| format!("writing {}", out.display()))?;
+        eprintln!(
+            "Saved plan {} to {}; apply it with: troupe apply {}",
+            plan.id,
+            out.display(),
+            out.display()
+        );
     }
-    Ok(if args.detailed_exitcode && plan.has_changes() {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(args.output.print(&plan))
 }
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
+    /// A plan saved with `troupe plan -o FILE`: applied exactly, or refused if git or live state
+    /// moved since. Without it, the server's current plan is applied.
+    plan_file: Option<PathBuf>,
     #[command(flatten)]
     server: ServerArgs,
-    /// Apply only if the server's current plan still has this id (from `troupe plan --format json`).
-    #[arg(long)]
+    /// Apply the server's current plan only if it still has this id (from `troupe plan --format json`).
+    #[arg(long, conflicts_with = "plan_file")]
     plan_id: Option<String>,
 }
 
+#[derive(serde::Deserialize)]
+struct AppliedPlan {
+    plan: String,
+    operations: Vec<crate::ops::Operation>,
+}
+
 pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&args.server);
+    if let Some(file) = &args.plan_file {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let saved: SavedPlan = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a saved troupe plan", file.display()))?;
+        let applied: AppliedPlan = client
+            .post("/api/v1/plans/apply", serde_json::to_value(&saved)?)
+            .await?;
+        for op in &applied.operations {
+            println!("{}  {}  {}", op.id, op.scheduler, op.kind.as_str());
+        }
+        println!(
+            "Applied plan {}: {} operation(s) queued.",
+            applied.plan,
+            applied.operations.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let body = serde_json::json!({ "planId": args.plan_id });
-    let plan: Plan = Client::new(&args.server)
-        .post("/api/v1/plan/apply", body)
-        .await?;
+    let plan: Plan = client.post("/api/v1/plan/apply", body).await?;
     print!("{}", render::text(&plan, false));
     println!("Applied plan {}.", plan.id);
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The revision to compare from (commit, tag, branch).
+    from: String,
+    /// The revision to compare to.
+    to: String,
+    /// Git repository holding both revisions.
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// Sub-directory of the repository that holds the scheduler files.
+    #[arg(long = "path", value_name = "SUBPATH")]
+    sub_path: Option<String>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Compare two revisions without a cluster: the second is planned against the first as if the
+/// first ran exactly as declared (every room of its version, ready), so impacts read as they would
+/// on a settled fleet.
+pub async fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
+    let (_, before) = load(&args.repo, Some(&args.from), args.sub_path.as_deref())?;
+    let (to_rev, after) = load(&args.repo, Some(&args.to), args.sub_path.as_deref())?;
+    let live = settled(&before);
+    let plan = crate::plan::plan(
+        &after,
+        &live,
+        &PlanOptions {
+            prune: true,
+            revision: Some(to_rev),
+        },
+    );
+    Ok(args.output.print(&plan))
+}
+
+/// Live state of a fleet that runs `schedulers` exactly as declared.
+fn settled(schedulers: &[Scheduler]) -> LiveState {
+    let schedulers = schedulers
+        .iter()
+        .map(|s| {
+            let target = match &s.autoscaling {
+                Some(a) if a.enabled => a.min,
+                _ => s.rooms_replicas.unwrap_or(0),
+            };
+            let version = s.version();
+            let rooms = (0..target)
+                .map(|i| LiveRoom {
+                    id: format!("{}-{i}", s.name),
+                    version: version.clone(),
+                    status: RoomStatus::Ready,
+                })
+                .collect();
+            (
+                s.name.clone(),
+                LiveScheduler {
+                    applied: s.clone(),
+                    target_rooms: target,
+                    rooms,
+                },
+            )
+        })
+        .collect();
+    LiveState { schedulers }
 }

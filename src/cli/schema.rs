@@ -28,6 +28,11 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
     vec![
         ("scheduler.schema.json", scheduler_schema()),
         ("plan.schema.json", crate::plan::plan_schema()),
+        (
+            "saved-plan.schema.json",
+            serde_json::to_value(schemars::schema_for!(crate::plan::saved::SavedPlan))
+                .expect("a schema serialises"),
+        ),
     ]
 }
 

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use crate::controller::{Controller, ControllerOptions, Fleet, FleetConfig, SyncMode};
+use crate::controller::{Controller, ControllerOptions, Fleet, FleetConfig, History, SyncMode};
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
 use crate::ops::Operations;
@@ -127,6 +127,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             prune: args.prune,
             sync: args.sync,
         },
+        History::open(&args.state_dir)?,
     ));
 
     let shutdown = CancellationToken::new();

@@ -8,6 +8,7 @@
 //! or was canceled is left alone until a new revision or an explicit apply.
 
 pub mod fleet;
+pub mod history;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,12 +18,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::ops::{Cause, OpKind, OpStatus, Operations};
+use crate::ops::{Cause, OpKind, OpStatus, Operation, Operations};
+use crate::plan::saved::SavedPlan;
 use crate::plan::{self, Action, Plan, PlanOptions};
 use crate::rooms::now_ms;
 use crate::source::{CommitInfo, Observed, Snapshot};
 use crate::spec::{Located, Scheduler, load_documents};
 pub use fleet::{Applied, Fleet, FleetConfig};
+pub use history::{History, RevisionRecord};
 
 /// Least time between two reconciles: bursts of room changes are planned once.
 const RECONCILE_MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -90,6 +93,8 @@ pub struct Controller {
     pub ops: Arc<Operations>,
     pub metrics: Arc<Metrics>,
     pub options: ControllerOptions,
+    /// Revisions seen and schedulers suspended.
+    pub history: History,
     state: Mutex<DesiredState>,
     reconciled: watch::Sender<bool>,
 }
@@ -103,6 +108,17 @@ pub enum ApplyError {
     /// The plan the caller approved is not the current plan any more.
     #[error("plan {given} is stale: the current plan is {current} (git or live state moved)")]
     StalePlan { given: String, current: String },
+    /// A saved plan cannot be applied whatever the state (expired, unknown format).
+    #[error("{0}")]
+    Invalid(String),
+    /// Git or live state moved since the saved plan was made.
+    #[error("plan {plan} is stale: {}", .moved.join("; "))]
+    Moved { plan: String, moved: Vec<String> },
+    /// A scheduler of the plan has an operation pending or running.
+    #[error(
+        "scheduler {scheduler} has an operation pending or running; apply again when it has finished"
+    )]
+    Busy { scheduler: String },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -113,12 +129,14 @@ impl Controller {
         ops: Arc<Operations>,
         metrics: Arc<Metrics>,
         options: ControllerOptions,
+        history: History,
     ) -> Self {
         Self {
             fleet,
             ops,
             metrics,
             options,
+            history,
             state: Mutex::new(DesiredState::default()),
             reconciled: watch::channel(false).0,
         }
@@ -161,7 +179,22 @@ impl Controller {
                 return;
             }
         };
-        match load_documents(&snapshot.files) {
+        let commit = snapshot
+            .commit
+            .as_ref()
+            .map(|c| format!("{}: {}", c.author, first_line(&c.message)));
+        let loaded = load_documents(&snapshot.files);
+        let (errors, schedulers) = match &loaded {
+            Ok(docs) => (0, docs.len()),
+            Err(e) => (e.0.len(), 0),
+        };
+        if let Err(e) = self
+            .history
+            .seen(&snapshot.revision, commit, errors, schedulers)
+        {
+            tracing::error!(error = %e, "cannot record the revision");
+        }
+        match loaded {
             Ok(docs) => {
                 tracing::info!(revision = %snapshot.revision, schedulers = docs.len(), "revision loaded");
                 self.metrics.revisions.with_label_values(&["ok"]).inc();
@@ -202,36 +235,58 @@ impl Controller {
         }
     }
 
-    /// Plan the last good revision against live state, store the plan, and act on it.
-    pub fn reconcile(&self) {
-        let (desired, revision, hold_since) = {
+    /// The plan of the last good revision against live state now, without acting on it.
+    pub fn current_plan(&self) -> Option<Plan> {
+        let (desired, revision) = {
             let s = self.lock();
-            let Some(rev) = s.revision.clone() else {
-                return;
-            };
-            (
-                s.schedulers.clone(),
-                rev.id.clone(),
-                rev.seen_at.max(s.last_apply_at),
-            )
+            (s.schedulers.clone(), s.revision.as_ref()?.id.clone())
         };
         let live = self.fleet.live_state();
-        let plan = plan::plan(
-            &desired,
-            &live,
-            &PlanOptions {
-                prune: self.options.prune,
-                revision: Some(revision.clone()),
-            },
-        );
+        let opts = PlanOptions {
+            prune: self.options.prune,
+            revision: Some(revision),
+        };
+        Some(plan::plan(&desired, &live, &opts))
+    }
+
+    /// Plan the last good revision against live state, store the plan, and act on it.
+    pub fn reconcile(&self) {
+        let Some(plan) = self.current_plan() else {
+            return;
+        };
+        let (hold_since, commit) = {
+            let s = self.lock();
+            let rev = s.revision.as_ref();
+            (
+                rev.map_or(0, |r| r.seen_at).max(s.last_apply_at),
+                rev.and_then(|r| r.commit.as_ref())
+                    .map(|c| format!("{}: {}", c.author, first_line(&c.message))),
+            )
+        };
+        let revision = plan.revision.clone().unwrap_or_default();
         for (name, a) in self.fleet.applied_all() {
             self.metrics
                 .rooms_desired
                 .with_label_values(&[&name])
                 .set(f64::from(a.target_rooms));
         }
-        for change in &plan.changes {
-            let auto = self.options.sync == SyncMode::Auto;
+        let auto = self.options.sync == SyncMode::Auto;
+        // Git changes that wait (manual sync, suspended) must not stop the fleet from healing:
+        // those schedulers are also planned against their own applied spec, which yields only
+        // the repairs (missing, crashed or outdated free rooms).
+        let waiting: Vec<&str> = plan
+            .changes
+            .iter()
+            .filter(|c| !matches!(c.action, Action::Orphan | Action::Converge))
+            .filter(|c| !auto || self.history.is_suspended(&c.scheduler))
+            .map(|c| c.scheduler.as_str())
+            .collect();
+        let repairs = self.repairs(&waiting);
+        for change in plan
+            .changes
+            .iter()
+            .chain(repairs.iter().flat_map(|p| p.changes.iter()))
+        {
             let (kind, cause) = match change.action {
                 Action::Orphan => continue,
                 Action::Converge => (
@@ -240,11 +295,12 @@ impl Controller {
                         reason: change.reasons.join("; "),
                     },
                 ),
-                _ if !auto => continue,
+                _ if !auto || self.history.is_suspended(&change.scheduler) => continue,
                 a => (
                     op_kind(a),
                     Cause::Revision {
                         revision: revision.clone(),
+                        commit: commit.clone(),
                     },
                 ),
             };
@@ -263,6 +319,66 @@ impl Controller {
         }
         self.lock().plan = Some(plan);
         self.reconciled.send_replace(true);
+    }
+
+    /// The repairs live schedulers `names` need against their own applied spec.
+    fn repairs(&self, names: &[&str]) -> Option<Plan> {
+        if names.is_empty() {
+            return None;
+        }
+        let mut live = self.fleet.live_state();
+        live.schedulers
+            .retain(|name, _| names.contains(&name.as_str()));
+        let applied: Vec<Scheduler> = live
+            .schedulers
+            .values()
+            .map(|l| l.applied.clone())
+            .collect();
+        Some(plan::plan(&applied, &live, &PlanOptions::default()))
+    }
+
+    /// Apply a saved plan: exactly its changes, or nothing when it expired, when git or the live
+    /// state of a scheduler it changes moved since it was made, or when one of those schedulers
+    /// has an operation pending or running (one apply per scheduler at a time).
+    pub fn apply_saved(&self, saved: &SavedPlan, user: &str) -> Result<Vec<Operation>, ApplyError> {
+        saved.check(now_ms()).map_err(ApplyError::Invalid)?;
+        let current = self.current_plan().ok_or(ApplyError::NoRevision)?;
+        let moved = plan::staleness(&saved.plan, &current);
+        if !moved.is_empty() {
+            return Err(ApplyError::Moved {
+                plan: saved.plan.id.clone(),
+                moved,
+            });
+        }
+        let changes: Vec<_> = saved
+            .plan
+            .changes
+            .iter()
+            .filter(|c| c.action != Action::Orphan)
+            .collect();
+        if let Some(busy) = changes.iter().find(|c| self.ops.busy(&c.scheduler)) {
+            return Err(ApplyError::Busy {
+                scheduler: busy.scheduler.clone(),
+            });
+        }
+        self.lock().last_apply_at = now_ms();
+        tracing::info!(plan = %saved.plan.id, user, changes = changes.len(), "saved plan applied");
+        let mut ops = Vec::new();
+        for c in changes {
+            let cause = Cause::Plan {
+                plan: saved.plan.id.clone(),
+                revision: saved.plan.revision.clone(),
+                user: user.to_string(),
+            };
+            ops.push(self.ops.enqueue(
+                &c.scheduler,
+                op_kind(c.action),
+                cause,
+                c.desired.clone(),
+                false,
+            )?);
+        }
+        Ok(ops)
     }
 
     /// A scheduler whose latest operation failed or was canceled since `since` waits for a new
@@ -351,6 +467,10 @@ impl Controller {
             }
         }
     }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
 }
 
 fn op_kind(action: Action) -> OpKind {

@@ -34,7 +34,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/operations/{id}/cancel", post(cancel))
         .route("/api/v1/plan", get(plan))
         .route("/api/v1/plan/apply", post(apply))
+        .route(
+            "/api/v1/plans/apply",
+            post(apply_saved).layer(axum::extract::DefaultBodyLimit::max(MAX_PLAN_BYTES)),
+        )
         .route("/api/v1/revision", get(revision))
+        .route("/api/v1/revisions", get(revisions))
+        .route("/api/v1/schedulers/{scheduler}/suspend", post(suspend))
+        .route("/api/v1/schedulers/{scheduler}/resume", post(resume))
         .route("/api/v1/live", get(live))
         .with_state(state)
 }
@@ -79,6 +86,9 @@ pub struct SchedulerSummary {
     pub autoscaled: bool,
     /// Declared in the current good revision.
     pub in_git: bool,
+    /// Git changes are not applied to it until it is resumed.
+    #[serde(default)]
+    pub suspended: bool,
     pub rooms: BTreeMap<RoomStatus, u32>,
     pub total_rooms: u32,
     pub operations: BTreeMap<OpStatus, u32>,
@@ -116,6 +126,7 @@ fn summaries(state: &AppState) -> Vec<SchedulerSummary> {
                 target_rooms: a.target_rooms,
                 autoscaled: a.spec.autoscaled(),
                 in_git: desired.contains_key(&name),
+                suspended: c.history.is_suspended(&name),
                 total_rooms: rooms.values().sum(),
                 rooms,
                 operations: op_counts.get(&name).cloned().unwrap_or_default(),
@@ -132,6 +143,7 @@ fn summaries(state: &AppState) -> Vec<SchedulerSummary> {
             target_rooms: s.fixed_replicas().unwrap_or(0),
             autoscaled: s.autoscaled(),
             in_git: true,
+            suspended: c.history.is_suspended(&name),
             rooms: BTreeMap::new(),
             total_rooms: 0,
             operations: op_counts.get(&name).cloned().unwrap_or_default(),
@@ -294,22 +306,96 @@ async fn apply(
 ) -> Result<Json<crate::plan::Plan>, ApiError> {
     let by = authorize_write(&state, &headers)?;
     let body = body.map(|Json(b)| b).unwrap_or_default();
-    match state.controller.apply(body.plan_id.as_deref(), &by) {
-        Ok(plan) => Ok(Json(plan)),
-        Err(e @ ApplyError::StalePlan { .. }) => Err(ApiError::conflict(e.to_string())),
-        Err(e @ ApplyError::NoRevision) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_revision",
-            e.to_string(),
-        )),
-        Err(e @ ApplyError::Store(_)) => Err(ApiError::internal(e.to_string())),
+    Ok(Json(state.controller.apply(body.plan_id.as_deref(), &by)?))
+}
+
+impl From<ApplyError> for ApiError {
+    fn from(e: ApplyError) -> Self {
+        let message = e.to_string();
+        match e {
+            ApplyError::StalePlan { .. } | ApplyError::Moved { .. } | ApplyError::Busy { .. } => {
+                ApiError::conflict(message)
+            }
+            ApplyError::Invalid(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_plan", message)
+            }
+            ApplyError::NoRevision => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_revision", message)
+            }
+            ApplyError::Store(_) => ApiError::internal(message),
+        }
     }
+}
+
+/// Largest saved plan accepted: a plan carries the full specs it applies.
+const MAX_PLAN_BYTES: usize = 32 * 1024 * 1024;
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AppliedPlan {
+    plan: String,
+    operations: Vec<Operation>,
+}
+
+async fn apply_saved(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<crate::plan::saved::SavedPlan>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<AppliedPlan>, ApiError> {
+    let by = authorize_write(&state, &headers)?;
+    let Json(saved) = body?;
+    let operations = state.controller.apply_saved(&saved, &by)?;
+    Ok(Json(AppliedPlan {
+        plan: saved.plan.id,
+        operations,
+    }))
 }
 
 async fn revision(State(state): State<AppState>) -> Json<DesiredState> {
     let mut d = state.controller.desired();
     d.plan = None;
     Json(d)
+}
+
+async fn revisions(State(state): State<AppState>) -> Json<Vec<crate::controller::RevisionRecord>> {
+    Json(state.controller.history.revisions())
+}
+
+async fn suspend(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    set_suspended(&state, &name, &headers, true)
+}
+
+async fn resume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    set_suspended(&state, &name, &headers, false)
+}
+
+/// Suspend or resume applying git changes to one scheduler (its rooms are still healed).
+fn set_suspended(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    suspended: bool,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let by = authorize_write(state, headers)?;
+    let c = &state.controller;
+    if c.fleet.applied(name).is_none() && !c.desired_schedulers().iter().any(|s| s.name == name) {
+        return Err(ApiError::not_found(format!("scheduler {name} not found")));
+    }
+    c.history
+        .set_suspended(name, suspended)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    tracing::info!(scheduler = name, suspended, by, "sync suspension changed");
+    Ok(Json(
+        serde_json::json!({"scheduler": name, "suspended": suspended}),
+    ))
 }
 
 async fn live(State(state): State<AppState>) -> Json<LiveState> {

@@ -88,9 +88,20 @@ impl OpStatus {
 #[serde(rename_all = "camelCase", tag = "type")]
 pub enum Cause {
     /// A git revision (or directory state) asked for it.
-    Revision { revision: String },
+    Revision {
+        revision: String,
+        /// Author and first line of the commit message, for git revisions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        commit: Option<String>,
+    },
     /// Somebody asked through the CLI or API.
     User { name: String },
+    /// A saved plan was applied.
+    Plan {
+        plan: String,
+        revision: Option<String>,
+        user: String,
+    },
     /// The autoscaler changed the target.
     Autoscaler { reason: String },
     /// Rooms died or went missing and are replaced.

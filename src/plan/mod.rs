@@ -17,6 +17,7 @@ mod diff;
 pub mod impact;
 pub mod live;
 pub mod render;
+pub mod saved;
 #[cfg(test)]
 mod tests;
 

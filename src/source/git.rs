@@ -41,20 +41,26 @@ impl GitSource {
 
     /// The commit the branch points to now.
     fn head_commit(&self, repo: &Repository) -> Result<Oid, SourceError> {
-        let reference = match &self.branch {
+        // A branch, a tag, a commit sha or any revision expression (`main~1`).
+        let object = match &self.branch {
             Some(branch) => repo
                 .resolve_reference_from_short_name(branch)
+                .and_then(|r| r.peel(ObjectType::Any))
+                .or_else(|_| repo.revparse_single(branch))
                 .map_err(|source| SourceError::BranchNotFound {
                     repo: self.repo.clone(),
                     branch: branch.clone(),
                     source,
                 })?,
-            None => repo.head().map_err(|source| SourceError::NoCommit {
-                repo: self.repo.clone(),
-                source,
-            })?,
+            None => repo
+                .head()
+                .and_then(|r| r.peel(ObjectType::Any))
+                .map_err(|source| SourceError::NoCommit {
+                    repo: self.repo.clone(),
+                    source,
+                })?,
         };
-        let commit = reference
+        let commit = object
             .peel_to_commit()
             .map_err(|source| self.git("resolve the branch to a commit", source))?;
         Ok(commit.id())
