@@ -132,6 +132,12 @@ pub fn classify(old: &Scheduler, new: &Scheduler) -> Delta {
             &mut d.reasons,
         );
     }
+    if old.annotations != new.annotations && old.room_annotations() == new.room_annotations() {
+        d.in_place(
+            &["annotations"],
+            map_reason("annotations", &old.annotations, &new.annotations),
+        );
+    }
     if old.forwarders != new.forwarders {
         d.in_place = true;
         d.fields.push("forwarders");
@@ -152,7 +158,7 @@ pub fn classify(old: &Scheduler, new: &Scheduler) -> Delta {
         d.reasons
             .push(map_reason("labels", &old.labels, &new.labels));
     }
-    if old.annotations != new.annotations {
+    if old.room_annotations() != new.room_annotations() {
         d.template = true;
         d.fields.push("annotations");
         d.reasons.push(map_reason(

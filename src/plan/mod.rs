@@ -40,6 +40,10 @@ use impact::{RoomCounts, Tally, assess};
 /// Hex digits of the sha256 kept as the plan id: 64 bits, plenty to tell plans apart.
 const PLAN_ID_HEX_LEN: usize = 16;
 
+/// A scheduler annotated `troupe.dev/prune: "true"` is deleted when it leaves git even with
+/// prune off: pruning chosen per scheduler.
+pub const PRUNE_ANNOTATION: &str = "troupe.dev/prune";
+
 /// How to plan.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PlanOptions {
@@ -314,11 +318,21 @@ fn gone(name: &str, l: &LiveScheduler, counts: &RoomCounts, opts: &PlanOptions) 
         || "the desired revision".to_string(),
         |r| format!("revision {r}"),
     );
-    let (action, reason, impact, target) = if opts.prune {
+    let own = l
+        .applied
+        .annotations
+        .get(PRUNE_ANNOTATION)
+        .is_some_and(|v| v == "true");
+    let (action, reason, impact, target) = if opts.prune || own {
         let (impact, _) = assess(&t, 0);
+        let why = if opts.prune {
+            "prune is on"
+        } else {
+            "its annotation troupe.dev/prune is \"true\""
+        };
         (
             Action::Delete,
-            format!("not in {revision}; prune is on"),
+            format!("not in {revision}; {why}"),
             impact,
             0,
         )

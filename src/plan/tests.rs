@@ -857,3 +857,36 @@ fn a_saved_plan_goes_stale_when_git_or_the_live_state_of_what_it_touches_moves()
     other.schedulers.get_mut("arena-us").unwrap().rooms[0].id = "arena-us-new".into();
     assert!(staleness(&saved, &plan(&[scaled, us], &other, &opts("r1"))).is_empty());
 }
+
+#[test]
+fn a_scheduler_annotated_for_pruning_is_deleted_with_prune_off() {
+    let own = edit(base(), |s| {
+        s.annotations.insert(PRUNE_ANNOTATION.into(), "true".into());
+    });
+    let p = plan(
+        &[],
+        &state([live(&own, 4, &[(Ready, 4)], &[])]),
+        &PlanOptions::default(),
+    );
+    assert_eq!(p.changes[0].action, Action::Delete);
+    assert!(p.changes[0].reasons[0].contains("troupe.dev/prune"));
+}
+
+#[test]
+fn troupe_annotations_apply_in_place_without_a_rollout() {
+    let annotated = edit(base(), |s| {
+        s.annotations.insert(PRUNE_ANNOTATION.into(), "true".into());
+    });
+    assert_eq!(annotated.version(), base().version());
+    let p = plan(
+        &[annotated],
+        &state([live(&base(), 4, &[(Ready, 4)], &[])]),
+        &PlanOptions::default(),
+    );
+    assert_eq!(
+        p.changes[0].action,
+        Action::UpdateInPlace,
+        "{:?}",
+        p.changes[0]
+    );
+}

@@ -326,10 +326,14 @@ impl Forwarder {
 pub struct Template<'a> {
     pub port_range: &'a PortRange,
     pub labels: &'a BTreeMap<String, String>,
-    pub annotations: &'a BTreeMap<String, String>,
+    pub annotations: BTreeMap<&'a str, &'a str>,
     pub spec: &'a RoomSpec,
     pub local: &'a Option<LocalSpec>,
 }
+
+/// Annotations with this prefix are settings for Troupe itself (e.g. `troupe.dev/prune`), not
+/// part of the room template: changing them never rolls rooms out.
+pub const CONTROL_ANNOTATION_PREFIX: &str = "troupe.dev/";
 
 impl Scheduler {
     /// The part of the scheduler that shapes rooms; a change to it needs a rollout.
@@ -337,10 +341,19 @@ impl Scheduler {
         Template {
             port_range: &self.port_range,
             labels: &self.labels,
-            annotations: &self.annotations,
+            annotations: self.room_annotations(),
             spec: &self.spec,
             local: &self.local,
         }
+    }
+
+    /// The annotations rooms carry: all but Troupe's own settings.
+    pub fn room_annotations(&self) -> BTreeMap<&str, &str> {
+        self.annotations
+            .iter()
+            .filter(|(k, _)| !k.starts_with(CONTROL_ANNOTATION_PREFIX))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
     }
 
     /// Short content hash of the template: the scheduler's *version*. Deterministic, so a restarted
