@@ -174,6 +174,9 @@ pub struct ApplyArgs {
     /// Apply the server's current plan only if it still has this id (from `troupe plan --format json`).
     #[arg(long, conflicts_with = "plan_file")]
     plan_id: Option<String>,
+    /// Delete schedulers without waiting for their busy rooms (ends matches being played).
+    #[arg(long, conflicts_with = "plan_file")]
+    force: bool,
 }
 
 #[derive(serde::Deserialize)]
@@ -202,7 +205,7 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let body = serde_json::json!({ "planId": args.plan_id });
+    let body = serde_json::json!({ "planId": args.plan_id, "force": args.force });
     let plan: Plan = client.post("/api/v1/plan/apply", body).await?;
     print!("{}", render::text(&plan, false));
     println!("Applied plan {}.", plan.id);

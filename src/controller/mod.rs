@@ -391,7 +391,13 @@ impl Controller {
 
     /// Approve the current plan (manual mode), or retry held schedulers now (auto mode).
     /// With `plan_id`, refuses when the current plan is a different one.
-    pub fn apply(&self, plan_id: Option<&str>, user: &str) -> Result<Plan, ApplyError> {
+    /// With `force`, deletions do not wait for busy rooms: their matches are cut short.
+    pub fn apply(
+        &self,
+        plan_id: Option<&str>,
+        user: &str,
+        force: bool,
+    ) -> Result<Plan, ApplyError> {
         self.reconcile();
         let (plan, revision) = {
             let mut s = self.lock();
@@ -427,7 +433,7 @@ impl Controller {
                     name: user.to_string(),
                 },
                 change.desired.clone(),
-                false,
+                force && change.action == Action::Delete,
             )?;
         }
         self.reconcile();

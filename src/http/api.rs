@@ -297,6 +297,9 @@ async fn plan(State(state): State<AppState>) -> Result<Json<crate::plan::Plan>, 
 struct ApplyBody {
     #[serde(default)]
     plan_id: Option<String>,
+    /// Delete without waiting for busy rooms.
+    #[serde(default)]
+    force: bool,
 }
 
 async fn apply(
@@ -306,7 +309,11 @@ async fn apply(
 ) -> Result<Json<crate::plan::Plan>, ApiError> {
     let by = authorize_write(&state, &headers)?;
     let body = body.map(|Json(b)| b).unwrap_or_default();
-    Ok(Json(state.controller.apply(body.plan_id.as_deref(), &by)?))
+    Ok(Json(state.controller.apply(
+        body.plan_id.as_deref(),
+        &by,
+        body.force,
+    )?))
 }
 
 impl From<ApplyError> for ApiError {
