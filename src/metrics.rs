@@ -26,6 +26,12 @@ pub struct Metrics {
     pub revision_invalid: Gauge,
     /// Runtime events dropped or failed, by kind.
     pub runtime_events: IntCounterVec,
+    /// Allocation requests by outcome (`allocated`, `no_room`, `error`).
+    pub allocations: IntCounterVec,
+    /// Time to choose and record an allocation.
+    pub allocation_seconds: prometheus::Histogram,
+    /// Allocations returned to ready because the room did not confirm them in time.
+    pub allocations_expired: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -79,6 +85,26 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let allocations = IntCounterVec::new(
+            Opts::new("allocations_total", "Allocation requests by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let allocation_seconds = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "allocation_duration_seconds",
+                "Time to choose and record an allocation",
+            )
+            .buckets(vec![
+                0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05,
+            ]),
+        )
+        .expect("valid metric");
+        let allocations_expired = prometheus::IntCounter::new(
+            "allocations_expired_total",
+            "Allocations returned to ready because the room did not confirm them in time",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(rooms.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rooms_desired.clone()),
@@ -88,6 +114,9 @@ impl Metrics {
             Box::new(revisions.clone()),
             Box::new(revision_invalid.clone()),
             Box::new(runtime_events.clone()),
+            Box::new(allocations.clone()),
+            Box::new(allocation_seconds.clone()),
+            Box::new(allocations_expired.clone()),
         ] {
             registry.register(c).expect("metrics are registered once");
         }
@@ -101,6 +130,9 @@ impl Metrics {
             revisions,
             revision_invalid,
             runtime_events,
+            allocations,
+            allocation_seconds,
+            allocations_expired,
         }
     }
 

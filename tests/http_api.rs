@@ -41,6 +41,7 @@ fn fixture(api_token: Option<&str>) -> Fixture {
             FleetConfig {
                 secret: SECRET.to_vec(),
                 rooms_url: "http://x".into(),
+                allocation_ttl: std::time::Duration::from_secs(30),
             },
         )
         .unwrap(),
@@ -288,4 +289,22 @@ async fn management_reads_and_writes() {
     let (status, body) = call(&f, Request::get("/nope").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn allocation_needs_the_api_token_and_a_known_scheduler() {
+    let f = fixture(Some("s3cret"));
+    let req = |auth: Option<&str>, path: &str| {
+        let mut b = Request::post(path);
+        if let Some(a) = auth {
+            b = b.header("authorization", format!("Bearer {a}"));
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    let (status, _) = call(&f, req(None, "/scheduler/arena/rooms/allocate")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = call(&f, req(Some("s3cret"), "/scheduler/arena/rooms/allocate")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = call(&f, req(Some("s3cret"), "/games/arena/rooms/allocate")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }

@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// File holding the bearer token required on management write routes.
     #[arg(long, env = "TROUPE_API_TOKEN_FILE")]
     api_token_file: Option<PathBuf>,
+    /// How long an allocated room has to confirm its allocation (report a match) before it is
+    /// free again.
+    #[arg(long, env = "TROUPE_ALLOCATION_TTL", default_value = "30s")]
+    allocation_ttl: Duration,
     /// Stop every room when the server stops (by default rooms keep running and are re-adopted).
     #[arg(long)]
     stop_rooms_on_exit: bool,
@@ -112,7 +116,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let fleet = Arc::new(Fleet::open(
         &args.state_dir,
         runtime,
-        FleetConfig { secret, rooms_url },
+        FleetConfig {
+            secret,
+            rooms_url,
+            allocation_ttl: args.allocation_ttl.as_std(),
+        },
     )?);
     fleet
         .adopt()

@@ -42,6 +42,8 @@ pub struct FleetConfig {
     pub secret: Vec<u8>,
     /// Base URL rooms reach the rooms API at.
     pub rooms_url: String,
+    /// How long an allocated room has to confirm (go active or occupied) before it is free again.
+    pub allocation_ttl: Duration,
 }
 
 pub struct Fleet {
@@ -208,21 +210,41 @@ impl Fleet {
         }
     }
 
-    /// Mark rooms that outstayed their scheduler's timeouts as failed, with the reason.
-    pub fn check_timeouts(&self) {
+    /// Mark rooms that outstayed their scheduler's timeouts as failed, with the reason, and give
+    /// back allocations that were not confirmed in time. Returns the allocations given back.
+    pub fn check_timeouts(&self) -> u32 {
         let applied = self.applied_all();
         let now = now_ms();
+        let ttl = self.config.allocation_ttl.as_millis() as u64;
+        let mut expired = 0;
         for room in self.registry.list(None) {
+            let age = now.saturating_sub(room.status_since);
+            if room.status == RoomStatus::Allocated && age > ttl {
+                tracing::info!(scheduler = %room.scheduler, room = %room.id, "allocation not confirmed in time: room is free again");
+                if self
+                    .registry
+                    .apply(
+                        &room.scheduler,
+                        &room.id,
+                        &RoomEvent::AllocationExpired,
+                        None,
+                    )
+                    .is_ok()
+                {
+                    expired += 1;
+                }
+                continue;
+            }
             let Some(a) = applied.get(&room.scheduler) else {
                 continue;
             };
             let t = &a.spec.timeouts;
-            let age = now.saturating_sub(room.status_since);
+            let ms = |d: crate::spec::Duration| d.as_std().as_millis() as u64;
             let reason = match room.status {
-                RoomStatus::Pending if age > t.pending.as_std().as_millis() as u64 => {
+                RoomStatus::Pending if age > ms(t.pending) => {
                     format!("pending for more than {} (timeouts.pending)", t.pending)
                 }
-                RoomStatus::Unready if age > t.unready.as_std().as_millis() as u64 => {
+                RoomStatus::Unready if age > ms(t.unready) => {
                     format!(
                         "no ready ping within {} of starting (timeouts.unready)",
                         t.unready
@@ -230,7 +252,7 @@ impl Fleet {
                 }
                 s if s.is_serving()
                     && now.saturating_sub(room.last_ping.unwrap_or(room.status_since))
-                        > t.ping.as_std().as_millis() as u64 =>
+                        > ms(t.ping) =>
                 {
                     format!("no ping for more than {} (timeouts.ping)", t.ping)
                 }
@@ -241,6 +263,7 @@ impl Fleet {
                 self.registry
                     .apply(&room.scheduler, &room.id, &RoomEvent::Failed, Some(&reason));
         }
+        expired
     }
 
     fn new_room_id(&self, scheduler: &str) -> String {

@@ -469,7 +469,10 @@ impl Controller {
                 }
                 _ = rooms.changed() => {}
                 _ = ops.changed() => {}
-                _ = health.tick() => self.fleet.check_timeouts(),
+                _ = health.tick() => {
+                    let expired = self.fleet.check_timeouts();
+                    self.metrics.allocations_expired.inc_by(u64::from(expired));
+                }
             }
         }
     }

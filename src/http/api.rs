@@ -249,7 +249,7 @@ async fn operation(
 }
 
 /// Refuse a write unless it carries the API token (when one is configured).
-fn authorize_write(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+pub(super) fn authorize_write(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
     match &state.api_token {
         None => Ok("api".into()),
         Some(expected) => match bearer(headers) {

@@ -5,6 +5,7 @@
 //! status that says whose fault it is; bodies are size-limited; tokens and secrets never appear
 //! in a response or a log line.
 
+pub mod allocate;
 pub mod api;
 pub mod rooms;
 
@@ -33,6 +34,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(rooms::router(state.clone()))
+        .merge(allocate::router(state.clone()))
         .merge(api::router(state))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })

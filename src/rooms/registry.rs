@@ -183,12 +183,13 @@ impl Registry {
         max_matches: u32,
         metadata: Option<serde_json::Value>,
     ) -> Result<PingOutcome, RegistryError> {
-        let event = RoomEvent::Ping {
-            status,
-            running_matches,
-            max_matches,
-        };
         self.change(scheduler, id, |room| {
+            let event = RoomEvent::Ping {
+                status,
+                running_matches,
+                max_matches,
+                matches_before: room.running_matches,
+            };
             let to =
                 transition(room.status, &event).map_err(|source| RegistryError::Transition {
                     room: id.to_string(),
@@ -209,6 +210,42 @@ impl Registry {
             }
             Ok(to)
         })
+    }
+
+    /// Hand one free room of one of `schedulers` to a caller: atomically (the choice and the
+    /// transition happen under one lock, so no room is ever handed out twice) and durably (the
+    /// `allocated` status is journaled before the room is returned). Packs multi-match rooms:
+    /// a partly used room (`active`, most matches first) before an empty one (oldest first).
+    pub fn allocate(&self, schedulers: &[&str]) -> Result<Option<Room>, StoreError> {
+        let mut rooms = self.lock();
+        let best = rooms
+            .values()
+            .filter(|r| matches!(r.status, RoomStatus::Active | RoomStatus::Ready))
+            .filter(|r| schedulers.contains(&r.scheduler.as_str()))
+            .min_by(|a, b| {
+                let key = |r: &Room| {
+                    (
+                        r.status != RoomStatus::Active,
+                        std::cmp::Reverse(r.running_matches),
+                        r.created_at,
+                    )
+                };
+                key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id))
+            })
+            .map(|r| r.id.clone());
+        let Some(id) = best else { return Ok(None) };
+        let mut room = rooms[&id].clone();
+        // Ready and active rooms always accept an allocation (the filter above).
+        let Ok(next) = transition(room.status, &RoomEvent::Allocate) else {
+            return Ok(None);
+        };
+        room.status = next;
+        room.status_since = now_ms();
+        self.persist(&room)?;
+        rooms.insert(id, room.clone());
+        drop(rooms);
+        self.notify();
+        Ok(Some(room))
     }
 
     /// Run `decide` on a copy of the room; it returns the next status. The new record is journaled
@@ -281,6 +318,42 @@ mod tests {
         assert_eq!(rooms.len(), 1);
         assert_eq!(rooms[0].status, RoomStatus::Occupied);
         assert_eq!(rooms[0].running_matches, 1);
+    }
+
+    #[test]
+    fn allocation_packs_partly_used_rooms_and_never_gives_a_room_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let reg = Registry::open(&path).unwrap();
+        for (id, status, matches) in [
+            ("arena-a", RoomStatus::Ready, 0),
+            ("arena-b", RoomStatus::Active, 1),
+            ("arena-c", RoomStatus::Active, 2),
+            ("arena-d", RoomStatus::Occupied, 4),
+        ] {
+            reg.insert(Room {
+                status,
+                running_matches: matches,
+                ..room(id)
+            })
+            .unwrap();
+        }
+        let order: Vec<String> = std::iter::from_fn(|| reg.allocate(&["arena"]).unwrap())
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(order, ["arena-c", "arena-b", "arena-a"]);
+        assert!(reg.allocate(&["arena"]).unwrap().is_none());
+        assert!(reg.allocate(&["other"]).unwrap().is_none());
+        drop(reg);
+        let reg = Registry::open(&path).unwrap();
+        assert_eq!(
+            reg.list(None)
+                .iter()
+                .filter(|r| r.status == RoomStatus::Allocated)
+                .count(),
+            3,
+            "allocations survive a restart"
+        );
     }
 
     #[test]

@@ -119,11 +119,14 @@ pub enum PingStatus {
 pub enum RoomEvent {
     /// The runtime saw the room's process or pod running.
     Started,
-    /// The room reported itself. `running_matches`, when given, decides ready/active/occupied.
+    /// The room reported itself. `running_matches`, when given, decides ready/active/occupied;
+    /// `matches_before` is the count Troupe knew before, so an allocated multi-match room confirms
+    /// its allocation only when a match is added.
     Ping {
         status: PingStatus,
         running_matches: Option<u32>,
         max_matches: u32,
+        matches_before: u32,
     },
     /// A matchmaker was handed the room.
     Allocate,
@@ -226,6 +229,7 @@ pub fn transition(from: RoomStatus, event: &RoomEvent) -> Result<RoomStatus, Tra
                 status,
                 running_matches,
                 max_matches,
+                matches_before,
             },
         ) => {
             let claimed = match (running_matches, status) {
@@ -234,8 +238,13 @@ pub fn transition(from: RoomStatus, event: &RoomEvent) -> Result<RoomStatus, Tra
                 (None, PingStatus::Active) => Active,
                 (None, _) => Occupied,
             };
-            // An allocated room keeps saying "ready" until its players arrive: it stays allocated.
-            if from == Allocated && claimed == Ready {
+            // An allocated room keeps reporting what it had until its players arrive: it stays
+            // allocated until a match is added (or it says it is occupied).
+            let confirmed = match running_matches {
+                Some(n) => *n > *matches_before,
+                None => claimed != Ready,
+            };
+            if from == Allocated && !confirmed {
                 Ok(Allocated)
             } else {
                 Ok(claimed)
@@ -269,7 +278,26 @@ mod tests {
             status,
             running_matches: running,
             max_matches: max,
+            matches_before: 0,
         }
+    }
+
+    #[test]
+    fn an_allocated_multi_match_room_confirms_only_when_a_match_is_added() {
+        let keep = RoomEvent::Ping {
+            status: PingStatus::Active,
+            running_matches: Some(2),
+            max_matches: 4,
+            matches_before: 2,
+        };
+        assert_eq!(transition(Allocated, &keep).unwrap(), Allocated);
+        let added = RoomEvent::Ping {
+            status: PingStatus::Active,
+            running_matches: Some(3),
+            max_matches: 4,
+            matches_before: 2,
+        };
+        assert_eq!(transition(Allocated, &added).unwrap(), Active);
     }
 
     #[test]

@@ -1,0 +1,132 @@
+//! Allocation: matchmakers ask for a room and get its address.
+//!
+//! `POST /scheduler/{s}/rooms/allocate` picks from one scheduler; `POST /games/{game}/rooms/allocate`
+//! with an optional `{"labels": {...}}` picks across the schedulers of a game whose labels match.
+//! Must always hold: a room is never handed to two callers (the registry chooses and marks it
+//! under one lock and journals it before answering); no free room is a clear 409 `no_room`.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppState};
+use crate::rooms::{Room, RoomPort};
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/scheduler/{scheduler}/rooms/allocate",
+            post(allocate_in_scheduler),
+        )
+        .route("/games/{game}/rooms/allocate", post(allocate_in_game))
+        .with_state(state)
+}
+
+/// What a matchmaker gets: where to send the players.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Allocation {
+    pub room: String,
+    pub scheduler: String,
+    pub host: String,
+    pub ports: Vec<RoomPort>,
+}
+
+impl From<Room> for Allocation {
+    fn from(r: Room) -> Self {
+        Self {
+            room: r.id,
+            scheduler: r.scheduler,
+            host: r.host,
+            ports: r.ports,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct GameSelector {
+    /// Scheduler labels that must all match.
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+async fn allocate_in_scheduler(
+    State(state): State<AppState>,
+    Path(scheduler): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Allocation>, ApiError> {
+    super::api::authorize_write(&state, &headers)?;
+    let c = &state.controller;
+    if c.fleet.applied(&scheduler).is_none() {
+        return Err(ApiError::not_found(format!(
+            "scheduler {scheduler} not found"
+        )));
+    }
+    allocate(&state, &[scheduler.as_str()], &scheduler)
+}
+
+async fn allocate_in_game(
+    State(state): State<AppState>,
+    Path(game): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<GameSelector>>,
+) -> Result<Json<Allocation>, ApiError> {
+    super::api::authorize_write(&state, &headers)?;
+    let selector = body.map(|Json(b)| b).unwrap_or_default();
+    let applied = state.controller.fleet.applied_all();
+    let names: Vec<&str> = applied
+        .iter()
+        .filter(|(_, a)| a.spec.game == game)
+        .filter(|(_, a)| {
+            selector
+                .labels
+                .iter()
+                .all(|(k, v)| a.spec.labels.get(k) == Some(v))
+        })
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if names.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no scheduler of game {game} matches the labels"
+        )));
+    }
+    allocate(&state, &names, &format!("game {game}"))
+}
+
+fn allocate(
+    state: &AppState,
+    schedulers: &[&str],
+    what: &str,
+) -> Result<Json<Allocation>, ApiError> {
+    let started = Instant::now();
+    let m = &state.controller.metrics;
+    let result = state.controller.fleet.registry.allocate(schedulers);
+    m.allocation_seconds
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(Some(room)) => {
+            m.allocations.with_label_values(&["allocated"]).inc();
+            tracing::debug!(room = %room.id, scheduler = %room.scheduler, "room allocated");
+            Ok(Json(room.into()))
+        }
+        Ok(None) => {
+            m.allocations.with_label_values(&["no_room"]).inc();
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "no_room",
+                format!("no ready room in {what}"),
+            ))
+        }
+        Err(e) => {
+            m.allocations.with_label_values(&["error"]).inc();
+            tracing::error!(error = %e, "cannot record an allocation");
+            Err(ApiError::internal("cannot record the allocation"))
+        }
+    }
+}
