@@ -7,6 +7,7 @@
 //! scheduler; [`controller`] ties a source, the planner and the operations together; [`cli`] is
 //! the `troupe` binary.
 
+pub mod autoscale;
 pub mod cli;
 pub mod controller;
 pub mod demo_room;

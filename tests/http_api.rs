@@ -54,6 +54,7 @@ fn fixture(api_token: Option<&str>) -> Fixture {
         ControllerOptions {
             prune: false,
             sync: SyncMode::Auto,
+            autoscale_interval: std::time::Duration::from_secs(10),
         },
         History::open(dir.path()).unwrap(),
     ));

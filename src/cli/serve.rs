@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// File holding the bearer token required on management write routes.
     #[arg(long, env = "TROUPE_API_TOKEN_FILE")]
     api_token_file: Option<PathBuf>,
+    /// How often the autoscaler looks at occupancy.
+    #[arg(long, env = "TROUPE_AUTOSCALE_INTERVAL", default_value = "10s")]
+    autoscale_interval: Duration,
     /// How long an allocated room has to confirm its allocation (report a match) before it is
     /// free again.
     #[arg(long, env = "TROUPE_ALLOCATION_TTL", default_value = "30s")]
@@ -134,6 +137,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ControllerOptions {
             prune: args.prune,
             sync: args.sync,
+            autoscale_interval: args.autoscale_interval.as_std(),
         },
         History::open(&args.state_dir)?,
     ));

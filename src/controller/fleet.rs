@@ -476,6 +476,15 @@ impl crate::ops::Executor for Fleet {
         match op.kind {
             OpKind::Delete => self.delete(&op.scheduler, op.force, ctx).await,
             OpKind::Heal => self.converge(&op.scheduler, ctx).await,
+            OpKind::Scale if op.spec.is_none() => {
+                let target = op
+                    .target
+                    .ok_or_else(|| OpError::Failed("scale without a target".into()))?;
+                ctx.event(format!("target {target} room(s)"));
+                self.set_target(&op.scheduler, target)
+                    .map_err(|e| OpError::Failed(e.to_string()))?;
+                self.converge(&op.scheduler, ctx).await
+            }
             OpKind::Create | OpKind::Update | OpKind::Rollout | OpKind::Scale => {
                 let spec = op
                     .spec

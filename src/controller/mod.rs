@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::autoscale;
 use crate::metrics::Metrics;
 use crate::ops::{Cause, OpKind, OpStatus, Operation, Operations};
 use crate::plan::saved::SavedPlan;
@@ -46,6 +47,8 @@ pub enum SyncMode {
 pub struct ControllerOptions {
     pub prune: bool,
     pub sync: SyncMode,
+    /// How often the autoscaler looks at occupancy.
+    pub autoscale_interval: Duration,
 }
 
 /// The revision currently applied.
@@ -97,6 +100,10 @@ pub struct Controller {
     pub history: History,
     state: Mutex<DesiredState>,
     reconciled: watch::Sender<bool>,
+    /// When each scheduler was last scaled down (Unix ms), for the cooldown. Starts at the
+    /// controller's start, so a restart never scales down early.
+    scaled_down: Mutex<std::collections::HashMap<String, u64>>,
+    started_at: u64,
 }
 
 /// Errors of an explicit apply.
@@ -139,6 +146,8 @@ impl Controller {
             history,
             state: Mutex::new(DesiredState::default()),
             reconciled: watch::channel(false).0,
+            scaled_down: Mutex::new(Default::default()),
+            started_at: now_ms(),
         }
     }
 
@@ -321,6 +330,41 @@ impl Controller {
         self.reconciled.send_replace(true);
     }
 
+    /// Let the autoscaler look at every autoscaled scheduler and queue a scale where its target
+    /// should move. Scale-downs wait for the scheduler's cooldown.
+    pub fn autoscale(&self) {
+        let now = now_ms();
+        for (name, applied) in self.fleet.applied_all() {
+            let Some(a) = applied.spec.autoscaling.as_ref().filter(|a| a.enabled) else {
+                continue;
+            };
+            if self.ops.busy(&name) {
+                continue;
+            }
+            let occupancy = autoscale::Occupancy::of(&self.fleet.registry.list(Some(&name)));
+            let max_matches = applied.spec.match_allocation.max_matches;
+            let d = autoscale::decide(a, max_matches, &occupancy, applied.target_rooms);
+            if d.target == applied.target_rooms {
+                continue;
+            }
+            if d.target < applied.target_rooms {
+                let mut last = self.scaled_down.lock().unwrap_or_else(|p| p.into_inner());
+                let since = *last.get(&name).unwrap_or(&self.started_at);
+                if now.saturating_sub(since) < a.cooldown.as_std().as_millis() as u64 {
+                    continue;
+                }
+                last.insert(name.clone(), now);
+            }
+            tracing::info!(scheduler = %name, from = applied.target_rooms, to = d.target, reason = %d.reason, "autoscaling");
+            if let Err(e) =
+                self.ops
+                    .enqueue_scale(&name, d.target, Cause::Autoscaler { reason: d.reason })
+            {
+                tracing::error!(scheduler = %name, error = %e, "cannot enqueue operation");
+            }
+        }
+    }
+
     /// The repairs live schedulers `names` need against their own applied spec.
     fn repairs(&self, names: &[&str]) -> Option<Plan> {
         if names.is_empty() {
@@ -448,6 +492,8 @@ impl Controller {
     ) {
         let mut rooms = self.fleet.registry.subscribe();
         let mut ops = self.ops.subscribe();
+        let mut autoscale = tokio::time::interval(self.options.autoscale_interval);
+        autoscale.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut health = tokio::time::interval(HEALTH_TICK);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         if let Some(s) = snapshots.borrow_and_update().clone() {
@@ -469,6 +515,7 @@ impl Controller {
                 }
                 _ = rooms.changed() => {}
                 _ = ops.changed() => {}
+                _ = autoscale.tick() => self.autoscale(),
                 _ = health.tick() => {
                     let expired = self.fleet.check_timeouts();
                     self.metrics.allocations_expired.inc_by(u64::from(expired));

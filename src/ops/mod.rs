@@ -136,6 +136,9 @@ pub struct Operation {
     /// Delete without waiting for busy rooms.
     #[serde(default)]
     pub force: bool,
+    /// The room count an autoscaler scale sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub events: Vec<OpEvent>,
@@ -291,6 +294,28 @@ impl Operations {
         spec: Option<Scheduler>,
         force: bool,
     ) -> Result<Operation, StoreError> {
+        self.push(scheduler, kind, cause, spec, force, None)
+    }
+
+    /// Queue a scale of an autoscaled scheduler to `target` rooms.
+    pub fn enqueue_scale(
+        self: &Arc<Self>,
+        scheduler: &str,
+        target: u32,
+        cause: Cause,
+    ) -> Result<Operation, StoreError> {
+        self.push(scheduler, OpKind::Scale, cause, None, false, Some(target))
+    }
+
+    fn push(
+        self: &Arc<Self>,
+        scheduler: &str,
+        kind: OpKind,
+        cause: Cause,
+        spec: Option<Scheduler>,
+        force: bool,
+        target: Option<u32>,
+    ) -> Result<Operation, StoreError> {
         let op = {
             let mut inner = self.lock();
             let id = format!("op-{:010}", inner.next);
@@ -306,6 +331,7 @@ impl Operations {
                 finished_at: None,
                 spec,
                 force,
+                target,
                 error: None,
                 events: vec![],
             };
