@@ -491,3 +491,71 @@ async fn a_canceled_rollout_stops_cleanly_waits_and_an_apply_finishes_it() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validation_room_that_fails_stops_the_rollout_and_keeps_the_old_version() {
+    let repo = Repo::new();
+    repo.commit(
+        "v1",
+        &[(
+            "arena.yaml",
+            &scheduler_yaml("arena", 3, (41700, 41800), "1", ""),
+        )],
+    );
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(repo.path(), &state.path().join("state"), &[]);
+    let before = ids(&wait_ready(&server, "arena", 3).await);
+    let v1 = version_of(&server, "arena").await;
+
+    let broken = scheduler_yaml("arena", 3, (41700, 41800), "2", "").replace(
+        r#"command: ["troupe", "demo-room", "--ping-interval", "1s", "--startup-delay", "300ms"]"#,
+        r#"command: ["/bin/sh", "-c", "echo version 2 cannot start >&2; exit 3"]"#,
+    );
+    repo.commit("v2 broken", &[("arena.yaml", &broken)]);
+    let op = wait_op(&server, "arena", "rollout", 0).await;
+    assert_eq!(op["status"], "failed", "{op:#}");
+    let error = op["error"].as_str().unwrap();
+    assert!(
+        error.contains("exited with status 3") && error.contains("version 2 cannot start"),
+        "{error}"
+    );
+    let events: Vec<&str> = op["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        events.iter().any(|e| e.contains("starting 1 room")),
+        "one validation room only: {events:?}"
+    );
+
+    assert_eq!(
+        version_of(&server, "arena").await,
+        v1,
+        "the old version is kept"
+    );
+    let rooms = server.rooms("arena").await;
+    let serving: BTreeSet<String> = rooms
+        .iter()
+        .filter(|r| status_of(r) == "ready")
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(serving, before, "the old rooms were never touched");
+    let plan = server.get("/api/v1/plan").await;
+    assert_eq!(
+        plan["changes"][0]["action"], "rollout",
+        "the plan still shows the rollout: {plan:#}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        server
+            .ops("arena")
+            .await
+            .iter()
+            .filter(|o| o["kind"] == "rollout")
+            .count(),
+        1,
+        "a failed rollout is not retried in a loop"
+    );
+}

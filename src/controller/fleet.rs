@@ -33,6 +33,9 @@ pub struct Applied {
     pub spec: Scheduler,
     pub version: String,
     pub target_rooms: u32,
+    /// The spec of the version this one replaces, while a rollout may still fall back to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Box<Scheduler>>,
 }
 
 /// Settings of the fleet that come from `troupe serve`.
@@ -451,6 +454,38 @@ impl Fleet {
         }
     }
 
+    /// A rollout failed before any room of its version served: its version is not fit to run, so
+    /// the scheduler goes back to the version it replaced (whose rooms were kept running).
+    fn fall_back(
+        &self,
+        name: &str,
+        failed: &Applied,
+        old: &Scheduler,
+        reason: &str,
+        ctx: &OpContext,
+    ) -> Result<(), OpError> {
+        let served = self
+            .registry
+            .list(Some(name))
+            .iter()
+            .any(|r| r.version == failed.version && r.status.is_serving());
+        if served {
+            return Ok(());
+        }
+        let back = Applied {
+            version: old.version(),
+            target_rooms: failed.target_rooms,
+            spec: old.clone(),
+            previous: None,
+        };
+        ctx.event(format!(
+            "version {} failed validation ({reason}); keeping version {}",
+            failed.version, back.version
+        ));
+        self.set_applied(name, Some(back))
+            .map_err(|e| OpError::Failed(e.to_string()))
+    }
+
     /// The room target for a spec being applied: git's replica count, or for an autoscaled
     /// scheduler its current target (the autoscaler's), kept within the new bounds.
     fn target_for(&self, spec: &Scheduler) -> u32 {
@@ -490,21 +525,32 @@ impl crate::ops::Executor for Fleet {
                     .spec
                     .clone()
                     .ok_or_else(|| OpError::Failed("operation has no spec".into()))?;
+                let previous = self.applied(&op.scheduler);
+                let version = spec.version();
+                let fallback = match &previous {
+                    Some(p) if p.version == version => p.previous.clone(),
+                    Some(p) => Some(Box::new(p.spec.clone())),
+                    None => None,
+                };
                 let applied = Applied {
-                    version: spec.version(),
+                    version,
                     target_rooms: self.target_for(&spec),
                     spec,
+                    previous: fallback,
                 };
-                let previous = self.applied(&op.scheduler);
                 if previous.as_ref() != Some(&applied) {
                     ctx.event(format!(
                         "applying version {} with {} room(s)",
                         applied.version, applied.target_rooms
                     ));
-                    self.set_applied(&op.scheduler, Some(applied))
+                    self.set_applied(&op.scheduler, Some(applied.clone()))
                         .map_err(|e| OpError::Failed(e.to_string()))?;
                 }
-                self.converge(&op.scheduler, ctx).await
+                let result = self.converge(&op.scheduler, ctx).await;
+                if let (Err(OpError::Failed(reason)), Some(old)) = (&result, &applied.previous) {
+                    self.fall_back(&op.scheduler, &applied, old, reason, ctx)?;
+                }
+                result
             }
         }
     }

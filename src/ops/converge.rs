@@ -59,6 +59,12 @@ pub fn step(target: &Target, rooms: &[Room]) -> Step {
     let want = target.rooms.saturating_sub(current_n);
     let budget = (target.rooms + target.surge).saturating_sub(current_n + old_free.len() as u32);
     out.start = want.min(budget);
+    // A new version proves itself first: while it replaces another and none of its rooms serves
+    // yet, only one (the validation room) runs.
+    let validated = current.iter().any(|r| r.status.is_serving());
+    if !old.is_empty() && !validated {
+        out.start = out.start.min(1u32.saturating_sub(current_n));
+    }
 
     // Old rooms that do not serve (still starting) can go at once.
     let mut old_free_sorted = old_free.clone();
@@ -171,6 +177,24 @@ mod tests {
     }
 
     #[test]
+    fn a_new_version_starts_with_one_validation_room() {
+        let mut rooms: Vec<Room> = (0..10)
+            .map(|i| room(&format!("o{i}"), "v1", Ready, i))
+            .collect();
+        let s = step(&target(10, 3), &rooms);
+        assert_eq!(s.start, 1, "one validation room first");
+        rooms.push(room("n0", "v2", Unready, 20));
+        assert_eq!(
+            step(&target(10, 3), &rooms).start,
+            0,
+            "nothing more until it serves"
+        );
+        rooms.last_mut().unwrap().status = Ready;
+        let s = step(&target(10, 3), &rooms);
+        assert_eq!(s.remove.len(), 1, "then the rollout proceeds");
+    }
+
+    #[test]
     fn each_ready_new_room_lets_one_old_room_go_oldest_first() {
         let mut rooms: Vec<Room> = (0..4)
             .map(|i| room(&format!("o{i}"), "v1", Ready, i))
@@ -191,7 +215,11 @@ mod tests {
             .collect();
         rooms.push(room("a", "v1", Allocated, 5));
         let s = step(&target(4, 1), &rooms);
-        assert_eq!(s.start, 4, "busy rooms are outside the surge budget");
+        assert_eq!(s.start, 1, "a validation room first");
+        let mut validated = rooms.clone();
+        validated.push(room("n-validation", "v2", Ready, 6));
+        let s = step(&target(4, 1), &validated);
+        assert_eq!(s.start, 3, "busy rooms are outside the surge budget");
         assert!(s.remove.is_empty());
         assert_eq!(s.busy_kept, 4);
         // Once the new rooms serve, the busy ones still stay and the step is done.
