@@ -11,6 +11,7 @@ pub mod autoscale;
 pub mod cli;
 pub mod controller;
 pub mod demo_room;
+pub mod forward;
 pub mod http;
 pub mod metrics;
 pub mod ops;

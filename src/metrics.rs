@@ -32,6 +32,10 @@ pub struct Metrics {
     pub allocation_seconds: prometheus::Histogram,
     /// Allocations returned to ready because the room did not confirm them in time.
     pub allocations_expired: prometheus::IntCounter,
+    /// Forwarder events by outcome (`delivered`, `retried`, `failed`, `dropped`).
+    pub forwarded: IntCounterVec,
+    /// Events waiting in the forwarder queue.
+    pub forward_queue: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -105,6 +109,16 @@ impl Metrics {
             "Allocations returned to ready because the room did not confirm them in time",
         )
         .expect("valid metric");
+        let forwarded = IntCounterVec::new(
+            Opts::new("forwarded_events_total", "Forwarder events by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let forward_queue = prometheus::IntGauge::new(
+            "forward_queue_events",
+            "Events waiting in the forwarder queue",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(rooms.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rooms_desired.clone()),
@@ -117,6 +131,8 @@ impl Metrics {
             Box::new(allocations.clone()),
             Box::new(allocation_seconds.clone()),
             Box::new(allocations_expired.clone()),
+            Box::new(forwarded.clone()),
+            Box::new(forward_queue.clone()),
         ] {
             registry.register(c).expect("metrics are registered once");
         }
@@ -133,6 +149,8 @@ impl Metrics {
             allocations,
             allocation_seconds,
             allocations_expired,
+            forwarded,
+            forward_queue,
         }
     }
 

@@ -65,9 +65,14 @@ fn fixture(api_token: Option<&str>) -> Fixture {
             .insert(Room::pending(id, "arena", "v1", 1))
             .unwrap();
     }
+    let forwarders = troupe::forward::Forwarders::start(
+        Arc::clone(&controller.fleet),
+        Arc::clone(&controller.metrics),
+    );
     Fixture {
         _dir: dir,
         state: AppState {
+            forwarders,
             controller,
             api_token: api_token.map(Arc::from),
         },

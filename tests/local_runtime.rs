@@ -168,6 +168,7 @@ fn record(scheduler: &str, id: &str, started: &Started) -> Room {
         last_ping: None,
         reason: None,
         metadata: serde_json::Value::Null,
+        players: Default::default(),
         runtime_ref: Some(started.runtime_ref.clone()),
     }
 }

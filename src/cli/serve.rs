@@ -186,7 +186,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (snapshots, _watcher) = crate::source::watch(source, args.poll_interval.as_std());
     tasks.spawn(Arc::clone(&controller).run(snapshots, shutdown.clone()));
 
+    let forwarders = crate::forward::Forwarders::start(Arc::clone(&fleet), Arc::clone(&metrics));
     let state = AppState {
+        forwarders,
         controller: Arc::clone(&controller),
         api_token: api_token.map(Arc::from),
     };

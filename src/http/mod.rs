@@ -28,6 +28,8 @@ pub struct AppState {
     pub controller: Arc<Controller>,
     /// Bearer token required on management write routes, when set.
     pub api_token: Option<Arc<str>>,
+    /// Where room and player events go.
+    pub forwarders: crate::forward::Forwarders,
 }
 
 /// The whole HTTP surface.

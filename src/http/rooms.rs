@@ -7,11 +7,12 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::put;
+use axum::routing::{post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, bearer};
+use crate::forward::Event;
 use crate::rooms::PingStatus;
 use crate::rooms::registry::RegistryError;
 use crate::rooms::token::verify_room_token;
@@ -19,7 +20,103 @@ use crate::rooms::token::verify_room_token;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/scheduler/{scheduler}/rooms/{room}/ping", put(ping))
+        .route(
+            "/scheduler/{scheduler}/rooms/{room}/roomevent",
+            post(room_event),
+        )
+        .route(
+            "/scheduler/{scheduler}/rooms/{room}/playerevent",
+            post(player_event),
+        )
         .with_state(state)
+}
+
+/// Something the room wants other systems to hear about (forwarded as is).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoomEventBody {
+    pub event: String,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PlayerEventKind {
+    PlayerJoin,
+    PlayerLeft,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlayerEventBody {
+    pub event: PlayerEventKind,
+    pub player_id: String,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// The room a request speaks for, after its token was checked; 404 when there is no such room.
+fn known_room(
+    state: &AppState,
+    headers: &HeaderMap,
+    scheduler: &str,
+    room: &str,
+) -> Result<(), ApiError> {
+    authorize(state, headers, scheduler, room)?;
+    match state.controller.fleet.registry.get(room) {
+        Some(r) if r.scheduler == scheduler => Ok(()),
+        _ => Err(ApiError::not_found(format!(
+            "room {room} of scheduler {scheduler} not found"
+        ))),
+    }
+}
+
+async fn room_event(
+    State(state): State<AppState>,
+    Path((scheduler, room)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Json<RoomEventBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    known_room(&state, &headers, &scheduler, &room)?;
+    let Json(body) = body?;
+    let payload = serde_json::json!({"event": body.event, "metadata": body.metadata});
+    state
+        .forwarders
+        .send(Event::new(&scheduler, &room, "roomEvent", payload));
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn player_event(
+    State(state): State<AppState>,
+    Path((scheduler, room)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Json<PlayerEventBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    known_room(&state, &headers, &scheduler, &room)?;
+    let Json(body) = body?;
+    if body.player_id.is_empty() || body.player_id.len() > 256 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "playerId must be 1 to 256 characters",
+        ));
+    }
+    let join = body.event == PlayerEventKind::PlayerJoin;
+    let players = state
+        .controller
+        .fleet
+        .registry
+        .player(&scheduler, &room, join, &body.player_id)
+        .map_err(|e| match e {
+            RegistryError::UnknownRoom { .. } => ApiError::not_found(e.to_string()),
+            other => ApiError::internal(other.to_string()),
+        })?;
+    let payload = serde_json::json!({"event": body.event, "playerId": body.player_id, "metadata": body.metadata});
+    state
+        .forwarders
+        .send(Event::new(&scheduler, &room, "playerEvent", payload));
+    Ok(Json(serde_json::json!({"room": room, "players": players})))
 }
 
 #[derive(Debug, Deserialize)]

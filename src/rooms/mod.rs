@@ -52,6 +52,10 @@ pub struct Room {
     /// Free-form metadata the room sent with its pings.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub metadata: serde_json::Value,
+    /// Players in the room, by the ids its player events gave. Part of the room: when the room
+    /// goes, its players stop counting with it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub players: std::collections::BTreeSet<String>,
     /// The runtime's handle on the room (process id and start time locally, pod name on Kubernetes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_ref: Option<String>,
@@ -73,6 +77,7 @@ impl Room {
             last_ping: None,
             reason: None,
             metadata: serde_json::Value::Null,
+            players: Default::default(),
             runtime_ref: None,
         }
     }

@@ -39,10 +39,23 @@ pub struct PingOutcome {
     pub to: RoomStatus,
 }
 
+/// A room's status changed (`from` is `None` for a new room).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    pub scheduler: String,
+    pub room: String,
+    pub from: Option<RoomStatus>,
+    pub to: RoomStatus,
+}
+
+/// Status changes buffered for slow listeners before they lag (and count what they missed).
+const STATUS_CHANGES: usize = 4096;
+
 pub struct Registry {
     rooms: Mutex<HashMap<String, Room>>,
     journal: Mutex<Journal<Room>>,
     changes: watch::Sender<u64>,
+    statuses: tokio::sync::broadcast::Sender<StatusChange>,
 }
 
 impl Registry {
@@ -53,12 +66,27 @@ impl Registry {
             rooms: Mutex::new(records.into_iter().collect()),
             journal: Mutex::new(journal),
             changes: watch::channel(0).0,
+            statuses: tokio::sync::broadcast::channel(STATUS_CHANGES).0,
         })
     }
 
     /// A receiver that is marked changed whenever a room is added, removed or changes status.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// Every status change, as it happens.
+    pub fn subscribe_status(&self) -> tokio::sync::broadcast::Receiver<StatusChange> {
+        self.statuses.subscribe()
+    }
+
+    fn status_changed(&self, room: &Room, from: Option<RoomStatus>) {
+        let _ = self.statuses.send(StatusChange {
+            scheduler: room.scheduler.clone(),
+            room: room.id.clone(),
+            from,
+            to: room.status,
+        });
     }
 
     fn notify(&self) {
@@ -85,6 +113,7 @@ impl Registry {
     pub fn insert(&self, room: Room) -> Result<(), StoreError> {
         let mut rooms = self.lock();
         self.persist(&room)?;
+        self.status_changed(&room, None);
         rooms.insert(room.id.clone(), room);
         drop(rooms);
         self.notify();
@@ -212,6 +241,36 @@ impl Registry {
         })
     }
 
+    /// A player joined (`join`) or left a room. Idempotent; journaled when the set changed.
+    /// Returns the number of players now in the room.
+    pub fn player(
+        &self,
+        scheduler: &str,
+        id: &str,
+        join: bool,
+        player: &str,
+    ) -> Result<usize, RegistryError> {
+        let mut rooms = self.lock();
+        let room = rooms
+            .get_mut(id)
+            .filter(|r| r.scheduler == scheduler)
+            .ok_or_else(|| RegistryError::UnknownRoom {
+                scheduler: scheduler.to_string(),
+                room: id.to_string(),
+            })?;
+        let mut next = room.clone();
+        let changed = if join {
+            next.players.insert(player.to_string())
+        } else {
+            next.players.remove(player)
+        };
+        if changed {
+            self.persist(&next)?;
+            *room = next;
+        }
+        Ok(room.players.len())
+    }
+
     /// Hand one free room of one of `schedulers` to a caller: atomically (the choice and the
     /// transition happen under one lock, so no room is ever handed out twice) and durably (the
     /// `allocated` status is journaled before the room is returned). Packs multi-match rooms:
@@ -239,9 +298,11 @@ impl Registry {
         let Ok(next) = transition(room.status, &RoomEvent::Allocate) else {
             return Ok(None);
         };
+        let from = room.status;
         room.status = next;
         room.status_since = now_ms();
         self.persist(&room)?;
+        self.status_changed(&room, Some(from));
         rooms.insert(id, room.clone());
         drop(rooms);
         self.notify();
@@ -280,6 +341,11 @@ impl Registry {
             rooms.remove(id);
         } else {
             self.persist(&next)?;
+        }
+        if to != from {
+            self.status_changed(&next, Some(from));
+        }
+        if to != RoomStatus::Terminated {
             rooms.insert(id.to_string(), next);
         }
         drop(rooms);

@@ -1,0 +1,161 @@
+//! Forwarders: per-scheduler webhooks that hear about room status changes, room events and
+//! player events, as JSON.
+//!
+//! Must always hold: nothing on the rooms API waits for a receiver. Events go through a bounded
+//! queue ([`QUEUE`]); when it is full the event is dropped and counted, never blocking the caller.
+//! Each delivery has the forwarder's timeout and a bounded number of retries with backoff; at
+//! most [`IN_FLIGHT`] deliveries run at once, so a dead receiver costs a few tasks, not the queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::controller::Fleet;
+use crate::metrics::Metrics;
+use crate::rooms::now_ms;
+
+/// Events waiting for delivery; beyond this they are dropped (and counted).
+pub const QUEUE: usize = 10_000;
+/// Deliveries running at once.
+pub const IN_FLIGHT: usize = 64;
+/// Attempts per delivery, with doubling backoff from [`FIRST_BACKOFF`].
+pub const ATTEMPTS: u32 = 3;
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+/// One event for a scheduler's forwarders.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub scheduler: String,
+    pub room: String,
+    /// `roomStatus`, `roomEvent` or `playerEvent`.
+    pub kind: &'static str,
+    /// Unix milliseconds.
+    pub at: u64,
+    pub payload: serde_json::Value,
+}
+
+impl Event {
+    pub fn new(
+        scheduler: &str,
+        room: &str,
+        kind: &'static str,
+        payload: serde_json::Value,
+    ) -> Self {
+        Self {
+            scheduler: scheduler.into(),
+            room: room.into(),
+            kind,
+            at: now_ms(),
+            payload,
+        }
+    }
+}
+
+/// The sending side, cheap to clone.
+#[derive(Clone)]
+pub struct Forwarders {
+    tx: mpsc::Sender<Event>,
+    metrics: Arc<Metrics>,
+}
+
+impl Forwarders {
+    /// Start delivering events to the forwarders of each event's scheduler (as applied now).
+    pub fn start(fleet: Arc<Fleet>, metrics: Arc<Metrics>) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let this = Self {
+            tx,
+            metrics: Arc::clone(&metrics),
+        };
+        this.forward_status_changes(&fleet);
+        tokio::spawn(deliver_all(rx, fleet, metrics));
+        this
+    }
+
+    /// Queue an event; never waits. A full queue drops it.
+    pub fn send(&self, event: Event) {
+        match self.tx.try_send(event) {
+            Ok(()) => self.metrics.forward_queue.inc(),
+            Err(_) => self.metrics.forwarded.with_label_values(&["dropped"]).inc(),
+        }
+    }
+
+    /// Every room status change becomes a `roomStatus` event.
+    fn forward_status_changes(&self, fleet: &Fleet) {
+        let mut changes = fleet.registry.subscribe_status();
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(c) => {
+                        let payload = serde_json::json!({"from": c.from, "to": c.to});
+                        this.send(Event::new(&c.scheduler, &c.room, "roomStatus", payload));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        this.metrics
+                            .forwarded
+                            .with_label_values(&["dropped"])
+                            .inc_by(n);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+}
+
+async fn deliver_all(mut rx: mpsc::Receiver<Event>, fleet: Arc<Fleet>, metrics: Arc<Metrics>) {
+    let http = reqwest::Client::new();
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    while let Some(event) = rx.recv().await {
+        metrics.forward_queue.dec();
+        let Some(applied) = fleet.applied(&event.scheduler) else {
+            continue;
+        };
+        for f in applied.spec.forwarders {
+            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
+            let (http, metrics, event) = (http.clone(), Arc::clone(&metrics), event.clone());
+            tokio::spawn(async move {
+                deliver(&http, &f.url, f.timeout.as_std(), &event, &metrics).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+async fn deliver(
+    http: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+    event: &Event,
+    metrics: &Metrics,
+) {
+    let mut backoff = FIRST_BACKOFF;
+    for attempt in 1..=ATTEMPTS {
+        let result = http.post(url).timeout(timeout).json(event).send().await;
+        match result {
+            Ok(resp) if resp.status().is_success() => {
+                metrics.forwarded.with_label_values(&["delivered"]).inc();
+                return;
+            }
+            outcome => {
+                let why = match outcome {
+                    Ok(resp) => format!("status {}", resp.status()),
+                    Err(e) => e.to_string(),
+                };
+                if attempt == ATTEMPTS {
+                    tracing::warn!(scheduler = %event.scheduler, room = %event.room, url, error = %why, "event not delivered");
+                    metrics.forwarded.with_label_values(&["failed"]).inc();
+                    return;
+                }
+                metrics.forwarded.with_label_values(&["retried"]).inc();
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Forwarders end to end: room status changes and player events reach a receiver as JSON; a
+//! receiver that never answers does not slow the rooms API down.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::routing::post;
+use common::*;
+use serde_json::{Value, json};
+use troupe::rooms::token::room_token;
+
+const T: Duration = Duration::from_secs(60);
+
+fn with_forwarder(url: &str, timeout: &str) -> String {
+    format!("forwarders:\n  - {{name: receiver, url: \"{url}\", timeout: {timeout}}}\n")
+}
+
+async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = Arc::clone(&got);
+    let app = axum::Router::new().route(
+        "/events",
+        post(move |axum::Json(v): axum::Json<Value>| {
+            let g = Arc::clone(&g);
+            async move {
+                g.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+async fn ping(server: &Server, room: &Value) -> (u16, Duration) {
+    let id = room["id"].as_str().unwrap();
+    let token = room_token(&server.secret(), "arena", id);
+    let started = Instant::now();
+    let resp = server
+        .http
+        .put(format!("{}/scheduler/arena/rooms/{id}/ping", server.url))
+        .bearer_auth(token)
+        .json(&json!({"status": "ready"}))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_changes_and_player_events_reach_the_receiver() {
+    let (url, got) = receiver().await;
+    let repo = Repo::new();
+    let yaml = scheduler_yaml(
+        "arena",
+        2,
+        (43700, 43800),
+        "1",
+        &with_forwarder(&url, "500ms"),
+    );
+    repo.commit("arena", &[("arena.yaml", &yaml)]);
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(repo.path(), &state.path().join("state"), &[]);
+    let rooms = wait_for("2 ready rooms", T, || async {
+        let rooms = server.rooms("arena").await;
+        (count(&rooms, "ready") == 2).then_some(rooms)
+    })
+    .await;
+    let id = rooms[0]["id"].as_str().unwrap();
+    wait_for("ready events", T, || async {
+        let got = got.lock().unwrap();
+        let ready = got
+            .iter()
+            .filter(|e| e["kind"] == "roomStatus" && e["payload"]["to"] == "ready")
+            .count();
+        (ready == 2).then_some(())
+    })
+    .await;
+
+    let token = room_token(&server.secret(), "arena", id);
+    let resp = server
+        .http
+        .post(format!(
+            "{}/scheduler/arena/rooms/{id}/playerevent",
+            server.url
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"event": "playerJoin", "playerId": "p-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["players"], 1);
+    wait_for("the player event", T, || async {
+        let got = got.lock().unwrap();
+        got.iter()
+            .any(|e| {
+                e["kind"] == "playerEvent" && e["room"] == id && e["payload"]["playerId"] == "p-1"
+            })
+            .then_some(())
+    })
+    .await;
+    // Another room's token cannot speak for this room.
+    let other = room_token(&server.secret(), "arena", rooms[1]["id"].as_str().unwrap());
+    let resp = server
+        .http
+        .post(format!(
+            "{}/scheduler/arena/rooms/{id}/playerevent",
+            server.url
+        ))
+        .bearer_auth(other)
+        .json(&json!({"event": "playerLeft", "playerId": "p-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_never_answers_does_not_slow_pings_down() {
+    // Accepts connections and never answers: every delivery waits for its full timeout.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/events", black_hole.local_addr().unwrap());
+    let repo = Repo::new();
+    let yaml = scheduler_yaml("arena", 2, (43800, 43900), "1", &with_forwarder(&url, "2s"));
+    repo.commit("arena", &[("arena.yaml", &yaml)]);
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(repo.path(), &state.path().join("state"), &[]);
+    let rooms = wait_for("2 ready rooms", T, || async {
+        let rooms = server.rooms("arena").await;
+        (count(&rooms, "ready") == 2).then_some(rooms)
+    })
+    .await;
+    // Each ping would take at least 2 s if forwarding were in the request path.
+    for _ in 0..20 {
+        let (status, took) = ping(&server, &rooms[0]).await;
+        assert_eq!(status, 200);
+        assert!(
+            took < Duration::from_secs(1),
+            "a ping took {took:?} with a dead receiver"
+        );
+    }
+    let metrics = server.text("/metrics").await;
+    assert!(metrics.contains("troupe_forward_queue_events"), "{metrics}");
+    drop(black_hole);
+}
