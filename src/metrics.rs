@@ -26,6 +26,13 @@ pub struct Metrics {
     pub revision_invalid: Gauge,
     /// Runtime events dropped or failed, by kind.
     pub runtime_events: IntCounterVec,
+    /// Webhook deliveries by provider (`github`, `gitlab`, `unknown`) and outcome (`triggered`,
+    /// `ignored`, `ping`, `unauthorized`, `malformed`, `disabled`).
+    pub webhooks: IntCounterVec,
+    /// Failed source checks since the last success (filled at scrape time).
+    pub source_failures: Gauge,
+    /// Unix time of the last successful source check (filled at scrape time; 0 before it).
+    pub source_last_success: Gauge,
 }
 
 impl Metrics {
@@ -79,6 +86,24 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let webhooks = IntCounterVec::new(
+            Opts::new(
+                "webhooks_total",
+                "Webhook deliveries by provider and outcome",
+            ),
+            &["provider", "outcome"],
+        )
+        .expect("valid metric");
+        let source_failures = Gauge::new(
+            "source_consecutive_failures",
+            "Failed checks of the source since the last success",
+        )
+        .expect("valid metric");
+        let source_last_success = Gauge::new(
+            "source_last_success_timestamp_seconds",
+            "Unix time of the last successful check of the source",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(rooms.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rooms_desired.clone()),
@@ -88,6 +113,9 @@ impl Metrics {
             Box::new(revisions.clone()),
             Box::new(revision_invalid.clone()),
             Box::new(runtime_events.clone()),
+            Box::new(webhooks.clone()),
+            Box::new(source_failures.clone()),
+            Box::new(source_last_success.clone()),
         ] {
             registry.register(c).expect("metrics are registered once");
         }
@@ -101,6 +129,9 @@ impl Metrics {
             revisions,
             revision_invalid,
             runtime_events,
+            webhooks,
+            source_failures,
+            source_last_success,
         }
     }
 

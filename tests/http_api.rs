@@ -67,6 +67,8 @@ fn fixture(api_token: Option<&str>) -> Fixture {
         state: AppState {
             controller,
             api_token: api_token.map(Arc::from),
+            source: None,
+            webhook_secret: None,
         },
     }
 }

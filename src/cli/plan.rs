@@ -5,13 +5,13 @@
 //! `--detailed-exitcode`: 0 no changes, 2 changes, 1 error.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use super::client::{Client, ServerArgs};
+use super::git_auth::{GitAuthArgs, open_source};
 use crate::plan::live::LiveState;
 use crate::plan::{Plan, PlanOptions, render};
 
@@ -27,8 +27,9 @@ pub enum Format {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// Git repository or directory to plan. Without it, show the server's current plan.
-    source: Option<PathBuf>,
+    /// Git repository, directory or remote repository URL to plan. Without it, show the server's
+    /// current plan.
+    source: Option<String>,
     /// Branch to read (git sources; default: the branch HEAD points to).
     #[arg(long)]
     branch: Option<String>,
@@ -50,6 +51,8 @@ pub struct PlanArgs {
     /// Plan deletion of schedulers that are live but no longer in the source.
     #[arg(long)]
     prune: bool,
+    #[command(flatten)]
+    git: GitAuthArgs,
 }
 
 pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
@@ -62,8 +65,16 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             Client::new(&server).get("/api/v1/plan").await?
         }
         Some(path) => {
-            let source =
-                crate::source::open(path, args.branch.as_deref(), args.sub_path.as_deref())?;
+            // A remote is cloned for this one read, and the clone removed after it.
+            let cache =
+                tempfile::tempdir().context("creating a temporary directory for the clone")?;
+            let source = open_source(
+                path,
+                args.branch.as_deref(),
+                args.sub_path.as_deref(),
+                cache.path(),
+                &args.git,
+            )?;
             let snapshot = tokio::task::spawn_blocking(move || source.load()).await??;
             let docs = match crate::spec::load_documents(&snapshot.files) {
                 Ok(docs) => docs,
