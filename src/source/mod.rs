@@ -25,7 +25,7 @@ pub use crate::spec::SourceFile;
 pub use dir::DirSource;
 pub use git::GitSource;
 pub use remote::{DEFAULT_TOKEN_USERNAME, GitAuth, GitUrl, RemoteSource, Token, strip_userinfo};
-pub use watch::{DEBOUNCE, Observed, SourceStatus, Watch, WatchHandle, watch};
+pub use watch::{DEBOUNCE, Observed, SourceStatus, Watch, WatchHandle, error_chain, watch};
 
 /// One revision of the desired state.
 #[derive(Debug, Clone, PartialEq, Eq)]

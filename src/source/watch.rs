@@ -140,7 +140,7 @@ impl Published {
 }
 
 /// `outer: cause: root cause`, so two failures compare by everything a user would read.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
     let mut cause = err.source();
     while let Some(c) = cause {
