@@ -291,12 +291,16 @@ fn handle(
     authenticate(*provider, headers, &body, secret).map_err(Refusal::Hook)?;
     let watched = state.source.as_ref().and_then(|s| s.status().branch);
     let verdict = decide(*provider, event, &body, watched.as_deref()).map_err(Refusal::Hook)?;
-    if verdict == Verdict::Trigger
-        && let Some(source) = &state.source
-    {
-        source.trigger();
+    if verdict != Verdict::Trigger {
+        return Ok(verdict);
     }
-    Ok(verdict)
+    match &state.source {
+        Some(source) => {
+            source.trigger();
+            Ok(Verdict::Trigger)
+        }
+        None => Ok(Verdict::Ignore("this server watches no source".into())),
+    }
 }
 
 #[cfg(test)]
