@@ -13,6 +13,7 @@ use common::git_http::{GitHttp, bare_with, push};
 use common::{Repo, git};
 use troupe::source::{
     self, GitAuth, Location, Observed, RemoteOptions, Snapshot, Source, SourceError, Token,
+    error_chain,
 };
 
 const TOKEN: &str = "tok-3f9a1c77e2";
@@ -179,18 +180,6 @@ fn branch_can_be_chosen_and_a_missing_one_is_named() {
     );
 }
 
-/// Every message a failure can print, for checking nothing secret is in it.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn http_remote_needs_the_token_and_never_shows_it() {
     let root = tempfile::tempdir().unwrap();
@@ -210,7 +199,7 @@ async fn http_remote_needs_the_token_and_never_shows_it() {
         .unwrap()
         .unwrap_err();
     assert!(matches!(err, SourceError::Auth { .. }), "{err:?}");
-    let text = chain(&err);
+    let text = error_chain(&err);
     assert!(text.contains(&url), "names the URL: {text}");
     assert!(text.contains("--git-token-file"), "says what to do: {text}");
 
@@ -219,8 +208,12 @@ async fn http_remote_needs_the_token_and_never_shows_it() {
         .unwrap()
         .unwrap_err();
     assert!(matches!(err, SourceError::Auth { .. }), "{err:?}");
-    assert!(chain(&err).contains("refused"), "{}", chain(&err));
-    assert!(!chain(&err).contains("wrong-token"));
+    assert!(
+        error_chain(&err).contains("refused"),
+        "{}",
+        error_chain(&err)
+    );
+    assert!(!error_chain(&err).contains("wrong-token"));
 
     let snap = load(Some(TOKEN), url.clone(), cache_root.path().into())
         .await
@@ -241,7 +234,7 @@ async fn http_remote_needs_the_token_and_never_shows_it() {
     let with_password = url.replacen("http://", &format!("http://bot:{TOKEN}@"), 1);
     let err = Location::parse(&with_password).unwrap_err();
     assert!(matches!(err, SourceError::InvalidUrl { .. }));
-    assert!(!chain(&err).contains(TOKEN), "{}", chain(&err));
+    assert!(!error_chain(&err).contains(TOKEN), "{}", error_chain(&err));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -306,4 +299,43 @@ async fn polling_picks_up_a_push_over_http() {
     assert_eq!(status.revision.as_deref(), Some(second.as_str()));
     assert_eq!(status.consecutive_failures, 0);
     assert!(!status.source.contains(TOKEN));
+}
+
+#[test]
+fn validate_and_plan_accept_a_url() {
+    let root = tempfile::tempdir().unwrap();
+    let work = Repo::new();
+    let yaml = common::scheduler_yaml("arena", 2, (46000, 46010), "1", "");
+    let sha = work.commit("arena", &[("prod/arena.yaml", yaml.as_str())]);
+    let bare = bare_with(root.path(), "fleets.git", &work);
+    let url = format!("file://{}", bare.display());
+
+    let out = std::process::Command::new(common::TROUPE)
+        .args(["validate", &url, "--path", "prod", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["revision"], sha.as_str());
+    assert_eq!(
+        report["schedulers"][0]["file"], "prod/arena.yaml",
+        "{report}"
+    );
+
+    let out = std::process::Command::new(common::TROUPE)
+        .args(["plan", &url, "--path", "prod", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["changes"][0]["scheduler"], "arena", "{plan}");
 }

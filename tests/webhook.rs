@@ -186,15 +186,7 @@ async fn a_signed_push_hook_fetches_at_once_and_bad_ones_change_nothing() {
     assert_eq!(answer["triggered"], true);
     wait_revision(&server, &third, Duration::from_secs(3)).await;
 
-    let metrics = server
-        .http
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.text("/metrics").await;
     for line in [
         r#"troupe_webhooks_total{outcome="triggered",provider="github"} 1"#,
         r#"troupe_webhooks_total{outcome="triggered",provider="gitlab"} 1"#,

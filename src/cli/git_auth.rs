@@ -34,13 +34,7 @@ pub struct GitAuthArgs {
 impl GitAuthArgs {
     /// Read the credentials the flags and environment point at.
     pub fn auth(&self) -> anyhow::Result<GitAuth> {
-        let token = match &self.git_token_file {
-            Some(file) => Some(read_secret(file)?),
-            None => std::env::var(TOKEN_ENV)
-                .ok()
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty()),
-        };
+        let token = secret_from(self.git_token_file.as_deref(), TOKEN_ENV)?;
         if let Some(key) = &self.git_ssh_key_file {
             std::fs::File::open(key)
                 .with_context(|| format!("cannot read SSH key file {}", key.display()))?;
@@ -62,6 +56,18 @@ pub fn read_secret(path: &Path) -> anyhow::Result<String> {
         bail!("{} is empty", path.display());
     }
     Ok(text)
+}
+
+/// A secret from `file` when given, else from the environment variable `env` (the secret itself);
+/// `None` when neither is set. Both are trimmed; an empty file is an error.
+pub fn secret_from(file: Option<&Path>, env: &str) -> anyhow::Result<Option<String>> {
+    Ok(match file {
+        Some(f) => Some(read_secret(f)?),
+        None => std::env::var(env)
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty()),
+    })
 }
 
 /// Open `raw` (a path or a URL) as a source; remotes are cloned below `cache_root`.

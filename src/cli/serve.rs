@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use super::git_auth::{GitAuthArgs, open_source, read_secret};
+use super::git_auth::{GitAuthArgs, open_source, read_secret, secret_from};
 use crate::controller::{Controller, ControllerOptions, Fleet, FleetConfig, SyncMode};
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
@@ -33,6 +33,8 @@ const RUNTIME_EVENT_QUEUE: usize = 4096;
 const REMOTE_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 /// How often a local repository or directory is polled when `--poll-interval` is not given.
 const LOCAL_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// Environment variable holding the API token itself (the file flag is preferred).
+const API_TOKEN_ENV: &str = "TROUPE_API_TOKEN";
 /// Environment variable holding the webhook secret itself (the file flag is preferred).
 const WEBHOOK_SECRET_ENV: &str = "TROUPE_WEBHOOK_SECRET";
 
@@ -99,19 +101,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("creating state directory {}", args.state_dir.display()))?;
     let _lock = lock_state_dir(&args.state_dir)?;
     let secret = read_or_create_secret(args.secret_file.as_deref(), &args.state_dir)?;
-    let api_token = match &args.api_token_file {
-        Some(f) => Some(read_secret(f)?),
-        None => std::env::var("TROUPE_API_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty()),
-    };
-    let webhook_secret = match &args.webhook_secret_file {
-        Some(f) => Some(read_secret(f)?),
-        None => std::env::var(WEBHOOK_SECRET_ENV)
-            .ok()
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty()),
-    };
+    let api_token = secret_from(args.api_token_file.as_deref(), API_TOKEN_ENV)?;
+    let webhook_secret = secret_from(args.webhook_secret_file.as_deref(), WEBHOOK_SECRET_ENV)?;
     // Opened before anything starts, so a bad URL or unreadable key file stops serve at once.
     let source: Arc<dyn crate::source::Source> = Arc::from(open_source(
         &args.source,

@@ -69,6 +69,18 @@ impl GitSource {
     }
 }
 
+/// `git WHERE (branch B, path P)`: how every git-backed source describes itself.
+pub(super) fn describe_git(location: &str, branch: Option<&str>, subpath: Option<&str>) -> String {
+    let mut out = format!("git {location}");
+    match (branch, subpath) {
+        (None, None) => {}
+        (Some(b), None) => out.push_str(&format!(" (branch {b})")),
+        (None, Some(p)) => out.push_str(&format!(" (path {p})")),
+        (Some(b), Some(p)) => out.push_str(&format!(" (branch {b}, path {p})")),
+    }
+    out
+}
+
 /// Reads the scheduler files of one commit: the one piece of code every git-backed source
 /// (local repository, clone cache of a remote) uses to turn a commit into a [`Snapshot`].
 pub(super) struct CommitReader<'r> {
@@ -190,14 +202,11 @@ impl Source for GitSource {
     }
 
     fn describe(&self) -> String {
-        let mut out = format!("git {}", self.repo.display());
-        match (&self.branch, &self.subpath) {
-            (None, None) => {}
-            (Some(b), None) => out.push_str(&format!(" (branch {b})")),
-            (None, Some(p)) => out.push_str(&format!(" (path {p})")),
-            (Some(b), Some(p)) => out.push_str(&format!(" (branch {b}, path {p})")),
-        }
-        out
+        describe_git(
+            &self.repo.display().to_string(),
+            self.branch.as_deref(),
+            self.subpath.as_deref(),
+        )
     }
 
     fn peek_revision(&self) -> Result<Option<String>, SourceError> {

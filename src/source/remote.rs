@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, Once};
 use git2::{AutotagOption, Cred, CredentialType, Direction, FetchOptions, Oid, Remote, Repository};
 use sha2::{Digest, Sha256};
 
-use super::git::CommitReader;
+use super::git::{CommitReader, describe_git};
 use super::{Snapshot, Source, SourceError};
 
 /// User name sent with a token when none is configured: what GitHub expects for app and
@@ -413,14 +413,11 @@ impl Source for RemoteSource {
     }
 
     fn describe(&self) -> String {
-        let mut out = format!("git {}", self.url.shown);
-        match (&self.branch, &self.subpath) {
-            (None, None) => {}
-            (Some(b), None) => out.push_str(&format!(" (branch {b})")),
-            (None, Some(p)) => out.push_str(&format!(" (path {p})")),
-            (Some(b), Some(p)) => out.push_str(&format!(" (branch {b}, path {p})")),
-        }
-        out
+        describe_git(
+            &self.url.shown,
+            self.branch.as_deref(),
+            self.subpath.as_deref(),
+        )
     }
 
     fn peek_revision(&self) -> Result<Option<String>, SourceError> {

@@ -193,6 +193,17 @@ impl Server {
         resp.json().await.unwrap()
     }
 
+    /// A GET answered as text (`/metrics`).
+    pub async fn text(&self, path: &str) -> String {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        resp.text().await.unwrap()
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let resp = self
             .http
