@@ -36,6 +36,13 @@ pub struct Metrics {
     pub forwarded: IntCounterVec,
     /// Events waiting in the forwarder queue.
     pub forward_queue: prometheus::IntGauge,
+    /// Webhook deliveries by provider (`github`, `gitlab`, `unknown`) and outcome (`triggered`,
+    /// `ignored`, `ping`, `unauthorized`, `malformed`, `disabled`).
+    pub webhooks: IntCounterVec,
+    /// Failed source checks since the last success (filled at scrape time).
+    pub source_failures: Gauge,
+    /// Unix time of the last successful source check (filled at scrape time; 0 before it).
+    pub source_last_success: Gauge,
 }
 
 impl Metrics {
@@ -119,6 +126,24 @@ impl Metrics {
             "Events waiting in the forwarder queue",
         )
         .expect("valid metric");
+        let webhooks = IntCounterVec::new(
+            Opts::new(
+                "webhooks_total",
+                "Webhook deliveries by provider and outcome",
+            ),
+            &["provider", "outcome"],
+        )
+        .expect("valid metric");
+        let source_failures = Gauge::new(
+            "source_consecutive_failures",
+            "Failed checks of the source since the last success",
+        )
+        .expect("valid metric");
+        let source_last_success = Gauge::new(
+            "source_last_success_timestamp_seconds",
+            "Unix time of the last successful check of the source",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(rooms.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rooms_desired.clone()),
@@ -133,6 +158,9 @@ impl Metrics {
             Box::new(allocations_expired.clone()),
             Box::new(forwarded.clone()),
             Box::new(forward_queue.clone()),
+            Box::new(webhooks.clone()),
+            Box::new(source_failures.clone()),
+            Box::new(source_last_success.clone()),
         ] {
             registry.register(c).expect("metrics are registered once");
         }
@@ -151,6 +179,9 @@ impl Metrics {
             allocations_expired,
             forwarded,
             forward_queue,
+            webhooks,
+            source_failures,
+            source_last_success,
         }
     }
 

@@ -75,6 +75,8 @@ fn fixture(api_token: Option<&str>) -> Fixture {
             forwarders,
             controller,
             api_token: api_token.map(Arc::from),
+            source: None,
+            webhook_secret: None,
         },
     }
 }
@@ -313,4 +315,58 @@ async fn allocation_needs_the_api_token_and_a_known_scheduler() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, body) = call(&f, req(Some("s3cret"), "/games/arena/rooms/allocate")).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+fn github_push(body: Vec<u8>, secret: &[u8]) -> Request<Body> {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(&body);
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    Request::post("/hooks/git")
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-hub-signature-256", signature)
+        .body(Body::from(body))
+        .unwrap()
+}
+
+/// A push payload of about `size` bytes (GitHub lists commits and their files).
+fn push_payload(size: usize) -> Vec<u8> {
+    let padding = "x".repeat(size);
+    serde_json::to_vec(&json!({"ref": "refs/heads/main", "commits": [{"message": padding}]}))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn webhooks_take_push_payloads_over_the_api_body_limit_but_not_without_bound() {
+    let mut f = fixture(None);
+    let hook_secret: &[u8] = b"hook-secret";
+    f.state.webhook_secret = Some(Arc::from(hook_secret));
+    let big = push_payload(troupe::http::MAX_BODY_BYTES * 2);
+    let (status, body) = call(&f, github_push(big, hook_secret)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        body["triggered"], false,
+        "this fixture watches no source: {body}"
+    );
+
+    let huge = push_payload(troupe::http::hooks::MAX_HOOK_BODY_BYTES + 1);
+    let (status, body) = call(&f, github_push(huge, hook_secret)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"]["code"], "body_too_large");
+}
+
+#[tokio::test]
+async fn webhooks_are_off_without_a_secret() {
+    let f = fixture(None);
+    let (status, body) = call(&f, github_push(push_payload(10), b"anything")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["code"], "webhooks_disabled");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--webhook-secret-file"),
+        "{body}"
+    );
 }

@@ -76,15 +76,7 @@ async fn a_new_scheduler_reaches_its_ready_rooms() {
 
     let op = wait_op(&server, "arena", "create", 0).await;
     assert_eq!(op["status"], "succeeded", "{op:#}");
-    let metrics = server
-        .http
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.text("/metrics").await;
     assert!(
         metrics.contains(r#"troupe_rooms{scheduler="arena",status="ready"} 3"#),
         "{metrics}"

@@ -260,7 +260,11 @@ async fn watcher_notices_a_new_commit() {
         branch: None,
         subpath: None,
     });
-    let (mut rx, handle) = source::watch(src, Duration::from_millis(50));
+    let source::Watch {
+        snapshots: mut rx,
+        task: handle,
+        ..
+    } = source::watch(src, Duration::from_millis(50));
     wait_for(&mut rx, |s| s.revision == first.to_string()).await;
 
     let second = commit(
@@ -291,7 +295,7 @@ async fn watcher_reports_a_failure_then_recovers() {
         branch: Some("release".into()),
         subpath: None,
     });
-    let (mut rx, _handle) = source::watch(src, Duration::from_millis(50));
+    let mut rx = source::watch(src, Duration::from_millis(50)).snapshots;
     rx.changed().await.unwrap();
     assert!(
         matches!(&*rx.borrow_and_update(), Some(Err(e)) if matches!(**e, SourceError::BranchNotFound { .. }))
@@ -313,11 +317,39 @@ async fn directory_watcher_notices_an_edit_without_waiting_for_the_poll() {
         root: dir.path().to_path_buf(),
     });
     // A poll far longer than the test: only the file-system watcher can bring the change in.
-    let (mut rx, _handle) = source::watch(src, Duration::from_secs(3600));
+    let mut rx = source::watch(src, Duration::from_secs(3600)).snapshots;
     let first = wait_for(&mut rx, |_| true).await;
     // Let the watcher settle its events from the first read.
     tokio::time::sleep(Duration::from_millis(100)).await;
     std::fs::write(dir.path().join("racer.yaml"), RACER).unwrap();
     let snap = wait_for(&mut rx, |s| s.revision != first.revision).await;
     assert_eq!(paths(&snap), ["arena.yaml", "racer.yaml"]);
+}
+
+#[tokio::test]
+async fn a_trigger_checks_at_once_and_the_status_tells_how_fresh_the_source_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, first) = work_tree_repo(dir.path());
+    let src: Arc<dyn Source> = Arc::new(GitSource {
+        repo: dir.path().to_path_buf(),
+        branch: None,
+        subpath: None,
+    });
+    // A poll far longer than the test: only the trigger can bring the commit in.
+    let source::Watch {
+        mut snapshots,
+        handle,
+        ..
+    } = source::watch(src, Duration::from_secs(3600));
+    wait_for(&mut snapshots, |s| s.revision == first.to_string()).await;
+    let status = handle.status();
+    assert_eq!(status.branch.as_deref(), Some("main"));
+    assert_eq!(status.revision, Some(first.to_string()));
+    assert_eq!(status.consecutive_failures, 0);
+    assert!(status.last_success.is_some() && status.last_attempt.is_some());
+
+    let second = commit(&repo, "refs/heads/main", &[("arena.yaml", RACER)], "Change");
+    handle.trigger();
+    wait_for(&mut snapshots, |s| s.revision == second.to_string()).await;
+    assert_eq!(handle.status().revision, Some(second.to_string()));
 }

@@ -6,13 +6,14 @@
 //! `--detailed-exitcode`: 0 no changes, 2 changes, 1 error.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 
 use super::client::{Client, ServerArgs};
+use super::git_auth::{GitAuthArgs, open_source};
 use crate::plan::live::{LiveRoom, LiveScheduler, LiveState};
 use crate::plan::saved::SavedPlan;
 use crate::plan::{Plan, PlanOptions, render};
@@ -64,8 +65,9 @@ impl OutputArgs {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// Git repository or directory to plan. Without it, show the server's current plan.
-    source: Option<PathBuf>,
+    /// Git repository, directory or remote repository URL to plan. Without it, show the server's
+    /// current plan.
+    source: Option<String>,
     /// Branch to read (git sources; default: the branch HEAD points to).
     #[arg(long, conflicts_with = "revision")]
     branch: Option<String>,
@@ -89,15 +91,20 @@ pub struct PlanArgs {
     expires_in: Duration,
     #[command(flatten)]
     output: OutputArgs,
+    #[command(flatten)]
+    git: GitAuthArgs,
 }
 
-/// Load and validate the schedulers of a source; errors are printed with their positions.
+/// Load and validate the schedulers of a source (a remote is cloned for this one read into a
+/// temporary directory); errors are printed with their positions.
 fn load(
-    path: &Path,
+    source: &str,
     branch: Option<&str>,
     sub_path: Option<&str>,
+    git: &GitAuthArgs,
 ) -> anyhow::Result<(String, Vec<Scheduler>)> {
-    let source = crate::source::open(path, branch, sub_path)?;
+    let cache = tempfile::tempdir().context("creating a temporary directory for the clone")?;
+    let source = open_source(source, branch, sub_path, cache.path(), git)?;
     let snapshot = source.load()?;
     match crate::spec::load_documents(&snapshot.files) {
         Ok(docs) => Ok((
@@ -128,7 +135,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         }
         Some(path) => {
             let branch = args.revision.as_deref().or(args.branch.as_deref());
-            let (revision, desired) = load(path, branch, args.sub_path.as_deref())?;
+            let (revision, desired) = load(path, branch, args.sub_path.as_deref(), &args.git)?;
             let live: LiveState = match &server {
                 Some(s) => Client::new(s)
                     .get("/api/v1/live")
@@ -218,22 +225,34 @@ pub struct DiffArgs {
     from: String,
     /// The revision to compare to.
     to: String,
-    /// Git repository holding both revisions.
+    /// Git repository (or remote URL) holding both revisions.
     #[arg(long, default_value = ".")]
-    repo: PathBuf,
+    repo: String,
     /// Sub-directory of the repository that holds the scheduler files.
     #[arg(long = "path", value_name = "SUBPATH")]
     sub_path: Option<String>,
     #[command(flatten)]
     output: OutputArgs,
+    #[command(flatten)]
+    git: GitAuthArgs,
 }
 
 /// Compare two revisions without a cluster: the second is planned against the first as if the
 /// first ran exactly as declared (every room of its version, ready), so impacts read as they would
 /// on a settled fleet.
 pub async fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
-    let (_, before) = load(&args.repo, Some(&args.from), args.sub_path.as_deref())?;
-    let (to_rev, after) = load(&args.repo, Some(&args.to), args.sub_path.as_deref())?;
+    let (_, before) = load(
+        &args.repo,
+        Some(&args.from),
+        args.sub_path.as_deref(),
+        &args.git,
+    )?;
+    let (to_rev, after) = load(
+        &args.repo,
+        Some(&args.to),
+        args.sub_path.as_deref(),
+        &args.git,
+    )?;
     let live = settled(&before);
     let plan = crate::plan::plan(
         &after,

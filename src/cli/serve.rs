@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use super::git_auth::{GitAuthArgs, open_source, read_secret, secret_from};
 use crate::controller::{Controller, ControllerOptions, Fleet, FleetConfig, History, SyncMode};
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
@@ -27,19 +28,32 @@ pub enum RuntimeKind {
 /// Room events waiting for the controller; exits are never dropped (the runtime waits).
 const RUNTIME_EVENT_QUEUE: usize = 4096;
 
+/// How often a remote repository is polled when `--poll-interval` is not given: each poll is a
+/// round trip to the git host, and webhooks bring pushes in at once anyway.
+const REMOTE_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often a local repository or directory is polled when `--poll-interval` is not given.
+const LOCAL_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// Environment variable holding the API token itself (the file flag is preferred).
+const API_TOKEN_ENV: &str = "TROUPE_API_TOKEN";
+/// Environment variable holding the webhook secret itself (the file flag is preferred).
+const WEBHOOK_SECRET_ENV: &str = "TROUPE_WEBHOOK_SECRET";
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Git repository or directory holding scheduler YAML.
-    source: PathBuf,
+    /// Git repository or directory holding scheduler YAML, or a remote repository's URL
+    /// (https://, http://, ssh://, git@host:path, file://), cloned into STATE_DIR/git.
+    #[arg(value_name = "SOURCE")]
+    source: String,
     /// Branch to follow (git sources; default: the branch HEAD points to).
     #[arg(long, env = "TROUPE_BRANCH")]
     branch: Option<String>,
     /// Sub-directory of the source that holds the scheduler files.
     #[arg(long = "path", value_name = "SUBPATH", env = "TROUPE_PATH")]
     sub_path: Option<String>,
-    /// How often to look for new commits (directories are also watched for changes).
-    #[arg(long, env = "TROUPE_POLL_INTERVAL", default_value = "5s")]
-    poll_interval: Duration,
+    /// How often to look for new commits [default: 30s for a remote repository, 5s otherwise].
+    /// Directories are also watched for changes; webhooks (POST /hooks/git) check at once.
+    #[arg(long, env = "TROUPE_POLL_INTERVAL")]
+    poll_interval: Option<Duration>,
     /// Address for the rooms API, the management API and the dashboard.
     #[arg(long, env = "TROUPE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -71,6 +85,12 @@ pub struct ServeArgs {
     /// free again.
     #[arg(long, env = "TROUPE_ALLOCATION_TTL", default_value = "30s")]
     allocation_ttl: Duration,
+    /// File holding the secret that authenticates git webhooks on POST /hooks/git (or the secret
+    /// itself in TROUPE_WEBHOOK_SECRET). Without it, webhooks are off.
+    #[arg(long, env = "TROUPE_WEBHOOK_SECRET_FILE", value_name = "FILE")]
+    webhook_secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    git: GitAuthArgs,
     /// Stop every room when the server stops (by default rooms keep running and are re-adopted).
     #[arg(long)]
     stop_rooms_on_exit: bool,
@@ -88,12 +108,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("creating state directory {}", args.state_dir.display()))?;
     let _lock = lock_state_dir(&args.state_dir)?;
     let secret = read_or_create_secret(args.secret_file.as_deref(), &args.state_dir)?;
-    let api_token = match &args.api_token_file {
-        Some(f) => Some(read_trimmed(f)?),
-        None => std::env::var("TROUPE_API_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty()),
-    };
+    let api_token = secret_from(args.api_token_file.as_deref(), API_TOKEN_ENV)?;
+    let webhook_secret = secret_from(args.webhook_secret_file.as_deref(), WEBHOOK_SECRET_ENV)?;
+    // Opened before anything starts, so a bad URL or unreadable key file stops serve at once.
+    let source: Arc<dyn crate::source::Source> = Arc::from(open_source(
+        &args.source,
+        args.branch.as_deref(),
+        args.sub_path.as_deref(),
+        &args.state_dir.join("git"),
+        &args.git,
+    )?);
+    let poll = args.poll_interval.map_or_else(
+        || match crate::source::Location::parse(&args.source) {
+            Ok(crate::source::Location::Remote(_)) => REMOTE_POLL_INTERVAL,
+            _ => LOCAL_POLL_INTERVAL,
+        },
+        |d| d.as_std(),
+    );
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -177,25 +208,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     ops.start(Arc::clone(&fleet) as Arc<dyn crate::ops::Executor>);
 
-    let source: Arc<dyn crate::source::Source> = Arc::from(crate::source::open(
-        &args.source,
-        args.branch.as_deref(),
-        args.sub_path.as_deref(),
-    )?);
     let described = source.describe();
-    let (snapshots, _watcher) = crate::source::watch(source, args.poll_interval.as_std());
-    tasks.spawn(Arc::clone(&controller).run(snapshots, shutdown.clone()));
+    let watch = crate::source::watch(source, poll);
+    tasks.spawn(Arc::clone(&controller).run(watch.snapshots, shutdown.clone()));
 
     let forwarders = crate::forward::Forwarders::start(Arc::clone(&fleet), Arc::clone(&metrics));
     let state = AppState {
         forwarders,
         controller: Arc::clone(&controller),
         api_token: api_token.map(Arc::from),
+        source: Some(watch.handle),
+        webhook_secret: webhook_secret.map(|s| Arc::from(s.into_bytes())),
     };
     println!(
         "troupe is serving {described} on http://{addr}  (dashboard: http://{addr}/  API: http://{addr}/api/v1/schedulers)"
     );
-    tracing::info!(%addr, source = %described, runtime = ?args.runtime, "serving");
+    tracing::info!(%addr, source = %described, runtime = ?args.runtime, poll = ?poll, webhooks = state.webhook_secret.is_some(), "serving");
 
     let http_shutdown = shutdown.clone();
     tokio::spawn(async move {
@@ -244,24 +272,14 @@ fn lock_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
-fn read_trimmed(path: &Path) -> anyhow::Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let text = text.trim().to_string();
-    if text.is_empty() {
-        bail!("{} is empty", path.display());
-    }
-    Ok(text)
-}
-
 /// The room-token secret: from the given file, or STATE_DIR/secret (created on first start, 0600).
 fn read_or_create_secret(file: Option<&Path>, state_dir: &Path) -> anyhow::Result<Vec<u8>> {
     if let Some(f) = file {
-        return Ok(read_trimmed(f)?.into_bytes());
+        return Ok(read_secret(f)?.into_bytes());
     }
     let path = state_dir.join("secret");
     if path.exists() {
-        return Ok(read_trimmed(&path)?.into_bytes());
+        return Ok(read_secret(&path)?.into_bytes());
     }
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;

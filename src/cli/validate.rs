@@ -12,6 +12,7 @@ use anstyle::{AnsiColor, Style};
 use anyhow::Context;
 use serde::Serialize;
 
+use super::git_auth::{GitAuthArgs, open_source};
 use crate::source::{self, CommitInfo};
 use crate::spec::{Document, LoadError, Located, load_documents};
 
@@ -21,10 +22,11 @@ const OK: Style = AnsiColor::Green.on_default().bold();
 /// Check every scheduler file of a revision, as `plan` and `apply` would.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ValidateArgs {
-    /// Git repository (top of a work tree, or a bare repository) or directory of scheduler files.
-    /// A git repository is read at its last commit; a directory as it is on disk.
+    /// Git repository (top of a work tree, or a bare repository) or directory of scheduler files,
+    /// or a remote repository's URL (cloned into a temporary directory). A git repository is read
+    /// at its last commit; a directory as it is on disk.
     #[arg(value_name = "SOURCE", default_value = ".", env = "TROUPE_SOURCE")]
-    pub path: PathBuf,
+    pub path: String,
     /// Branch to read (git only). Default: the branch HEAD points to.
     #[arg(long, env = "TROUPE_BRANCH")]
     pub branch: Option<String>,
@@ -34,6 +36,8 @@ pub struct ValidateArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    #[command(flatten)]
+    pub git: GitAuthArgs,
 }
 
 /// How `validate` prints its findings.
@@ -75,12 +79,24 @@ pub struct SchedulerSummary {
 /// Load and check the revision `args` point at. Source failures (no such path, unknown branch)
 /// are errors; problems in the files are the report.
 pub fn check(args: &ValidateArgs) -> anyhow::Result<Report> {
-    let src = source::open(&args.path, args.branch.as_deref(), args.subpath.as_deref())
-        .with_context(|| format!("cannot open {}", args.path.display()))?;
+    // A remote is cloned for this one read, and the clone removed after it.
+    let cache = tempfile::tempdir().context("creating a temporary directory for the clone")?;
+    let src = open_source(
+        &args.path,
+        args.branch.as_deref(),
+        args.subpath.as_deref(),
+        cache.path(),
+        &args.git,
+    )?;
     let snapshot = src
         .load()
         .with_context(|| format!("cannot load {}", src.describe()))?;
-    let prefix = display_prefix(&args.path, args.subpath.as_deref());
+    // Files of a remote are named by their path in the repository.
+    let base = match source::Location::parse(&args.path)? {
+        source::Location::Local(path) => path,
+        source::Location::Remote(_) => PathBuf::from("."),
+    };
+    let prefix = display_prefix(&base, args.subpath.as_deref());
     let shown = |file: &str| show(&prefix, file);
     let (schedulers, errors) = match load_documents(&snapshot.files) {
         Ok(docs) => (
@@ -194,10 +210,15 @@ mod tests {
 
     fn args(path: &Path) -> ValidateArgs {
         ValidateArgs {
-            path: path.to_path_buf(),
+            path: path.display().to_string(),
             branch: None,
             subpath: None,
             format: Format::Text,
+            git: GitAuthArgs {
+                git_token_file: None,
+                git_username: None,
+                git_ssh_key_file: None,
+            },
         }
     }
 

@@ -176,7 +176,7 @@ impl Controller {
         let snapshot = match snapshot {
             Ok(s) => s,
             Err(e) => {
-                let message = format!("{e:#}");
+                let message = crate::source::error_chain(e.as_ref());
                 tracing::warn!(error = %message, "source cannot be read; keeping the last good revision");
                 self.metrics.revisions.with_label_values(&["error"]).inc();
                 self.lock().error = Some(RevisionError {

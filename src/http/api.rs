@@ -19,6 +19,7 @@ use crate::controller::{ApplyError, DesiredState};
 use crate::ops::{OpStatus, Operation, OpsError};
 use crate::plan::live::LiveState;
 use crate::rooms::{Room, RoomStatus};
+use crate::source::SourceStatus;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -68,6 +69,15 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
                 .with_label_values(&[&scheduler, status.as_str()])
                 .set(f64::from(n));
         }
+    }
+    if let Some(source) = &state.source {
+        let status = source.status();
+        c.metrics
+            .source_failures
+            .set(f64::from(status.consecutive_failures));
+        c.metrics
+            .source_last_success
+            .set(status.last_success.map_or(0.0, |ms| ms as f64 / 1000.0));
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -358,10 +368,22 @@ async fn apply_saved(
     }))
 }
 
-async fn revision(State(state): State<AppState>) -> Json<DesiredState> {
-    let mut d = state.controller.desired();
-    d.plan = None;
-    Json(d)
+/// `GET /api/v1/revision`: what the controller holds, and how fresh the source is.
+#[derive(Debug, Serialize)]
+struct RevisionView {
+    #[serde(flatten)]
+    desired: DesiredState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<SourceStatus>,
+}
+
+async fn revision(State(state): State<AppState>) -> Json<RevisionView> {
+    let mut desired = state.controller.desired();
+    desired.plan = None;
+    Json(RevisionView {
+        desired,
+        source: state.source.as_ref().map(|s| s.status()),
+    })
 }
 
 async fn revisions(State(state): State<AppState>) -> Json<Vec<crate::controller::RevisionRecord>> {

@@ -1,5 +1,5 @@
 //! HTTP: the rooms API (called by game rooms), the management API (JSON, called by people,
-//! the CLI and the dashboard), health and metrics. Routers are plain functions of [`AppState`].
+//! the CLI and the dashboard), git webhooks, health and metrics. Routers are plain functions of [`AppState`].
 //!
 //! Must always hold: every error is a JSON body `{"error": {"code", "message"}}` with a 4xx/5xx
 //! status that says whose fault it is; bodies are size-limited; tokens and secrets never appear
@@ -7,6 +7,7 @@
 
 pub mod allocate;
 pub mod api;
+pub mod hooks;
 pub mod rooms;
 
 use std::sync::Arc;
@@ -30,6 +31,11 @@ pub struct AppState {
     pub api_token: Option<Arc<str>>,
     /// Where room and player events go.
     pub forwarders: crate::forward::Forwarders,
+    /// The source watcher: its freshness for `GET /api/v1/revision`, and the trigger webhooks
+    /// pull.
+    pub source: Option<crate::source::WatchHandle>,
+    /// Secret authenticating `POST /hooks/git`; webhooks are off without it.
+    pub webhook_secret: Option<Arc<[u8]>>,
 }
 
 /// The whole HTTP surface.
@@ -37,7 +43,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(rooms::router(state.clone()))
         .merge(allocate::router(state.clone()))
-        .merge(api::router(state))
+        .merge(api::router(state.clone()))
+        .merge(hooks::router(state))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
 }

@@ -73,55 +73,40 @@ impl GitSource {
             source,
         }
     }
-
-    /// Every wanted blob under `tree`, depth first, paths relative to the walk's root.
-    fn collect(
-        &self,
-        repo: &Repository,
-        tree: &Tree<'_>,
-        prefix: &str,
-        out: &mut Vec<SourceFile>,
-    ) -> Result<(), SourceError> {
-        for entry in tree.iter() {
-            // Names that are not UTF-8 cannot be scheduler files (or hold any).
-            let Ok(name) = std::str::from_utf8(entry.name_bytes()) else {
-                continue;
-            };
-            if name.starts_with('.') {
-                continue;
-            }
-            let path = if prefix.is_empty() {
-                name.to_string()
-            } else {
-                format!("{prefix}/{name}")
-            };
-            match entry.kind() {
-                Some(ObjectType::Tree) => {
-                    let sub = repo
-                        .find_tree(entry.id())
-                        .map_err(|e| self.git("read a tree", e))?;
-                    self.collect(repo, &sub, &path, out)?;
-                }
-                Some(ObjectType::Blob) if entry.filemode() != SYMLINK_MODE && wanted(&path) => {
-                    let blob = repo
-                        .find_blob(entry.id())
-                        .map_err(|e| self.git("read a file", e))?;
-                    let contents = String::from_utf8(blob.content().to_vec())
-                        .map_err(|_| SourceError::NotUtf8 { path: path.clone() })?;
-                    out.push(SourceFile { path, contents });
-                }
-                // Submodules (commits), links and other files are not scheduler files.
-                _ => {}
-            }
-        }
-        Ok(())
-    }
 }
 
-impl Source for GitSource {
-    fn load(&self) -> Result<Snapshot, SourceError> {
-        let repo = self.open()?;
-        let oid = self.head_commit(&repo)?;
+/// `git WHERE (branch B, path P)`: how every git-backed source describes itself.
+pub(super) fn describe_git(location: &str, branch: Option<&str>, subpath: Option<&str>) -> String {
+    let mut out = format!("git {location}");
+    match (branch, subpath) {
+        (None, None) => {}
+        (Some(b), None) => out.push_str(&format!(" (branch {b})")),
+        (None, Some(p)) => out.push_str(&format!(" (path {p})")),
+        (Some(b), Some(p)) => out.push_str(&format!(" (branch {b}, path {p})")),
+    }
+    out
+}
+
+/// Reads the scheduler files of one commit: the one piece of code every git-backed source
+/// (local repository, clone cache of a remote) uses to turn a commit into a [`Snapshot`].
+pub(super) struct CommitReader<'r> {
+    pub repo: &'r Repository,
+    /// Where `repo` is, for error messages.
+    pub path: &'r Path,
+}
+
+impl CommitReader<'_> {
+    fn git(&self, action: &'static str, source: git2::Error) -> SourceError {
+        SourceError::Git {
+            repo: self.path.to_path_buf(),
+            action,
+            source,
+        }
+    }
+
+    /// The files of commit `oid` below `subpath`, sorted, with the commit's details.
+    pub fn snapshot(&self, oid: Oid, subpath: Option<&str>) -> Result<Snapshot, SourceError> {
+        let repo = self.repo;
         let commit = repo
             .find_commit(oid)
             .map_err(|e| self.git("read the commit", e))?;
@@ -129,9 +114,9 @@ impl Source for GitSource {
         let mut tree = commit
             .tree()
             .map_err(|e| self.git("read the commit's tree", e))?;
-        if let Some(sub) = &self.subpath {
+        if let Some(sub) = subpath {
             let not_found = || SourceError::SubpathNotFound {
-                subpath: sub.clone(),
+                subpath: sub.to_string(),
                 revision: revision.clone(),
             };
             let entry = tree.get_path(Path::new(sub)).map_err(|_| not_found())?;
@@ -143,7 +128,7 @@ impl Source for GitSource {
                 .map_err(|e| self.git("read a tree", e))?;
         }
         let mut files = Vec::new();
-        self.collect(&repo, &tree, "", &mut files)?;
+        self.collect(&tree, "", &mut files)?;
         files.sort_by(|a, b| a.path.cmp(&b.path));
 
         let author = commit.author();
@@ -166,19 +151,82 @@ impl Source for GitSource {
         })
     }
 
-    fn describe(&self) -> String {
-        let mut out = format!("git {}", self.repo.display());
-        match (&self.branch, &self.subpath) {
-            (None, None) => {}
-            (Some(b), None) => out.push_str(&format!(" (branch {b})")),
-            (None, Some(p)) => out.push_str(&format!(" (path {p})")),
-            (Some(b), Some(p)) => out.push_str(&format!(" (branch {b}, path {p})")),
+    /// Every wanted blob under `tree`, depth first, paths relative to the walk's root.
+    fn collect(
+        &self,
+        tree: &Tree<'_>,
+        prefix: &str,
+        out: &mut Vec<SourceFile>,
+    ) -> Result<(), SourceError> {
+        for entry in tree.iter() {
+            // Names that are not UTF-8 cannot be scheduler files (or hold any).
+            let Ok(name) = std::str::from_utf8(entry.name_bytes()) else {
+                continue;
+            };
+            if name.starts_with('.') {
+                continue;
+            }
+            let path = if prefix.is_empty() {
+                name.to_string()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            match entry.kind() {
+                Some(ObjectType::Tree) => {
+                    let sub = self
+                        .repo
+                        .find_tree(entry.id())
+                        .map_err(|e| self.git("read a tree", e))?;
+                    self.collect(&sub, &path, out)?;
+                }
+                Some(ObjectType::Blob) if entry.filemode() != SYMLINK_MODE && wanted(&path) => {
+                    let blob = self
+                        .repo
+                        .find_blob(entry.id())
+                        .map_err(|e| self.git("read a file", e))?;
+                    let contents = String::from_utf8(blob.content().to_vec())
+                        .map_err(|_| SourceError::NotUtf8 { path: path.clone() })?;
+                    out.push(SourceFile { path, contents });
+                }
+                // Submodules (commits), links and other files are not scheduler files.
+                _ => {}
+            }
         }
-        out
+        Ok(())
+    }
+}
+
+impl Source for GitSource {
+    fn load(&self) -> Result<Snapshot, SourceError> {
+        let repo = self.open()?;
+        let oid = self.head_commit(&repo)?;
+        CommitReader {
+            repo: &repo,
+            path: &self.repo,
+        }
+        .snapshot(oid, self.subpath.as_deref())
+    }
+
+    fn describe(&self) -> String {
+        describe_git(
+            &self.repo.display().to_string(),
+            self.branch.as_deref(),
+            self.subpath.as_deref(),
+        )
     }
 
     fn peek_revision(&self) -> Result<Option<String>, SourceError> {
         let repo = self.open()?;
         Ok(Some(self.head_commit(&repo)?.to_string()))
+    }
+
+    fn branch(&self) -> Option<String> {
+        if let Some(b) = &self.branch {
+            return Some(b.strip_prefix("refs/heads/").unwrap_or(b).to_string());
+        }
+        let repo = self.open().ok()?;
+        let head = repo.find_reference("HEAD").ok()?;
+        let target = head.symbolic_target().ok().flatten()?;
+        target.strip_prefix("refs/heads/").map(str::to_string)
     }
 }

@@ -1,5 +1,6 @@
-//! Sources of desired state: the scheduler files of one revision, from a git repository or a
-//! plain directory, and a watcher that notices new revisions.
+//! Sources of desired state: the scheduler files of one revision, from a git repository (local,
+//! or remote and fetched into a cache) or a plain directory, and a watcher that notices new
+//! revisions.
 //!
 //! This is an adapter around the spec layer: it reads bytes and names revisions; it never parses
 //! YAML (that is [`crate::spec::load_documents`]). Must hold:
@@ -7,11 +8,13 @@
 //!   same read of the directory, and its `revision` changes whenever any file's path or content
 //!   does (and only then, for a directory).
 //! - A git source reads *committed* content only: uncommitted edits in a work tree are invisible.
+//! - No credential ever appears in an error, a log line or [`Source::describe`].
 //! - Files and directories whose name starts with `.` are skipped (`.git`, `.github/workflows`
 //!   are not scheduler files), as is anything not ending in `.yaml`/`.yml`. Files are sorted by path.
 
 mod dir;
 mod git;
+mod remote;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +24,8 @@ use serde::Serialize;
 pub use crate::spec::SourceFile;
 pub use dir::DirSource;
 pub use git::GitSource;
-pub use watch::{DEBOUNCE, Observed, watch};
+pub use remote::{DEFAULT_TOKEN_USERNAME, GitAuth, GitUrl, RemoteSource, Token, strip_userinfo};
+pub use watch::{DEBOUNCE, Observed, SourceStatus, Watch, WatchHandle, error_chain, watch};
 
 /// One revision of the desired state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +69,12 @@ pub trait Source: Send + Sync + 'static {
 
     /// A directory whose file-system events may mean a new revision (directory sources).
     fn watch_root(&self) -> Option<PathBuf> {
+        None
+    }
+
+    /// The branch followed, when there is one and it is known (a remote's default branch is
+    /// known after the first check). Webhooks use it to ignore pushes to other branches.
+    fn branch(&self) -> Option<String> {
         None
     }
 }
@@ -116,6 +126,43 @@ pub enum SourceError {
     /// Reading the source panicked or was cancelled (a bug; reported rather than ending the watch).
     #[error("reading the source failed unexpectedly: {0}")]
     Crashed(String),
+    /// The source looks like a URL but cannot be used as one (unknown scheme, a password in it).
+    #[error("invalid repository URL {url}: {reason}")]
+    InvalidUrl { url: String, reason: &'static str },
+    /// The remote could not be reached or the transfer failed (network, protocol, timeout).
+    #[error("cannot fetch from {url}")]
+    Fetch {
+        /// Without credentials.
+        url: String,
+        #[source]
+        source: git2::Error,
+    },
+    /// The remote wants credentials that are not configured, or refused the configured ones.
+    #[error("authentication to {url} failed: {reason}")]
+    Auth { url: String, reason: &'static str },
+    /// The SSH server's host key is not in `~/.ssh/known_hosts` (or does not match it).
+    #[error(
+        "the SSH host key of {url} is unknown or does not match ~/.ssh/known_hosts \
+         (add it with ssh-keyscan after checking its fingerprint)"
+    )]
+    HostKey {
+        url: String,
+        #[source]
+        source: git2::Error,
+    },
+    /// The remote's HEAD names no branch, and none was chosen.
+    #[error("{url} has no default branch (HEAD); choose one with --branch")]
+    NoRemoteHead { url: String },
+    /// The branch asked for does not exist on the remote.
+    #[error("branch {branch:?} not found in {url}")]
+    RemoteBranchNotFound { url: String, branch: String },
+    /// The local clone cache of a remote cannot be created or written.
+    #[error("cannot use the clone cache {}", path.display())]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: git2::Error,
+    },
     /// Any other git failure while reading objects of a revision.
     #[error("git: cannot {action} in {}", repo.display())]
     Git {
@@ -152,6 +199,53 @@ pub fn open(
         None => path.to_path_buf(),
     };
     Ok(Box::new(DirSource { root }))
+}
+
+/// Where a source is, as given on the command line: a remote repository's URL or a local path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// Cloned into a cache and fetched.
+    Remote(GitUrl),
+    /// A git repository (work tree or bare) or a directory of files.
+    Local(PathBuf),
+}
+
+impl Location {
+    /// A URL (`https://`, `http://`, `ssh://`, `git://`, `file://`, `user@host:path`) is remote;
+    /// anything else is a path. Errors never repeat a password found in `raw`.
+    pub fn parse(raw: &str) -> Result<Self, SourceError> {
+        Ok(match GitUrl::parse(raw)? {
+            Some(url) => Location::Remote(url),
+            None => Location::Local(PathBuf::from(raw)),
+        })
+    }
+}
+
+/// What a remote source needs besides its URL.
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    /// Each remote is cloned into its own directory below this one.
+    pub cache_root: PathBuf,
+    pub auth: GitAuth,
+}
+
+/// Open the source at `location`: [`open`] for a path, a [`RemoteSource`] for a URL.
+pub fn open_location(
+    location: &Location,
+    branch: Option<&str>,
+    subpath: Option<&str>,
+    remote: &RemoteOptions,
+) -> Result<Box<dyn Source>, SourceError> {
+    match location {
+        Location::Local(path) => open(path, branch, subpath),
+        Location::Remote(url) => Ok(Box::new(RemoteSource::new(
+            url.clone(),
+            branch.map(str::to_string),
+            subpath.map(normalize_subpath).transpose()?.flatten(),
+            &remote.cache_root,
+            remote.auth.clone(),
+        ))),
+    }
 }
 
 /// `./fleets/prod/` → `fleets/prod`; empty or `.` → none. Refuses absolute paths and `..`.

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod git_http;
+
 pub const TROUPE: &str = env!("CARGO_BIN_EXE_troupe");
 
 /// A git repository of scheduler files.
@@ -138,13 +140,19 @@ impl Server {
             .append(true)
             .open(self.state_dir.with_extension("serve.log"))
             .unwrap();
+        // A test that sets its own poll interval keeps it; others poll fast.
+        let poll: &[&str] = if self.extra_args.iter().any(|a| a == "--poll-interval") {
+            &[]
+        } else {
+            &["--poll-interval", "200ms"]
+        };
         let mut child = Command::new(TROUPE)
             .arg("serve")
             .arg(&self.source)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .arg("--state-dir")
             .arg(&self.state_dir)
-            .args(["--poll-interval", "200ms"])
+            .args(poll)
             .args(&self.extra_args)
             .env("TROUPE_LOG", "info,troupe=debug")
             .stdout(Stdio::piped())
@@ -185,6 +193,7 @@ impl Server {
         resp.json().await.unwrap()
     }
 
+    /// A GET answered as text (`/metrics`).
     pub async fn text(&self, path: &str) -> String {
         let resp = self
             .http
