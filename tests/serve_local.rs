@@ -257,7 +257,41 @@ async fn deleting_a_scheduler_with_pruning_removes_its_rooms() {
     let arena = wait_ready(&server, "arena", 2).await;
     let racer = wait_ready(&server, "racer", 2).await;
 
+    // A match is being played in one racer room: the deletion drains it first.
+    let busy = racer[0].clone();
+    let busy_id = busy["id"].as_str().unwrap().to_string();
+    start_match(&busy).await;
+    wait_for("the room to report occupied", T, || async {
+        let rooms = server.rooms("racer").await;
+        rooms
+            .iter()
+            .any(|r| r["id"] == busy_id.as_str() && status_of(r) == "occupied")
+            .then_some(())
+    })
+    .await;
     repo.commit("drop racer", &[("racer.yaml", "")]);
+    let draining = wait_for(
+        "the free racer room gone, the occupied one kept",
+        T,
+        || async {
+            let rooms = server.rooms("racer").await;
+            (rooms.len() == 1 && rooms[0]["id"] == busy_id.as_str()).then_some(rooms)
+        },
+    )
+    .await;
+    assert_eq!(status_of(&draining[0]), "occupied");
+    let op = server
+        .ops("racer")
+        .await
+        .into_iter()
+        .find(|o| o["kind"] == "delete")
+        .expect("delete op");
+    assert_eq!(
+        op["status"], "running",
+        "the deletion waits for the match: {op:#}"
+    );
+    assert!(server.room_processes().contains(&busy_id));
+    end_match(&busy).await;
     wait_for("racer deleted", T, || async {
         let schedulers = server.get("/api/v1/schedulers").await;
         let names: Vec<&str> = schedulers
