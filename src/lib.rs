@@ -13,6 +13,7 @@ pub mod controller;
 pub mod demo_room;
 pub mod forward;
 pub mod http;
+pub mod loadgen;
 pub mod metrics;
 pub mod ops;
 pub mod plan;

@@ -3,6 +3,7 @@
 
 mod client;
 mod git_auth;
+mod load;
 mod plan;
 pub mod schema;
 mod serve;
@@ -41,6 +42,8 @@ enum Command {
     Rooms(client::RoomsArgs),
     /// List or cancel operations.
     Ops(client::OpsArgs),
+    /// Load-test the rooms API or allocation of a running server.
+    Load(load::LoadArgs),
     /// Run a simulated game room (what the example fleets run).
     DemoRoom(crate::demo_room::DemoRoomArgs),
     /// Write the JSON Schemas under schema/ (or check they are fresh).
@@ -65,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => block_on(client::status(args)),
         Command::Rooms(args) => block_on(client::rooms(args)),
         Command::Ops(args) => block_on(client::ops(args)),
+        Command::Load(args) => load::main(args),
         Command::DemoRoom(args) => {
             block_on(async { crate::demo_room::run(args).await.map(|_| ExitCode::SUCCESS) })
         }

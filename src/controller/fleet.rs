@@ -91,7 +91,8 @@ impl Fleet {
         self.lock().clone()
     }
 
-    fn set_applied(&self, name: &str, applied: Option<Applied>) -> Result<(), StoreError> {
+    /// Record `applied` as what the scheduler is driven to (`None`: forget the scheduler).
+    pub fn set_applied(&self, name: &str, applied: Option<Applied>) -> Result<(), StoreError> {
         let mut map = self.lock();
         let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
         match applied {

@@ -1,0 +1,105 @@
+//! Benchmark: pings and allocations per second over loopback HTTP, with the load generator
+//! (`troupe::loadgen`, the code behind `troupe load`) on the same machine.
+//!
+//! The server is the real router (`troupe::http::router`) served by axum on 127.0.0.1, with the
+//! local runtime behind it; its rooms are recorded in the registry as ready without processes,
+//! so the figures measure Troupe, not 30,000 demo rooms.
+//!
+//! Run: `cargo bench --bench rooms_api` (`CLIENTS=N`, `SECONDS=N`). Under `cargo test` it only
+//! checks that it builds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use troupe::controller::{
+    Applied, Controller, ControllerOptions, Fleet, FleetConfig, History, SyncMode,
+};
+use troupe::http::{AppState, router};
+use troupe::loadgen::{self, Load, Mode};
+use troupe::metrics::Metrics;
+use troupe::ops::Operations;
+use troupe::rooms::token::room_token;
+use troupe::rooms::{Room, RoomStatus};
+use troupe::runtime::local::{LocalConfig, LocalRuntime};
+
+const SECRET: &[u8] = b"bench-secret";
+const PING_ROOMS: usize = 1_000;
+const ALLOCATION_ROOMS: usize = 40_000;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("rooms_api: skipped (run it with `cargo bench --bench rooms_api`)");
+        return;
+    }
+    let clients = env("CLIENTS", 64);
+    let seconds = env("SECONDS", 5) as u64;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::channel(16);
+        let runtime = Arc::new(LocalRuntime::new(
+            LocalConfig { state_dir: dir.path().into(), self_exe: "/bin/false".into(), host: "127.0.0.1".into() },
+            tx,
+        ));
+        let config = FleetConfig {
+            secret: SECRET.to_vec(),
+            rooms_url: "http://unused".into(),
+            allocation_ttl: Duration::from_secs(3600),
+        };
+        let fleet = Arc::new(Fleet::open(dir.path(), runtime, config).unwrap());
+        let metrics = Arc::new(Metrics::new());
+        let spec: troupe::spec::Scheduler = serde_json::from_value(serde_json::json!({
+            "name": "bench", "game": "bench", "roomsReplicas": 0, "portRange": {"start": 1, "end": 2},
+            "spec": {"containers": [{"name": "s", "image": "i"}]}
+        }))
+        .unwrap();
+        for name in ["ping", "alloc"] {
+            let spec = troupe::spec::Scheduler { name: name.into(), ..spec.clone() };
+            let applied = Applied { version: spec.version(), target_rooms: 0, spec, previous: None };
+            fleet.set_applied(name, Some(applied)).unwrap();
+        }
+        let mut ping_rooms = Vec::new();
+        for (scheduler, n) in [("ping", PING_ROOMS), ("alloc", ALLOCATION_ROOMS)] {
+            for i in 0..n {
+                let id = format!("{scheduler}-{i:06}");
+                let room = Room { status: RoomStatus::Ready, host: "127.0.0.1".into(), ..Room::pending(&id, scheduler, "v", i as u64) };
+                fleet.registry.insert(room).unwrap();
+                if scheduler == "ping" {
+                    ping_rooms.push((scheduler.to_string(), id.clone(), room_token(SECRET, scheduler, &id)));
+                }
+            }
+        }
+        let ops = Operations::open(dir.path().join("operations.jsonl")).unwrap();
+        let options = ControllerOptions { prune: false, sync: SyncMode::Auto, autoscale_interval: Duration::from_secs(3600) };
+        let controller =
+            Arc::new(Controller::new(Arc::clone(&fleet), ops, Arc::clone(&metrics), options, History::open(dir.path()).unwrap()));
+        let forwarders = troupe::forward::Forwarders::start(Arc::clone(&fleet), Arc::clone(&metrics));
+        let state = AppState { controller, api_token: None, forwarders, source: None, webhook_secret: None };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+
+        let load = |mode| Load { base_url: base_url.clone(), clients, duration: Duration::from_secs(seconds), mode };
+        let ping = loadgen::run(load(Mode::Ping { rooms: ping_rooms })).await;
+        println!(
+            "rooms_api: pings: {:.0}/s over {} requests ({clients} clients, {:.1} s); p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms; errors {}",
+            ping.per_second, ping.requests, ping.seconds, ping.p50_ms, ping.p90_ms, ping.p99_ms, ping.max_ms, ping.errors
+        );
+        let alloc = loadgen::run(load(Mode::Allocate { scheduler: "alloc".into(), api_token: None })).await;
+        println!(
+            "rooms_api: allocations: {:.0}/s, {} rooms handed out ({} answers 'no room'), duplicates {}; p50 {:.2} ms, p99 {:.2} ms; errors {}",
+            alloc.ok as f64 / alloc.seconds, alloc.ok, alloc.no_room, alloc.duplicates, alloc.p50_ms, alloc.p99_ms, alloc.errors
+        );
+        assert_eq!(alloc.duplicates, 0, "a room was handed out twice");
+    });
+}
