@@ -86,6 +86,10 @@ pub struct DemoRoomArgs {
     /// Stop (exit status 1) once the rooms API has been unreachable this long.
     #[arg(long, default_value = "10m")]
     pub give_up_after: Duration,
+    /// Simulated players per match: each joins when its match starts and leaves when it ends,
+    /// reported with `POST .../playerevent`.
+    #[arg(long, env = "TROUPE_DEMO_PLAYERS_PER_MATCH", default_value_t = 2)]
+    pub players_per_match: u32,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -166,6 +170,16 @@ pub async fn run_until(
     }
 
     let client = reqwest::Client::new();
+    if args.players_per_match > 0 {
+        let url = ping_url.join("playerevent").context("player event URL")?;
+        tasks.spawn(simulate_players(
+            room.clone(),
+            client.clone(),
+            url,
+            args.token.clone(),
+            args.players_per_match,
+        ));
+    }
     let pinger = Pinger {
         client,
         url: ping_url,
@@ -423,6 +437,65 @@ enum PingOutcome {
     Reached,
     /// No answer, or the API failed (5xx): counts towards giving up.
     Unreachable(String),
+}
+
+/// Players join as matches start and leave as they end; each change is reported to the rooms API
+/// (best effort: a refused or lost event is logged, the room goes on).
+async fn simulate_players(
+    room: Arc<DemoState>,
+    client: reqwest::Client,
+    url: reqwest::Url,
+    token: String,
+    per_match: u32,
+) -> anyhow::Result<()> {
+    let mut changes = room.count.subscribe();
+    let mut matches: VecDeque<Vec<String>> = VecDeque::new();
+    let mut next_player = 0u64;
+    loop {
+        let running = *changes.borrow_and_update() as usize;
+        while matches.len() < running {
+            let players: Vec<String> = (0..per_match)
+                .map(|_| {
+                    next_player += 1;
+                    format!("player-{next_player}")
+                })
+                .collect();
+            for p in &players {
+                send_player_event(&client, &url, &token, "playerJoin", p).await;
+            }
+            matches.push_back(players);
+        }
+        while matches.len() > running {
+            for p in matches.pop_front().unwrap_or_default() {
+                send_player_event(&client, &url, &token, "playerLeft", &p).await;
+            }
+        }
+        if changes.changed().await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+async fn send_player_event(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    token: &str,
+    event: &str,
+    player: &str,
+) {
+    let body = serde_json::json!({"event": event, "playerId": player});
+    match client
+        .post(url.clone())
+        .bearer_auth(token)
+        .json(&body)
+        .timeout(PING_TIMEOUT)
+        .send()
+        .await
+    {
+        Ok(resp) if resp.status().is_success() => {}
+        Ok(resp) => warn!(event, player, status = %resp.status(), "player event refused"),
+        Err(e) => warn!(event, player, error = %e, "player event not sent"),
+    }
 }
 
 struct Pinger {

@@ -105,6 +105,22 @@ async fn status_changes_and_player_events_reach_the_receiver() {
             .then_some(())
     })
     .await;
+    // A demo room's match brings its simulated players, reported as player events.
+    let other_id = rooms[1]["id"].as_str().unwrap();
+    start_match(&rooms[1]).await;
+    wait_for("the demo room's players", T, || async {
+        let got = got.lock().unwrap();
+        let joins = got
+            .iter()
+            .filter(|e| {
+                e["kind"] == "playerEvent"
+                    && e["room"] == other_id
+                    && e["payload"]["event"] == "playerJoin"
+            })
+            .count();
+        (joins == 2).then_some(())
+    })
+    .await;
     // Another room's token cannot speak for this room.
     let other = room_token(&server.secret(), "arena", rooms[1]["id"].as_str().unwrap());
     let resp = server

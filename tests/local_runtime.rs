@@ -898,6 +898,7 @@ mod demo_room {
             match_rate: 0.0,
             match_duration: Duration::from_secs(60),
             give_up_after: Duration::from_secs(600),
+            players_per_match: 0,
         }
     }
 
