@@ -5,7 +5,8 @@
 #   kube-scheduler  k8s.io/kubernetes/cmd/kube-scheduler
 #   kubectl         k8s.io/kubernetes/cmd/kubectl
 #   kwok            sigs.k8s.io/kwok/cmd/kwok
-# into ${TROUPE_CACHE:-$HOME/.cache/troupe}/cluster/<key>/bin, key = hash of versions.env.
+# into ${TROUPE_CACHE:-$HOME/.cache/troupe}/cluster/<key>/bin, key = hash of versions.env, and
+# copies from the same kwok module its Stage CRD and default stages into <key>/share/kwok.
 # Prints that bin directory as the last line of stdout. Does nothing when all binaries are there.
 #
 # Usage: build.sh [component...]   (components: etcd kwok k8s; default all)
@@ -22,7 +23,7 @@ LOG_TAG=build
 
 ROOT=$(cluster_cache_dir)
 BIN="$ROOT/bin"
-if [[ $# -eq 0 ]] && cluster_binaries_present; then
+if [[ $# -eq 0 ]] && cluster_artefacts_present; then
   echo "$BIN"
   exit 0
 fi
@@ -37,6 +38,7 @@ flock 9
 export GOTOOLCHAIN=local GOWORK=off CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
 built() { local b; for b in "$@"; do [[ -x "$BIN/$b" ]] || return 1; done; }
+SHARE="$ROOT/share/kwok"
 
 # wrapper_module DIR MODULE_PATH: writes DIR/go.mod (the caller appends require/replace) and
 # DIR/tools.go importing the main packages given after, so that `go mod tidy` records them.
@@ -94,6 +96,28 @@ build_kwok() {
   log "kwok built in $((SECONDS - start))s"
 }
 
+# The Stage CRD and kwok's default node and pod stages, taken from the pinned kwok module itself:
+# with --enable-crds=Stage kwok loads no built-in stage, so up.sh applies these (then ours).
+kwok_share() {
+  [[ -f "$SHARE/stage-crd.yaml" && -f "$SHARE/default-stages.yaml" ]] && return
+  local src tmp="$SHARE.tmp" f
+  src=$(cd "$ROOT/src/kwok" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [[ -d "$src/kustomize" ]] || die "could not find the sigs.k8s.io/kwok@$KWOK_VERSION module source"
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  cp "$src/kustomize/crd/bases/kwok.x-k8s.io_stages.yaml" "$tmp/stage-crd.yaml"
+  # node-heartbeat-with-lease: kwok keeps node leases fresh, so node status is refreshed rarely.
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+    pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    echo "---"
+    cat "$src/kustomize/stage/$f"
+  done >"$tmp/default-stages.yaml"
+  rm -rf "$SHARE"
+  mv "$tmp" "$SHARE"
+  log "kwok stage CRD and default stages copied to $SHARE"
+}
+
 # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with paths inside its
 # own repository, which a dependent module cannot see. Pin each one, by name, to the published
 # K8S_STAGING_VERSION; the list comes from k8s.io/kubernetes's own go.mod replace block.
@@ -136,7 +160,7 @@ total=$SECONDS
 for c in "${components[@]}"; do
   case $c in
     etcd) build_etcd ;;
-    kwok) build_kwok ;;
+    kwok) build_kwok && kwok_share ;;
     k8s) build_k8s ;;
     *) die "unknown component '$c' (etcd, kwok, k8s)" ;;
   esac
