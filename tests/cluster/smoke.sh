@@ -142,7 +142,17 @@ message=$(field port-b '{.status.conditions[?(@.type=="PodScheduled")].message}'
 [[ $message == *"free ports"* ]] || fail "port-b Unschedulable for another reason: $message"
 pass "port-b Unschedulable: $message"
 
-# 6. Deleting a pod removes it (kwok's pod-delete stage plays the kubelet's part).
+# 6. Every pod that got an IP got its own.
+ips=$(k get pods -o 'jsonpath={range .items[*]}{.status.podIP}{"\n"}{end}' | grep -v '^$' | sort)
+[[ -z $(uniq -d <<<"$ips") ]] || fail "pod IPs handed out twice: $(uniq -d <<<"$ips" | tr '\n' ' ')"
+pass "$(wc -l <<<"$ips") pods with distinct pod IPs"
+
+# 7. The crashing container is restarted after the kubelet's 10 s back-off, and crashes again.
+restarts=$(eventually "$POD_TIMEOUT_S" crasher '{.status.containerStatuses[0].restartCount}' '^[2-9]$') ||
+  fail "crasher was not restarted after its back-off"
+pass "crasher restarted, restartCount $restarts"
+
+# 8. Deleting a pod removes it (kwok's pod-delete stage plays the kubelet's part).
 k delete pod game-0 --wait=true --timeout="${POD_TIMEOUT_S}s" >/dev/null || fail "game-0 not deleted"
 pass "game-0 deleted"
 

@@ -71,7 +71,7 @@ on_exit() {
   ((rc == 0)) && return
   log "failed; last lines of each component log:"
   local f
-  for f in "$DIR"/logs/*.log; do
+  for f in "$DIR"/logs/{etcd,kube-apiserver,kube-scheduler,kwok,kubectl}.log; do
     [[ -e "$f" ]] || continue
     echo "--- $f" >&2
     tail -n 15 "$f" >&2
