@@ -43,3 +43,10 @@ http_ok() {
   exec {fd}>&-
   [[ $status == 200 ]]
 }
+
+# now_ms: wall clock in milliseconds; since_ms T0: "1.234s" elapsed since now_ms gave T0.
+now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
+since_ms() {
+  local d=$(($(now_ms) - $1))
+  printf '%d.%03ds' $((d / 1000)) $((d % 1000))
+}

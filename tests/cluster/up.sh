@@ -21,7 +21,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
 LOG_TAG=up
-start_time=$SECONDS
+start_time=$(now_ms)
 
 # How long each component may take to become ready; generous for a loaded 2-core CI machine.
 READY_TIMEOUT_S=60
@@ -61,9 +61,14 @@ if [[ -d "$DIR/pids" ]]; then
   done
   log "removing the remains of a stopped cluster in $DIR"
 fi
-rm -rf "$DIR/pki" "$DIR/etcd" "$DIR/logs" "$DIR/pids" "$DIR/kwok" "$DIR/env" "$DIR/kubeconfig"
+rm -rf "$DIR/pki" "$DIR/etcd" "$DIR/logs" "$DIR/pids" "$DIR/kwok" "$DIR/kube-cache" "$DIR/env" \
+  "$DIR/kubeconfig"
 mkdir -p "$DIR/pki" "$DIR/etcd" "$DIR/logs" "$DIR/pids" "$DIR/kwok"
 chmod 700 "$DIR/etcd"
+KC="$DIR/kubeconfig"
+# kubectl's discovery cache goes in DIR, not in ~/.kube/cache (one entry per random port).
+export KUBECACHEDIR="$DIR/kube-cache"
+kubectl() { "$KUBECTL" --kubeconfig="$KC" "$@"; }
 
 # On any failure: stop what was started, keep the logs, say where they are.
 on_exit() {
@@ -81,7 +86,7 @@ on_exit() {
 }
 trap on_exit EXIT
 
-# --- ports -----------------------------------------------------------------------------------
+# --- ports ----------------------------------------------------------------------------------------
 # Free ports below the kernel's ephemeral range (32768+), so that no outgoing connection can take
 # one between the check and the bind.
 PORT_MIN=20000
@@ -106,71 +111,6 @@ free_port APISERVER_PORT
 free_port SCHEDULER_PORT
 free_port KWOK_PORT
 APISERVER_URL="https://127.0.0.1:$APISERVER_PORT"
-
-# --- certificates ----------------------------------------------------------------------------
-PKI="$DIR/pki"
-phase=$SECONDS
-CERT_DAYS=30
-openssl_quiet() { openssl "$@" 2>>"$DIR/logs/openssl.log" >/dev/null; }
-new_key() { openssl_quiet genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1"; }
-# sign NAME SUBJECT EXTENSIONS: a key and a certificate signed by the CA.
-sign() {
-  local name=$1 subject=$2 ext=$3
-  new_key "$PKI/$name.key"
-  openssl_quiet req -new -key "$PKI/$name.key" -subj "$subject" -out "$PKI/$name.csr"
-  printf '%s\n' "$ext" >"$PKI/$name.ext"
-  openssl_quiet x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
-    -CAcreateserial -days "$CERT_DAYS" -sha256 -extfile "$PKI/$name.ext" -out "$PKI/$name.crt"
-  rm -f "$PKI/$name.csr" "$PKI/$name.ext"
-}
-new_key "$PKI/ca.key"
-openssl_quiet req -x509 -new -key "$PKI/ca.key" -subj "/CN=troupe-test-ca" -days "$CERT_DAYS" \
-  -sha256 -addext "basicConstraints=critical,CA:TRUE" \
-  -addext "keyUsage=critical,keyCertSign,cRLSign" -out "$PKI/ca.crt"
-# Serving certificate for kube-apiserver, also used by kube-scheduler's health endpoint.
-sign apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE
-keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:$SERVICE_FIRST_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
-# The admin client: system:masters is bound to cluster-admin by the apiserver's bootstrap RBAC.
-sign admin "/O=system:masters/CN=troupe-admin" "basicConstraints=CA:FALSE
-keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=clientAuth"
-# The aggregation layer's client (front proxy), so that kube-apiserver publishes a request-header
-# CA; without one, kube-scheduler's delegated authentication logs an error every few seconds.
-sign front-proxy-client "/CN=front-proxy-client" "basicConstraints=CA:FALSE
-keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=clientAuth"
-new_key "$PKI/sa.key"
-openssl_quiet pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
-chmod 600 "$PKI"/*.key
-log "certificates made in $((SECONDS - phase))s"
-
-b64() { base64 -w0 <"$1"; }
-umask 077
-cat >"$DIR/kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: troupe-test
-  cluster:
-    server: $APISERVER_URL
-    certificate-authority-data: $(b64 "$PKI/ca.crt")
-users:
-- name: troupe-admin
-  user:
-    client-certificate-data: $(b64 "$PKI/admin.crt")
-    client-key-data: $(b64 "$PKI/admin.key")
-contexts:
-- name: troupe-test
-  context:
-    cluster: troupe-test
-    user: troupe-admin
-current-context: troupe-test
-EOF
-umask 022
-KC="$DIR/kubeconfig"
-kubectl() { "$KUBECTL" --kubeconfig="$KC" "$@"; }
 
 # start NAME CMD...: runs CMD in the background, output to logs/NAME.log, pid to pids/NAME.pid.
 # Every command line mentions $DIR, which down.sh checks before it signals a pid.
@@ -198,8 +138,8 @@ ready() {
   done
 }
 
-# --- etcd ------------------------------------------------------------------------------------
-phase=$SECONDS
+# --- etcd (started now, waited for once the certificates are made) --------------------------------
+etcd_started=$(now_ms)
 # --unsafe-no-fsync: the data is thrown away with DIR; fsync would only slow tests down.
 start etcd "$BIN/etcd" \
   --name=troupe-test \
@@ -211,11 +151,77 @@ start etcd "$BIN/etcd" \
   --initial-cluster="troupe-test=http://127.0.0.1:$ETCD_PEER_PORT" \
   --unsafe-no-fsync \
   --log-level=warn
-ready etcd "$READY_TIMEOUT_S" "etcd /health" http_ok "127.0.0.1:$ETCD_CLIENT_PORT" /health
-log "etcd ready on 127.0.0.1:$ETCD_CLIENT_PORT in $((SECONDS - phase))s"
 
-# --- kube-apiserver --------------------------------------------------------------------------
-phase=$SECONDS
+# --- certificates ---------------------------------------------------------------------------------
+PKI="$DIR/pki"
+phase=$(now_ms)
+CERT_DAYS=30
+openssl_quiet() { openssl "$@" 2>>"$DIR/logs/openssl.log" >/dev/null; }
+# ECDSA P-256 keys (PKCS#8): made in milliseconds where RSA takes a second or more on a loaded
+# machine; Go, rustls and OpenSSL clients all take them.
+new_key() { openssl_quiet genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"; }
+# sign NAME SUBJECT EXTENSIONS: a key and a certificate signed by the CA.
+sign() {
+  local name=$1 subject=$2 ext=$3
+  new_key "$PKI/$name.key"
+  openssl_quiet req -new -key "$PKI/$name.key" -subj "$subject" -out "$PKI/$name.csr"
+  printf '%s\n' "$ext" >"$PKI/$name.ext"
+  openssl_quiet x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+    -CAcreateserial -days "$CERT_DAYS" -sha256 -extfile "$PKI/$name.ext" -out "$PKI/$name.crt"
+  rm -f "$PKI/$name.csr" "$PKI/$name.ext"
+}
+new_key "$PKI/ca.key"
+openssl_quiet req -x509 -new -key "$PKI/ca.key" -subj "/CN=troupe-test-ca" -days "$CERT_DAYS" \
+  -sha256 -addext "basicConstraints=critical,CA:TRUE" \
+  -addext "keyUsage=critical,keyCertSign,cRLSign" -out "$PKI/ca.crt"
+# Serving certificate for kube-apiserver, also used by kube-scheduler's health endpoint.
+sign apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,IP:$SERVICE_FIRST_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+# The admin client: system:masters is bound to cluster-admin by the apiserver's bootstrap RBAC.
+sign admin "/O=system:masters/CN=troupe-admin" "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=clientAuth"
+# The aggregation layer's client (front proxy), so that kube-apiserver publishes a request-header
+# CA; without one, kube-scheduler's delegated authentication logs an error every few seconds.
+sign front-proxy-client "/CN=front-proxy-client" "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=clientAuth"
+new_key "$PKI/sa.key"
+openssl_quiet pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
+chmod 600 "$PKI"/*.key
+log "certificates made in $(since_ms "$phase")"
+
+b64() { base64 -w0 <"$1"; }
+umask 077
+cat >"$DIR/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: troupe-test
+  cluster:
+    server: $APISERVER_URL
+    certificate-authority-data: $(b64 "$PKI/ca.crt")
+users:
+- name: troupe-admin
+  user:
+    client-certificate-data: $(b64 "$PKI/admin.crt")
+    client-key-data: $(b64 "$PKI/admin.key")
+contexts:
+- name: troupe-test
+  context:
+    cluster: troupe-test
+    user: troupe-admin
+current-context: troupe-test
+EOF
+umask 022
+
+ready etcd "$READY_TIMEOUT_S" "etcd /health" http_ok "127.0.0.1:$ETCD_CLIENT_PORT" /health
+log "etcd ready on 127.0.0.1:$ETCD_CLIENT_PORT in $(since_ms "$etcd_started")"
+
+# --- kube-apiserver -------------------------------------------------------------------------------
+phase=$(now_ms)
 # --endpoint-reconciler-type=none: the "kubernetes" Endpoints would hold 127.0.0.1, which
 # Endpoints validation rejects (loopback), and nothing in-cluster needs them.
 start kube-apiserver "$BIN/kube-apiserver" \
@@ -243,22 +249,20 @@ start kube-apiserver "$BIN/kube-apiserver" \
   --allow-privileged=true \
   --profiling=false
 ready kube-apiserver "$READY_TIMEOUT_S" "kube-apiserver /readyz" kubectl get --raw /readyz
-log "kube-apiserver ready at $APISERVER_URL in $((SECONDS - phase))s"
+log "kube-apiserver ready at $APISERVER_URL in $(since_ms "$phase")"
 
-# --- kwok stages -----------------------------------------------------------------------------
-# kwok runs with --enable-crds=Stage: it reads every stage from the apiserver and has no built-in
-# one. Its own defaults (copied from the pinned module by build.sh) come first, then ours.
-phase=$SECONDS
+# --- kwok stage CRD -------------------------------------------------------------------------------
+# kwok runs with --enable-crds=Stage: it reads every stage from the apiserver (so a test may add
+# one with kubectl) and has no built-in one. The CRD must exist before kwok starts.
+phase=$(now_ms)
 SHARE="$(cluster_cache_dir)/share/kwok"
-{
-  kubectl apply -f "$SHARE/stage-crd.yaml"
-  kubectl wait --for=condition=Established --timeout="${READY_TIMEOUT_S}s" crd/stages.kwok.x-k8s.io
-  kubectl apply -f "$SHARE/default-stages.yaml" -f "$HERE/stages/"
-} >>"$DIR/logs/kubectl.log"
-log "kwok stages applied in $((SECONDS - phase))s"
+KLOG="$DIR/logs/kubectl.log"
+kubectl create -f "$SHARE/stage-crd.yaml" >>"$KLOG" 2>&1
+kubectl wait --for=condition=Established --timeout="${READY_TIMEOUT_S}s" crd/stages.kwok.x-k8s.io \
+  >>"$KLOG" 2>&1
+log "Stage CRD established in $(since_ms "$phase")"
 
-# --- kube-scheduler --------------------------------------------------------------------------
-phase=$SECONDS
+# --- kube-scheduler and kwok ----------------------------------------------------------------------
 # QPS well above the default 50: a benchmark schedules 1,000 pods at once.
 cat >"$DIR/scheduler.yaml" <<EOF
 apiVersion: kubescheduler.config.k8s.io/v1
@@ -279,7 +283,7 @@ start kube-scheduler "$BIN/kube-scheduler" \
   --authentication-kubeconfig="$KC" \
   --authorization-kubeconfig="$KC"
 
-# --- kwok ------------------------------------------------------------------------------------
+# --- kwok -----------------------------------------------------------------------------------------
 # KWOK_WORKDIR keeps kwok away from a developer's ~/.kwok/kwok.yaml, which it would load.
 cat >"$DIR/kwok/kwok.yaml" <<EOF
 apiVersion: config.kwok.x-k8s.io/v1alpha1
@@ -296,18 +300,26 @@ start kwok env KWOK_WORKDIR="$DIR/kwok" "$BIN/kwok" \
   --node-ip=127.0.1.254 \
   --server-address="127.0.0.1:$KWOK_PORT"
 
+# --- kwok stages ----------------------------------------------------------------------------------
+# kwok's own defaults (copied from the pinned module by build.sh) first, then ours. The first
+# write of a new CRD's objects waits about 2 s for its storage: the scheduler and kwok start
+# meanwhile, and kwok picks the stages up as they come.
+phase=$(now_ms)
+kubectl create -f "$SHARE/default-stages.yaml" -f "$HERE/stages/" >>"$KLOG" 2>&1
+log "kwok stages created in $(since_ms "$phase")"
+
 ready kube-scheduler "$READY_TIMEOUT_S" "kube-scheduler /healthz" \
   kubectl --server="https://127.0.0.1:$SCHEDULER_PORT" get --raw /healthz
 ready kwok "$READY_TIMEOUT_S" "kwok /healthz" http_ok "127.0.0.1:$KWOK_PORT" /healthz
-log "kube-scheduler and kwok ready in $((SECONDS - phase))s"
+log "kube-scheduler and kwok ready"
 
-# --- fake nodes ------------------------------------------------------------------------------
+# --- fake nodes -----------------------------------------------------------------------------------
 # kwok-node-0 and -1 in pool=game, kwok-node-2 in pool=batch and tainted. Each has its own
 # loopback InternalIP (what pods get as hostIP) and its own loopback pod CIDR (a /16: room for
 # far more than the 2,000 pods it accepts). kwok hands out pod IPs from the address written in the
 # CIDR on, so it is written 127.10x.0.1/16 (not .0.0, a network address); the apiserver takes it
 # with a warning ("ambiguous"), which lands in logs/kubectl.log.
-phase=$SECONDS
+phase=$(now_ms)
 NODE_POOLS=(game game batch)
 # Roomy enough for the 1,000-pod benchmark on one node.
 NODE_CPU=32
@@ -365,19 +377,20 @@ EOF
   done
 }
 nodes_yaml >"$DIR/nodes.yaml"
-kubectl create -f "$DIR/nodes.yaml" >>"$DIR/logs/kubectl.log" 2>&1
+kubectl create -f "$DIR/nodes.yaml" >>"$KLOG" 2>&1
 ready kwok "$READY_TIMEOUT_S" "kwok to make the nodes Ready" \
   kubectl wait --for=condition=Ready --timeout=2s node -l "$KWOK_NODE_SELECTOR"
-log "3 nodes Ready in $((SECONDS - phase))s"
+log "3 nodes Ready in $(since_ms "$phase")"
 
-# --- env -------------------------------------------------------------------------------------
+# --- env ------------------------------------------------------------------------------------------
 cat >"$DIR/env" <<EOF
 # Written by tests/cluster/up.sh; source it to talk to this cluster.
 export TROUPE_CLUSTER_DIR='$DIR'
 export KUBECONFIG='$KC'
+export KUBECACHEDIR='$DIR/kube-cache'
 export TROUPE_APISERVER_URL='$APISERVER_URL'
 export TROUPE_KUBECTL='$KUBECTL'
 export TROUPE_CLUSTER_BIN='$BIN'
 EOF
-log "cluster up in $((SECONDS - start_time))s: $DIR (stop with $HERE/down.sh $DIR)"
+log "cluster up in $(since_ms "$start_time"): $DIR (stop with $HERE/down.sh $DIR)"
 echo "$DIR/env"
