@@ -109,7 +109,14 @@ restarts=$(field crasher '{.status.containerStatuses[0].restartCount}')
 ((restarts > 0)) || fail "crasher has restartCount $restarts"
 pass "crasher in CrashLoopBackOff, restartCount $restarts"
 
-# 4. The batch node is tainted: a pod without the toleration stays off it, one with it lands.
+# 4. A server that never passes its readiness probe: Running, not Ready.
+pod unready example.invalid/never-ready:1 0
+eventually "$POD_TIMEOUT_S" unready '{.status.phase}' '^Running$' >/dev/null || fail "unready not Running"
+ready=$(field unready '{.status.conditions[?(@.type=="Ready")].status}')
+[[ $ready == False ]] || fail "unready has Ready=$ready"
+pass "unready Running with Ready=False"
+
+# 5. The batch node is tainted: a pod without the toleration stays off it, one with it lands.
 pod batch-intolerant example.invalid/batch:1 0 '  nodeSelector:
     pool: batch'
 pod batch-tolerant example.invalid/batch:1 0 '  nodeSelector:
@@ -128,7 +135,7 @@ eventually "$POD_TIMEOUT_S" batch-intolerant '{.status.conditions[?(@.type=="Pod
   '^Unschedulable$' >/dev/null || fail "batch-intolerant was not refused by the taint"
 pass "batch-intolerant Unschedulable (taint dedicated=batch)"
 
-# 5. Two pods with the same host port pinned to one node: the second cannot be scheduled.
+# 6. Two pods with the same host port pinned to one node: the second cannot be scheduled.
 for name in port-a port-b; do
   pod "$name" example.invalid/game-server:1 7778 '  nodeSelector:
     kubernetes.io/hostname: kwok-node-1'
@@ -142,17 +149,17 @@ message=$(field port-b '{.status.conditions[?(@.type=="PodScheduled")].message}'
 [[ $message == *"free ports"* ]] || fail "port-b Unschedulable for another reason: $message"
 pass "port-b Unschedulable: $message"
 
-# 6. Every pod that got an IP got its own.
+# 7. Every pod that got an IP got its own.
 ips=$(k get pods -o 'jsonpath={range .items[*]}{.status.podIP}{"\n"}{end}' | grep -v '^$' | sort)
 [[ -z $(uniq -d <<<"$ips") ]] || fail "pod IPs handed out twice: $(uniq -d <<<"$ips" | tr '\n' ' ')"
 pass "$(wc -l <<<"$ips") pods with distinct pod IPs"
 
-# 7. The crashing container is restarted after the kubelet's 10 s back-off, and crashes again.
+# 8. The crashing container is restarted after the kubelet's 10 s back-off, and crashes again.
 restarts=$(eventually "$POD_TIMEOUT_S" crasher '{.status.containerStatuses[0].restartCount}' '^[2-9]$') ||
   fail "crasher was not restarted after its back-off"
 pass "crasher restarted, restartCount $restarts"
 
-# 8. Deleting a pod removes it (kwok's pod-delete stage plays the kubelet's part).
+# 9. Deleting a pod removes it (kwok's pod-delete stage plays the kubelet's part).
 k delete pod game-0 --wait=true --timeout="${POD_TIMEOUT_S}s" >/dev/null || fail "game-0 not deleted"
 pass "game-0 deleted"
 
