@@ -27,8 +27,8 @@ if [[ ! -d "$DIR" ]]; then
   exit 0
 fi
 DIR=$(cd "$DIR" && pwd)
-# Never delete a directory up.sh did not make.
-[[ -d "$DIR/pids" ]] || die "$DIR has no pids/ directory: not a cluster directory made by up.sh"
+# Never delete a directory up.sh did not make (it leaves this marker).
+[[ -e "$DIR/.troupe-cluster" ]] || die "$DIR has no .troupe-cluster marker: not made by up.sh"
 
 stop() {
   local name=$1 pidfile="$DIR/pids/$1.pid" pid deadline

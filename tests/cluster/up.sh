@@ -51,6 +51,12 @@ else
   DIR=$(cd "$DIR" && pwd)
 fi
 
+# down.sh deletes DIR whole: only ever take an empty directory or one that up.sh made.
+MARKER="$DIR/.troupe-cluster"
+if [[ ! -e "$MARKER" && -n "$(ls -A "$DIR")" ]]; then
+  die "$DIR is not empty and was not made by up.sh: give an empty or new directory"
+fi
+touch "$MARKER"
 # A live process under pids/ means a cluster runs here: refuse rather than start a second one.
 if [[ -d "$DIR/pids" ]]; then
   for f in "$DIR"/pids/*.pid; do
