@@ -7,7 +7,7 @@
 #   kwok            sigs.k8s.io/kwok/cmd/kwok
 # into ${TROUPE_CACHE:-$HOME/.cache/troupe}/cluster/<key>/bin, key = hash of versions.env, and
 # copies from the same kwok module its Stage CRD and default stages into <key>/share/kwok.
-# Prints that bin directory as the last line of stdout. Does nothing when all binaries are there.
+# Prints that bin directory as the last line of stdout. Does nothing when all of it is there.
 #
 # Usage: build.sh [component...]   (components: etcd kwok k8s; default all)
 #
@@ -103,7 +103,7 @@ kwok_share() {
   local src tmp="$SHARE.tmp" f
   src=$(cd "$ROOT/src/kwok" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" |
     sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  [[ -d "$src/kustomize" ]] || die "could not find the sigs.k8s.io/kwok@$KWOK_VERSION module source"
+  [[ -d "$src/kustomize" ]] || die "no source of sigs.k8s.io/kwok@$KWOK_VERSION in the module cache"
   rm -rf "$tmp"
   mkdir -p "$tmp"
   cp "$src/kustomize/crd/bases/kwok.x-k8s.io_stages.yaml" "$tmp/stage-crd.yaml"
@@ -131,15 +131,17 @@ k8s_staging_replaces() {
   ' "$gomod"
 }
 
+K8S_PROGRAMS=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-scheduler
+  k8s.io/kubernetes/cmd/kubectl)
 build_k8s() {
   built kube-apiserver kube-scheduler kubectl && return
   local dir="$ROOT/src/k8s" start=$SECONDS minor ldflags="" pkg replaces
   log "kubernetes $K8S_VERSION (staging $K8S_STAGING_VERSION): building"
-  wrapper_module "$dir" troupe.test/cluster/k8s \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+  wrapper_module "$dir" troupe.test/cluster/k8s "${K8S_PROGRAMS[@]}"
   replaces=$(k8s_staging_replaces "$dir")
-  [[ -n "$replaces" ]] || die "no staging replace lines found in k8s.io/kubernetes@$K8S_VERSION go.mod"
-  printf '\nrequire k8s.io/kubernetes %s\n\nreplace (\n%s\n)\n' "$K8S_VERSION" "$replaces" >>"$dir/go.mod"
+  [[ -n "$replaces" ]] || die "no staging replace lines in k8s.io/kubernetes@$K8S_VERSION's go.mod"
+  printf '\nrequire k8s.io/kubernetes %s\n\nreplace (\n%s\n)\n' "$K8S_VERSION" "$replaces" \
+    >>"$dir/go.mod"
   log "pinned $(wc -l <<<"$replaces") staging modules to $K8S_STAGING_VERSION"
   # What the Kubernetes release build stamps (hack/lib/version.sh): without it the binaries call
   # themselves v0.0.0-master and kubectl warns about version skew.
@@ -149,8 +151,7 @@ build_k8s() {
     ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     ldflags+=" -X $pkg.gitTreeState=clean"
   done
-  go_build "$dir" "$ldflags" "" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+  go_build "$dir" "$ldflags" "" "${K8S_PROGRAMS[@]}"
   log "kube-apiserver, kube-scheduler, kubectl built in $((SECONDS - start))s"
 }
 

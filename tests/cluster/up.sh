@@ -62,7 +62,8 @@ if [[ -d "$DIR/pids" ]]; then
   for f in "$DIR"/pids/*.pid; do
     [[ -e "$f" ]] || continue
     if cluster_pid_alive "$f" "$DIR"; then
-      die "a cluster is already running in $DIR ($(basename "$f" .pid) pid $(cat "$f")); stop it with: $HERE/down.sh $DIR"
+      die "a cluster is already running in $DIR ($(basename "$f" .pid) pid $(cat "$f"));" \
+        "stop it with: $HERE/down.sh $DIR"
     fi
   done
   log "removing the remains of a stopped cluster in $DIR"
