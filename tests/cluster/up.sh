@@ -292,6 +292,9 @@ start kube-scheduler "$BIN/kube-scheduler" \
 
 # --- kwok -----------------------------------------------------------------------------------------
 # KWOK_WORKDIR keeps kwok away from a developer's ~/.kwok/kwok.yaml, which it would load.
+# Node leases as a kubelet keeps them (kwok alone keeps none): renewed every few seconds, while
+# node status is refreshed every 10 min (node-heartbeat-with-lease).
+NODE_LEASE_S=40
 cat >"$DIR/kwok/kwok.yaml" <<EOF
 apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokConfiguration
@@ -303,6 +306,7 @@ start kwok env KWOK_WORKDIR="$DIR/kwok" "$BIN/kwok" \
   --manage-all-nodes=false \
   --manage-nodes-with-label-selector="$KWOK_NODE_SELECTOR" \
   --enable-crds=Stage \
+  --node-lease-duration-seconds="$NODE_LEASE_S" \
   --cidr=127.99.0.0/16 \
   --node-ip=127.0.1.254 \
   --server-address="127.0.0.1:$KWOK_PORT"
