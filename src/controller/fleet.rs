@@ -87,6 +87,14 @@ impl Fleet {
         self.lock().get(name).cloned()
     }
 
+    /// `matchAllocation.maxMatches` of an applied scheduler, without copying its spec (the ping
+    /// path asks on every ping).
+    pub fn max_matches(&self, name: &str) -> Option<u32> {
+        self.lock()
+            .get(name)
+            .map(|a| a.spec.match_allocation.max_matches)
+    }
+
     pub fn applied_all(&self) -> BTreeMap<String, Applied> {
         self.lock().clone()
     }

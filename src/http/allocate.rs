@@ -63,7 +63,7 @@ async fn allocate_in_scheduler(
 ) -> Result<Json<Allocation>, ApiError> {
     super::api::authorize_write(&state, &headers)?;
     let c = &state.controller;
-    if c.fleet.applied(&scheduler).is_none() {
+    if c.fleet.max_matches(&scheduler).is_none() {
         return Err(ApiError::not_found(format!(
             "scheduler {scheduler} not found"
         )));

@@ -177,10 +177,7 @@ async fn ping(
         ));
     }
     let fleet = &state.controller.fleet;
-    let max_matches = fleet
-        .applied(&scheduler)
-        .map(|a| a.spec.match_allocation.max_matches)
-        .unwrap_or(1);
+    let max_matches = fleet.max_matches(&scheduler).unwrap_or(1);
     match fleet.registry.ping(
         &scheduler,
         &room,

@@ -51,8 +51,75 @@ pub struct StatusChange {
 /// Status changes buffered for slow listeners before they lag (and count what they missed).
 const STATUS_CHANGES: usize = 4096;
 
+/// Where a free room stands in the allocation order: partly used rooms first (most matches
+/// first), then empty ones, oldest first.
+type FreeKey = (bool, std::cmp::Reverse<u32>, u64, String);
+
+fn free_key(r: &Room) -> Option<FreeKey> {
+    matches!(r.status, RoomStatus::Ready | RoomStatus::Active).then(|| {
+        (
+            r.status != RoomStatus::Active,
+            std::cmp::Reverse(r.running_matches),
+            r.created_at,
+            r.id.clone(),
+        )
+    })
+}
+
+/// Rooms by id, plus an index of the free ones per scheduler so that allocation picks a room
+/// without scanning the fleet. Every change goes through `put` and `take`, which keep both.
+#[derive(Default)]
+struct Rooms {
+    by_id: HashMap<String, Room>,
+    free: HashMap<String, std::collections::BTreeSet<FreeKey>>,
+}
+
+impl Rooms {
+    fn get(&self, id: &str) -> Option<&Room> {
+        self.by_id.get(id)
+    }
+
+    fn contains_key(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Room> {
+        self.by_id.values()
+    }
+
+    fn put(&mut self, room: Room) {
+        self.take(&room.id.clone());
+        if let Some(key) = free_key(&room) {
+            self.free
+                .entry(room.scheduler.clone())
+                .or_default()
+                .insert(key);
+        }
+        self.by_id.insert(room.id.clone(), room);
+    }
+
+    fn take(&mut self, id: &str) -> Option<Room> {
+        let room = self.by_id.remove(id)?;
+        if let Some(key) = free_key(&room)
+            && let Some(set) = self.free.get_mut(&room.scheduler)
+        {
+            set.remove(&key);
+        }
+        Some(room)
+    }
+
+    /// The first free room in allocation order among `schedulers`.
+    fn first_free(&self, schedulers: &[&str]) -> Option<&str> {
+        schedulers
+            .iter()
+            .filter_map(|s| self.free.get(*s)?.first())
+            .min()
+            .map(|(_, _, _, id)| id.as_str())
+    }
+}
+
 pub struct Registry {
-    rooms: Mutex<HashMap<String, Room>>,
+    rooms: Mutex<Rooms>,
     journal: Mutex<Journal<Room>>,
     changes: watch::Sender<u64>,
     statuses: tokio::sync::broadcast::Sender<StatusChange>,
@@ -63,7 +130,13 @@ impl Registry {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let (journal, records) = Journal::open(path)?;
         Ok(Self {
-            rooms: Mutex::new(records.into_iter().collect()),
+            rooms: Mutex::new({
+                let mut rooms = Rooms::default();
+                for (_, room) in records {
+                    rooms.put(room);
+                }
+                rooms
+            }),
             journal: Mutex::new(journal),
             changes: watch::channel(0).0,
             statuses: tokio::sync::broadcast::channel(STATUS_CHANGES).0,
@@ -93,7 +166,7 @@ impl Registry {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Room>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Rooms> {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -114,7 +187,7 @@ impl Registry {
         let mut rooms = self.lock();
         self.persist(&room)?;
         self.status_changed(&room, None);
-        rooms.insert(room.id.clone(), room);
+        rooms.put(room);
         drop(rooms);
         self.notify();
         Ok(())
@@ -133,7 +206,7 @@ impl Registry {
         let mut next = room.clone();
         change(&mut next);
         self.persist(&next)?;
-        rooms.insert(id.to_string(), next.clone());
+        rooms.put(next.clone());
         drop(rooms);
         self.notify();
         Ok(Some(next))
@@ -146,7 +219,7 @@ impl Registry {
             return Ok(None);
         }
         self.forget(id)?;
-        let room = rooms.remove(id);
+        let room = rooms.take(id);
         drop(rooms);
         self.notify();
         Ok(room)
@@ -252,7 +325,7 @@ impl Registry {
     ) -> Result<usize, RegistryError> {
         let mut rooms = self.lock();
         let room = rooms
-            .get_mut(id)
+            .get(id)
             .filter(|r| r.scheduler == scheduler)
             .ok_or_else(|| RegistryError::UnknownRoom {
                 scheduler: scheduler.to_string(),
@@ -266,7 +339,9 @@ impl Registry {
         };
         if changed {
             self.persist(&next)?;
-            *room = next;
+            let n = next.players.len();
+            rooms.put(next);
+            return Ok(n);
         }
         Ok(room.players.len())
     }
@@ -277,23 +352,11 @@ impl Registry {
     /// a partly used room (`active`, most matches first) before an empty one (oldest first).
     pub fn allocate(&self, schedulers: &[&str]) -> Result<Option<Room>, StoreError> {
         let mut rooms = self.lock();
-        let best = rooms
-            .values()
-            .filter(|r| matches!(r.status, RoomStatus::Active | RoomStatus::Ready))
-            .filter(|r| schedulers.contains(&r.scheduler.as_str()))
-            .min_by(|a, b| {
-                let key = |r: &Room| {
-                    (
-                        r.status != RoomStatus::Active,
-                        std::cmp::Reverse(r.running_matches),
-                        r.created_at,
-                    )
-                };
-                key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id))
-            })
-            .map(|r| r.id.clone());
+        let best = rooms.first_free(schedulers).map(str::to_string);
         let Some(id) = best else { return Ok(None) };
-        let mut room = rooms[&id].clone();
+        let Some(mut room) = rooms.get(&id).cloned() else {
+            return Ok(None);
+        };
         // Ready and active rooms always accept an allocation (the filter above).
         let Ok(next) = transition(room.status, &RoomEvent::Allocate) else {
             return Ok(None);
@@ -303,7 +366,7 @@ impl Registry {
         room.status_since = now_ms();
         self.persist(&room)?;
         self.status_changed(&room, Some(from));
-        rooms.insert(id, room.clone());
+        rooms.put(room.clone());
         drop(rooms);
         self.notify();
         Ok(Some(room))
@@ -331,14 +394,14 @@ impl Registry {
         let to = decide(&mut next)?;
         let durable = to != from || next.running_matches != room.running_matches;
         if !durable {
-            rooms.insert(id.to_string(), next);
+            rooms.put(next);
             return Ok(PingOutcome { from, to });
         }
         next.status = to;
         next.status_since = now_ms();
         if to == RoomStatus::Terminated {
             self.forget(id)?;
-            rooms.remove(id);
+            rooms.take(id);
         } else {
             self.persist(&next)?;
         }
@@ -346,7 +409,7 @@ impl Registry {
             self.status_changed(&next, Some(from));
         }
         if to != RoomStatus::Terminated {
-            rooms.insert(id.to_string(), next);
+            rooms.put(next);
         }
         drop(rooms);
         self.notify();
