@@ -26,6 +26,8 @@ pub struct Metrics {
     pub revision_invalid: Gauge,
     /// Runtime events dropped or failed, by kind.
     pub runtime_events: IntCounterVec,
+    /// Requests sent to the Kubernetes API server, by HTTP method.
+    pub kube_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -79,6 +81,14 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let kube_requests = IntCounterVec::new(
+            Opts::new(
+                "kube_requests_total",
+                "Requests sent to the Kubernetes API server, by HTTP method",
+            ),
+            &["method"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(rooms.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rooms_desired.clone()),
@@ -88,6 +98,7 @@ impl Metrics {
             Box::new(revisions.clone()),
             Box::new(revision_invalid.clone()),
             Box::new(runtime_events.clone()),
+            Box::new(kube_requests.clone()),
         ] {
             registry.register(c).expect("metrics are registered once");
         }
@@ -101,6 +112,7 @@ impl Metrics {
             revisions,
             revision_invalid,
             runtime_events,
+            kube_requests,
         }
     }
 

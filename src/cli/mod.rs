@@ -2,6 +2,7 @@
 //! only parses, sets up logging and dispatches. Errors are printed with their whole chain.
 
 mod client;
+mod kube;
 mod plan;
 pub mod schema;
 mod serve;

@@ -25,6 +25,13 @@ pub enum Format {
     Json,
 }
 
+/// Where `troupe plan` can read live state from, besides a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanRuntime {
+    /// The cluster of the kubeconfig (`KUBECONFIG`, `~/.kube/config`).
+    Kubernetes,
+}
+
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// Git repository or directory to plan. Without it, show the server's current plan.
@@ -36,8 +43,15 @@ pub struct PlanArgs {
     #[arg(long = "path", value_name = "SUBPATH")]
     sub_path: Option<String>,
     /// Plan against this server's live state. Without it (and with SOURCE), everything is new.
-    #[arg(long, env = "TROUPE_SERVER")]
+    #[arg(long, env = "TROUPE_SERVER", conflicts_with = "runtime")]
     server: Option<String>,
+    /// Plan against what runs in this runtime instead of a server: `kubernetes` reads the
+    /// applied schedulers and rooms from the cluster of your kubeconfig (no server needed).
+    #[arg(long, value_enum, requires = "source")]
+    runtime: Option<PlanRuntime>,
+    /// With `--runtime kubernetes`: the controller's namespace prefix.
+    #[arg(long, env = "TROUPE_KUBE_NAMESPACE_PREFIX", default_value = "")]
+    kube_namespace_prefix: String,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
@@ -78,12 +92,15 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
                     );
                 }
             };
-            let live: LiveState = match &server {
-                Some(s) => Client::new(s)
+            let live: LiveState = match (&server, args.runtime) {
+                (_, Some(PlanRuntime::Kubernetes)) => {
+                    live_from_cluster(&args.kube_namespace_prefix).await?
+                }
+                (Some(s), None) => Client::new(s)
                     .get("/api/v1/live")
                     .await
                     .context("reading live state")?,
-                None => LiveState::default(),
+                (None, None) => LiveState::default(),
             };
             let desired: Vec<_> = docs.into_iter().map(|d| d.scheduler).collect();
             crate::plan::plan(
@@ -113,6 +130,38 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Live state read from the cluster alone: the applied specs recorded on the schedulers'
+/// namespaces and the rooms recorded on their pods.
+async fn live_from_cluster(prefix: &str) -> anyhow::Result<LiveState> {
+    use crate::runtime::Runtime;
+    use crate::runtime::kubernetes::{KubeConfig, KubernetesRuntime};
+
+    let client = super::kube::connect(None).await?;
+    // Events are not read: discovery lists once and watches nothing.
+    let (events, _) = tokio::sync::mpsc::channel(1);
+    let runtime = KubernetesRuntime::new(
+        client,
+        KubeConfig {
+            namespace_prefix: prefix.to_owned(),
+            ..KubeConfig::default()
+        },
+        events,
+    );
+    let found = runtime
+        .discover()
+        .await
+        .context("reading live state from the cluster")?;
+    let mut applied = std::collections::BTreeMap::new();
+    for (name, value) in found.schedulers {
+        let a: crate::controller::Applied = serde_json::from_value(value)
+            .with_context(|| format!("reading the applied spec of scheduler {name}"))?;
+        applied.insert(name, a);
+    }
+    let mut rooms = found.rooms;
+    rooms.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok(crate::controller::fleet::live_state_of(applied, rooms))
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use tokio::sync::watch;
 
@@ -39,10 +39,15 @@ pub struct PingOutcome {
     pub to: RoomStatus,
 }
 
+/// Told about every journaled change of a room's status or match count (see
+/// [`Registry::on_transition`]).
+pub type TransitionHook = Box<dyn Fn(&Room) + Send + Sync>;
+
 pub struct Registry {
     rooms: Mutex<HashMap<String, Room>>,
     journal: Mutex<Journal<Room>>,
     changes: watch::Sender<u64>,
+    on_transition: OnceLock<TransitionHook>,
 }
 
 impl Registry {
@@ -53,7 +58,15 @@ impl Registry {
             rooms: Mutex::new(records.into_iter().collect()),
             journal: Mutex::new(journal),
             changes: watch::channel(0).0,
+            on_transition: OnceLock::new(),
         })
+    }
+
+    /// Call `hook` with the new record after every journaled status or match-count change (not
+    /// for rooms that reach `terminated`: they are gone). It runs on the ping path, after the
+    /// registry's lock is released, and must not block. Only the first hook set is kept.
+    pub fn on_transition(&self, hook: TransitionHook) {
+        let _ = self.on_transition.set(hook);
     }
 
     /// A receiver that is marked changed whenever a room is added, removed or changes status.
@@ -238,14 +251,19 @@ impl Registry {
         }
         next.status = to;
         next.status_since = now_ms();
-        if to == RoomStatus::Terminated {
+        let recorded = if to == RoomStatus::Terminated {
             self.forget(id)?;
             rooms.remove(id);
+            None
         } else {
             self.persist(&next)?;
-            rooms.insert(id.to_string(), next);
-        }
+            rooms.insert(id.to_string(), next.clone());
+            Some(next)
+        };
         drop(rooms);
+        if let (Some(room), Some(hook)) = (recorded, self.on_transition.get()) {
+            hook(&room);
+        }
         self.notify();
         Ok(PingOutcome { from, to })
     }
@@ -281,6 +299,41 @@ mod tests {
         assert_eq!(rooms.len(), 1);
         assert_eq!(rooms[0].status, RoomStatus::Occupied);
         assert_eq!(rooms[0].running_matches, 1);
+    }
+
+    #[test]
+    fn the_transition_hook_sees_status_and_match_changes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path().join("r.jsonl")).unwrap();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        reg.on_transition(Box::new(move |room: &Room| {
+            sink.lock()
+                .unwrap()
+                .push((room.status, room.running_matches))
+        }));
+        reg.insert(room("arena-a")).unwrap();
+        reg.apply("arena", "arena-a", &RoomEvent::Started, None)
+            .unwrap();
+        reg.ping("arena", "arena-a", PingStatus::Ready, None, 2, None)
+            .unwrap();
+        reg.ping("arena", "arena-a", PingStatus::Ready, None, 2, None)
+            .unwrap();
+        reg.ping("arena", "arena-a", PingStatus::Active, Some(1), 2, None)
+            .unwrap();
+        reg.apply("arena", "arena-a", &RoomEvent::Stop, None)
+            .unwrap();
+        reg.apply("arena", "arena-a", &RoomEvent::Exited { clean: true }, None)
+            .unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                (RoomStatus::Unready, 0),
+                (RoomStatus::Ready, 0),
+                (RoomStatus::Active, 1),
+                (RoomStatus::Terminating, 1),
+            ]
+        );
     }
 
     #[test]
