@@ -112,6 +112,26 @@ struct State {
     rooms: HashMap<RoomKey, Tracked>,
     /// Namespaces known to exist with Troupe's labels.
     namespaces: HashSet<String>,
+    /// Per scheduler, where the next host-port scan starts (round-robin through `portRange`).
+    port_cursors: HashMap<String, u32>,
+}
+
+impl State {
+    /// Pick host ports for a room of `scheduler` and move its cursor past them.
+    fn pick_ports(
+        &mut self,
+        scheduler: &str,
+        range: crate::spec::PortRange,
+        n: usize,
+        used: &HashSet<u16>,
+        avoid: &std::collections::BTreeSet<u16>,
+    ) -> Option<Vec<u16>> {
+        let cursor = self.port_cursors.get(scheduler).copied().unwrap_or(0);
+        let picked = ports::pick(range, n, used, avoid, cursor)?;
+        self.port_cursors
+            .insert(scheduler.to_owned(), ports::next_offset(range, &picked));
+        Some(picked)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -402,18 +422,19 @@ impl Inner {
                 return Err(start_error("it is already running".into()));
             }
             let used = self.used_ports(&state);
-            let picked = ports::pick(
-                scheduler.port_range,
-                declared,
-                &used,
-                &Default::default(),
-                ports::random_offset(),
-            )
-            .ok_or(RuntimeError::PortsExhausted {
-                scheduler: scheduler.name.clone(),
-                start: scheduler.port_range.start,
-                end: scheduler.port_range.end,
-            })?;
+            let picked = state
+                .pick_ports(
+                    &scheduler.name,
+                    scheduler.port_range,
+                    declared,
+                    &used,
+                    &Default::default(),
+                )
+                .ok_or(RuntimeError::PortsExhausted {
+                    scheduler: scheduler.name.clone(),
+                    start: scheduler.port_range.start,
+                    end: scheduler.port_range.end,
+                })?;
             state.rooms.insert(
                 key.clone(),
                 Tracked {
@@ -834,14 +855,10 @@ impl Inner {
                         let declared = request.scheduler.spec.ports().count();
                         let own: HashSet<u16> = tracked.track.host_ports.iter().copied().collect();
                         let used: HashSet<u16> = used.difference(&own).copied().collect();
-                        let picked = ports::pick(
-                            range,
-                            declared,
-                            &used,
-                            &tracked.track.avoid_ports,
-                            ports::random_offset(),
-                        );
-                        if let Some(p) = &picked {
+                        let avoid = tracked.track.avoid_ports.clone();
+                        let picked =
+                            state.pick_ports(&key.scheduler, range, declared, &used, &avoid);
+                        if let (Some(p), Some(tracked)) = (&picked, state.rooms.get_mut(&key)) {
                             tracked.track.host_ports = p.clone();
                         }
                         Ok(picked)

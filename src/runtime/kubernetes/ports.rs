@@ -2,8 +2,9 @@
 //!
 //! Must always hold: a port handed out is inside the scheduler's `portRange` and held by no other
 //! live room the runtime knows; ports that a host-port conflict showed to be taken on every
-//! eligible node are tried last. The search starts at a random offset, so controllers (and a
-//! restarted one) do not all crowd the bottom of the range.
+//! eligible node are tried last. Ports are handed out round-robin through the range (a cursor per
+//! scheduler, see [`next_offset`]): a port freed by a room that just ended — possibly still held
+//! by its terminating pod — is the last to be handed out again.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -45,12 +46,11 @@ pub fn pick(
     (out.len() == n).then_some(out)
 }
 
-/// A random scan offset.
-pub fn random_offset() -> u32 {
-    let mut bytes = [0u8; 4];
-    // Without randomness the scan starts at the bottom of the range: still correct.
-    let _ = getrandom::fill(&mut bytes);
-    u32::from_le_bytes(bytes)
+/// Where the next scan starts: just after the last port handed out.
+pub fn next_offset(range: PortRange, picked: &[u16]) -> u32 {
+    picked.last().map_or(0, |&p| {
+        u32::from(p).saturating_sub(u32::from(range.start)) + 1
+    })
 }
 
 #[cfg(test)]
@@ -90,6 +90,19 @@ mod tests {
             pick(range(40000, 40003), 2, &used, &avoid, 0),
             Some(vec![40002, 40000])
         );
+    }
+
+    #[test]
+    fn ports_go_round_robin_through_the_range() {
+        let r = range(40000, 40004);
+        let none = BTreeSet::new();
+        let first = pick(r, 2, &HashSet::new(), &none, 0).unwrap();
+        assert_eq!(first, [40000, 40001]);
+        let next = pick(r, 2, &HashSet::new(), &none, next_offset(r, &first)).unwrap();
+        assert_eq!(next, [40002, 40003]);
+        let again = pick(r, 1, &HashSet::new(), &none, next_offset(r, &next)).unwrap();
+        assert_eq!(again, [40000], "wraps around");
+        assert_eq!(next_offset(r, &[]), 0);
     }
 
     #[test]
