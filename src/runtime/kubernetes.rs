@@ -699,22 +699,23 @@ impl Inner {
     }
 
     async fn on_pod(self: &Arc<Self>, pod: &Pod) {
-        let Some((scheduler, room)) = discover::owner(pod, &self.config.namespace_prefix) else {
-            return;
-        };
+        if let Some((key, actions)) = self.observe(pod) {
+            self.act(&key, actions).await;
+        }
+    }
+
+    /// What a watched room's pod change calls for (`None`: not a watched room's pod).
+    fn observe(&self, pod: &Pod) -> Option<(RoomKey, Vec<Action>)> {
+        let (scheduler, room) = discover::owner(pod, &self.config.namespace_prefix)?;
         let key = RoomKey::new(&scheduler, &room);
         let view = read_pod(pod);
         let node_ip = view.node.as_deref().and_then(|n| self.node_ip(n));
-        let actions = {
-            let mut state = self.lock();
-            let Some(tracked) = state.rooms.get_mut(&key) else {
-                return;
-            };
-            tracked
-                .track
-                .on_pod(&view, node_ip.as_deref(), self.config.max_port_moves)
-        };
-        self.act(&key, actions).await;
+        let mut state = self.lock();
+        let tracked = state.rooms.get_mut(&key)?;
+        let actions = tracked
+            .track
+            .on_pod(&view, node_ip.as_deref(), self.config.max_port_moves);
+        Some((key, actions))
     }
 
     async fn on_deleted(self: &Arc<Self>, pod: &Pod) {
@@ -794,27 +795,32 @@ impl Inner {
                     let inner = Arc::clone(self);
                     let key = key.clone();
                     let span = key.span();
-                    tokio::spawn(async move { inner.move_ports(key, uid).await }.instrument(span));
+                    tokio::spawn(
+                        async move {
+                            let mut next = Some(uid);
+                            while let Some(uid) = next.take() {
+                                next = inner.move_ports(&key, uid).await;
+                            }
+                        }
+                        .instrument(span),
+                    );
                 }
             }
         }
     }
 
     /// Replace a room's pod that no eligible node can take (its host ports are taken) by one on
-    /// other host ports: same room, same name.
-    async fn move_ports(self: Arc<Self>, key: RoomKey, uid: String) {
+    /// other host ports: same room, same name. Returns the new pod's uid when it, too, needs a
+    /// move.
+    async fn move_ports(self: &Arc<Self>, key: &RoomKey, uid: String) -> Option<String> {
         let namespace = self.namespace(&key.scheduler);
         let request = {
             let mut state = self.lock();
-            let Some(tracked) = state.rooms.get_mut(&key) else {
-                return;
-            };
+            let tracked = state.rooms.get_mut(key)?;
             tracked.track.retire_current();
             tracked.request.clone()
         };
-        let Some(request) = request else {
-            return;
-        };
+        let request = request?;
         warn!(old_uid = %uid, "host ports taken on every eligible node: recreating the pod on other ports");
         let params = DeleteParams {
             grace_period_seconds: Some(0),
@@ -828,11 +834,11 @@ impl Inner {
             && !is_status(&e, |s| s.is_not_found() || s.is_conflict())
         {
             self.move_failed(
-                &key,
+                key,
                 format!("deleting the unschedulable pod: {}", api_reason(&e)),
             )
             .await;
-            return;
+            return None;
         }
         let mut attempt = 0;
         loop {
@@ -841,14 +847,14 @@ impl Inner {
             let next = {
                 let mut state = self.lock();
                 let used = self.used_ports(&state);
-                match state.rooms.get_mut(&key) {
-                    None => return,
+                match state.rooms.get_mut(key) {
+                    None => return None,
                     // Stopped meanwhile: the old pod is gone, nothing replaces it.
                     Some(tracked) if tracked.track.stopping => {
                         let end = tracked
                             .track
                             .end(true, "stopped while its pod was being recreated");
-                        state.rooms.remove(&key);
+                        state.rooms.remove(key);
                         Err(end)
                     }
                     Some(tracked) => {
@@ -858,7 +864,7 @@ impl Inner {
                         let avoid = tracked.track.avoid_ports.clone();
                         let picked =
                             state.pick_ports(&key.scheduler, range, declared, &used, &avoid);
-                        if let (Some(p), Some(tracked)) = (&picked, state.rooms.get_mut(&key)) {
+                        if let (Some(p), Some(tracked)) = (&picked, state.rooms.get_mut(key)) {
                             tracked.track.host_ports = p.clone();
                         }
                         Ok(picked)
@@ -870,15 +876,15 @@ impl Inner {
                     if let Some(Action::Emit(event)) = end {
                         self.send(event).await;
                     }
-                    return;
+                    return None;
                 }
                 Ok(None) => {
                     let reason = format!(
                         "no free port left in portRange {}..{}",
                         range.start, range.end
                     );
-                    self.move_failed(&key, reason).await;
-                    return;
+                    self.move_failed(key, reason).await;
+                    return None;
                 }
                 Ok(Some(p)) => p,
             };
@@ -887,7 +893,7 @@ impl Inner {
                     let uid = created.uid();
                     let stopping = {
                         let mut state = self.lock();
-                        match state.rooms.get_mut(&key) {
+                        match state.rooms.get_mut(key) {
                             Some(t) => {
                                 t.track.moved(uid.clone(), host_ports.clone());
                                 t.track.stopping
@@ -898,15 +904,34 @@ impl Inner {
                     info!(ports = ?host_ports, "pod recreated on other host ports");
                     if stopping {
                         self.delete_pod(&key.scheduler, &key.room, uid).await;
+                        return None;
                     }
-                    return;
+                    // Changes of the new pod seen while the move was under way were not acted
+                    // on (the room was moving): look at it again now. The watch puts a change
+                    // in the store before it reports it, so none can fall in between.
+                    let current = self.pods.get(&ObjectRef::new(&key.room).within(&namespace));
+                    let actions = current
+                        .and_then(|pod| self.observe(&pod))
+                        .map(|(_, actions)| actions)
+                        .unwrap_or_default();
+                    let mut again = None;
+                    for action in actions {
+                        match action {
+                            Action::Emit(event) => self.send(event).await,
+                            Action::DeletePod { uid } => {
+                                self.delete_pod(&key.scheduler, &key.room, Some(uid)).await
+                            }
+                            Action::MovePorts { uid } => again = Some(uid),
+                        }
+                    }
+                    return again;
                 }
                 Err(reason) if attempt < RECREATE_ATTEMPTS && reason.contains("already exists") => {
                     tokio::time::sleep(RECREATE_PAUSE).await;
                 }
                 Err(reason) => {
-                    self.move_failed(&key, reason).await;
-                    return;
+                    self.move_failed(key, reason).await;
+                    return None;
                 }
             }
         }
