@@ -294,14 +294,7 @@ impl Inner {
 
     /// The InternalIP of a node, from the node watch.
     fn node_ip(&self, node: &str) -> Option<String> {
-        let node = self.nodes.get(&ObjectRef::new(node))?;
-        node.status
-            .as_ref()?
-            .addresses
-            .as_ref()?
-            .iter()
-            .find(|a| a.type_ == "InternalIP")
-            .map(|a| a.address.clone())
+        internal_ip(&*self.nodes.get(&ObjectRef::new(node))?)
     }
 
     /// Wait for the pod watch's first complete list: decisions on ports and adoption need it.
@@ -652,16 +645,7 @@ impl Inner {
         let node_ips: HashMap<String, String> = nodes
             .items
             .iter()
-            .filter_map(|n| {
-                let ip = n
-                    .status
-                    .as_ref()?
-                    .addresses
-                    .as_ref()?
-                    .iter()
-                    .find(|a| a.type_ == "InternalIP")?;
-                Some((n.name_any(), ip.address.clone()))
-            })
+            .filter_map(|n| Some((n.name_any(), internal_ip(n)?)))
             .collect();
         let now = now_ms();
         let rooms = pods
@@ -1037,6 +1021,17 @@ impl Inner {
             other => other.map(|_| ()),
         }
     }
+}
+
+/// The address rooms on `node` are reached at.
+fn internal_ip(node: &Node) -> Option<String> {
+    node.status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .find(|a| a.type_ == "InternalIP")
+        .map(|a| a.address.clone())
 }
 
 /// Follow nodes for their addresses.
