@@ -43,6 +43,8 @@ pub struct Metrics {
     pub source_failures: Gauge,
     /// Unix time of the last successful source check (filled at scrape time; 0 before it).
     pub source_last_success: Gauge,
+    /// Requests sent to the Kubernetes API server, by HTTP method.
+    pub kube_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -144,6 +146,14 @@ impl Metrics {
             "Unix time of the last successful check of the source",
         )
         .expect("valid metric");
+        let kube_requests = IntCounterVec::new(
+            Opts::new(
+                "kube_requests_total",
+                "Requests sent to the Kubernetes API server, by HTTP method",
+            ),
+            &["method"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(rooms.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rooms_desired.clone()),
@@ -161,6 +171,7 @@ impl Metrics {
             Box::new(webhooks.clone()),
             Box::new(source_failures.clone()),
             Box::new(source_last_success.clone()),
+            Box::new(kube_requests.clone()),
         ] {
             registry.register(c).expect("metrics are registered once");
         }
@@ -182,6 +193,7 @@ impl Metrics {
             webhooks,
             source_failures,
             source_last_success,
+            kube_requests,
         }
     }
 

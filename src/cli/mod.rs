@@ -3,6 +3,7 @@
 
 mod client;
 mod git_auth;
+mod kube;
 mod load;
 mod plan;
 pub mod schema;

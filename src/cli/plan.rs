@@ -30,6 +30,13 @@ pub enum Format {
     Json,
 }
 
+/// Where `troupe plan` can read live state from, besides a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanRuntime {
+    /// The cluster of the kubeconfig (`KUBECONFIG`, `~/.kube/config`).
+    Kubernetes,
+}
+
 /// How a plan is printed.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
@@ -78,8 +85,15 @@ pub struct PlanArgs {
     #[arg(long = "path", value_name = "SUBPATH")]
     sub_path: Option<String>,
     /// Plan against this server's live state. Without it (and with SOURCE), everything is new.
-    #[arg(long, env = "TROUPE_SERVER")]
+    #[arg(long, env = "TROUPE_SERVER", conflicts_with = "runtime")]
     server: Option<String>,
+    /// Plan against what runs in this runtime instead of a server: `kubernetes` reads the
+    /// applied schedulers and rooms from the cluster of your kubeconfig (no server needed).
+    #[arg(long, value_enum, requires = "source")]
+    runtime: Option<PlanRuntime>,
+    /// With `--runtime kubernetes`: the controller's namespace prefix.
+    #[arg(long, env = "TROUPE_KUBE_NAMESPACE_PREFIX", default_value = "")]
+    kube_namespace_prefix: String,
     /// Plan deletion of schedulers that are live but no longer in the source.
     #[arg(long)]
     prune: bool,
@@ -136,12 +150,15 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         Some(path) => {
             let branch = args.revision.as_deref().or(args.branch.as_deref());
             let (revision, desired) = load(path, branch, args.sub_path.as_deref(), &args.git)?;
-            let live: LiveState = match &server {
-                Some(s) => Client::new(s)
+            let live: LiveState = match (&server, args.runtime) {
+                (_, Some(PlanRuntime::Kubernetes)) => {
+                    live_from_cluster(&args.kube_namespace_prefix).await?
+                }
+                (Some(s), None) => Client::new(s)
                     .get("/api/v1/live")
                     .await
                     .context("reading live state")?,
-                None => LiveState::default(),
+                (None, None) => LiveState::default(),
             };
             crate::plan::plan(
                 &desired,
@@ -169,6 +186,38 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(args.output.print(&plan))
+}
+
+/// Live state read from the cluster alone: the applied specs recorded on the schedulers'
+/// namespaces and the rooms recorded on their pods.
+async fn live_from_cluster(prefix: &str) -> anyhow::Result<LiveState> {
+    use crate::runtime::Runtime;
+    use crate::runtime::kubernetes::{KubeConfig, KubernetesRuntime};
+
+    let client = super::kube::connect(None).await?;
+    // Events are not read: discovery lists once and watches nothing.
+    let (events, _) = tokio::sync::mpsc::channel(1);
+    let runtime = KubernetesRuntime::new(
+        client,
+        KubeConfig {
+            namespace_prefix: prefix.to_owned(),
+            ..KubeConfig::default()
+        },
+        events,
+    );
+    let found = runtime
+        .discover()
+        .await
+        .context("reading live state from the cluster")?;
+    let mut applied = std::collections::BTreeMap::new();
+    for (name, value) in found.schedulers {
+        let a: crate::controller::Applied = serde_json::from_value(value)
+            .with_context(|| format!("reading the applied spec of scheduler {name}"))?;
+        applied.insert(name, a);
+    }
+    let mut rooms = found.rooms;
+    rooms.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok(crate::controller::fleet::live_state_of(applied, rooms))
 }
 
 #[derive(Debug, Args)]

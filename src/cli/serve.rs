@@ -16,6 +16,7 @@ use crate::http::{AppState, router};
 use crate::metrics::Metrics;
 use crate::ops::Operations;
 use crate::runtime::Runtime;
+use crate::runtime::kubernetes::{KubeConfig, KubernetesRuntime};
 use crate::runtime::local::{LocalConfig, LocalRuntime};
 use crate::spec::Duration;
 
@@ -23,6 +24,9 @@ use crate::spec::Duration;
 pub enum RuntimeKind {
     /// Each room is a process on this machine.
     Local,
+    /// Each room is a pod, in one namespace per scheduler, on the cluster of the kubeconfig
+    /// (`KUBECONFIG`, `~/.kube/config`) or, inside a cluster, of the service account.
+    Kubernetes,
 }
 
 /// Room events waiting for the controller; exits are never dropped (the runtime waits).
@@ -66,6 +70,10 @@ pub struct ServeArgs {
     /// Where rooms run.
     #[arg(long, value_enum, env = "TROUPE_RUNTIME", default_value = "local")]
     runtime: RuntimeKind,
+    /// Kubernetes runtime: prefix of every scheduler's namespace (`PREFIX` + scheduler name).
+    /// Controllers sharing a cluster need different prefixes.
+    #[arg(long, env = "TROUPE_KUBE_NAMESPACE_PREFIX", default_value = "")]
+    kube_namespace_prefix: String,
     /// Whether new revisions apply by themselves or wait for `troupe apply`.
     #[arg(long, value_enum, env = "TROUPE_SYNC", default_value = "auto")]
     sync: SyncMode,
@@ -146,6 +154,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             },
             events_tx,
         )),
+        RuntimeKind::Kubernetes => {
+            let client = super::kube::connect(Some(metrics.kube_requests.clone())).await?;
+            Arc::new(KubernetesRuntime::new(
+                client,
+                KubeConfig {
+                    namespace_prefix: args.kube_namespace_prefix.clone(),
+                    ..KubeConfig::default()
+                },
+                events_tx,
+            ))
+        }
     };
     let fleet = Arc::new(Fleet::open(
         &args.state_dir,
@@ -182,6 +201,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             while let Some(event) = events_rx.recv().await {
                 let kind = match &event {
                     crate::runtime::RuntimeEvent::Running { .. } => "running",
+                    crate::runtime::RuntimeEvent::Placed { .. } => "placed",
                     crate::runtime::RuntimeEvent::Exited { .. } => "exited",
                     crate::runtime::RuntimeEvent::Failed { .. } => "failed",
                 };

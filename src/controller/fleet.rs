@@ -65,6 +65,10 @@ impl Fleet {
         config: FleetConfig,
     ) -> Result<Self, StoreError> {
         let registry = Arc::new(Registry::open(state_dir.join("rooms.jsonl"))?);
+        // Every status change is also kept where the rooms run (on Kubernetes: on the pod), so
+        // a controller that lost its state directory can rebuild the fleet from there.
+        let recorder = Arc::clone(&runtime);
+        registry.on_transition(Box::new(move |room: &Room| recorder.record(room)));
         let (journal, applied) = Journal::open(state_dir.join("schedulers.jsonl"))?;
         Ok(Self {
             registry,
@@ -106,10 +110,13 @@ impl Fleet {
         match applied {
             Some(a) => {
                 journal.put(name, &a)?;
+                self.runtime
+                    .record_scheduler(name, serde_json::to_value(&a).ok());
                 map.insert(name.to_string(), a);
             }
             None => {
                 journal.remove(name)?;
+                self.runtime.record_scheduler(name, None);
                 map.remove(name);
             }
         }
@@ -129,37 +136,53 @@ impl Fleet {
 
     /// Live state for the planner.
     pub fn live_state(&self) -> LiveState {
-        let applied = self.applied_all();
-        let mut rooms: BTreeMap<String, Vec<LiveRoom>> = BTreeMap::new();
-        for r in self.registry.list(None) {
-            rooms
-                .entry(r.scheduler.clone())
-                .or_default()
-                .push(LiveRoom {
-                    id: r.id,
-                    version: r.version,
-                    status: r.status,
-                });
+        live_state_of(self.applied_all(), self.registry.list(None))
+    }
+
+    /// Take from the runtime what the state directory does not know: applied schedulers and
+    /// rooms recorded where the rooms run (a controller whose state directory was lost, or a
+    /// new one pointed at a running fleet). Returns how many of each were taken.
+    async fn discover(&self) -> Result<(usize, usize), crate::runtime::RuntimeError> {
+        let found = self.runtime.discover().await?;
+        let mut schedulers = 0;
+        for (name, value) in found.schedulers {
+            if self.applied(&name).is_some() {
+                continue;
+            }
+            match serde_json::from_value::<Applied>(value) {
+                Ok(applied) => {
+                    self.set_applied(&name, Some(applied))
+                        .map_err(|e| crate::runtime::RuntimeError::Backend(e.to_string()))?;
+                    schedulers += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(scheduler = %name, error = %e, "applied spec recorded in the runtime is unreadable; ignored")
+                }
+            }
         }
-        let schedulers = applied
-            .into_iter()
-            .map(|(name, a)| {
-                let rooms = rooms.remove(&name).unwrap_or_default();
-                (
-                    name,
-                    LiveScheduler {
-                        applied: a.spec,
-                        target_rooms: a.target_rooms,
-                        rooms,
-                    },
-                )
-            })
-            .collect();
-        LiveState { schedulers }
+        let mut rooms = 0;
+        for room in found.rooms {
+            if self.registry.get(&room.id).is_some() {
+                continue;
+            }
+            self.registry
+                .insert(room)
+                .map_err(|e| crate::runtime::RuntimeError::Backend(e.to_string()))?;
+            rooms += 1;
+        }
+        Ok((schedulers, rooms))
     }
 
     /// After a restart: take back the rooms still running; the others are marked gone.
     pub async fn adopt(&self) -> Result<(), crate::runtime::RuntimeError> {
+        let (schedulers, rooms) = self.discover().await?;
+        if schedulers + rooms > 0 {
+            tracing::info!(
+                schedulers,
+                rooms,
+                "taken from the runtime: unknown to the state directory"
+            );
+        }
         let rooms = self.registry.list(None);
         let alive: HashSet<String> = self.runtime.adopt(&rooms).await?.into_iter().collect();
         for room in rooms.iter().filter(|r| !alive.contains(&r.id)) {
@@ -191,6 +214,23 @@ impl Fleet {
                 let _ = self
                     .registry
                     .apply(&scheduler, &room, &RoomEvent::Started, None);
+            }
+            RuntimeEvent::Placed {
+                scheduler,
+                room,
+                host,
+                ports,
+            } => {
+                if self
+                    .registry
+                    .get(&room)
+                    .is_some_and(|r| r.scheduler == scheduler)
+                {
+                    let _ = self.registry.update(&room, |r| {
+                        r.host = host;
+                        r.ports = ports;
+                    });
+                }
             }
             RuntimeEvent::Exited {
                 scheduler,
@@ -309,8 +349,12 @@ impl Fleet {
         match self.runtime.start(req).await {
             Ok(started) => {
                 let _ = self.registry.update(&id, |r| {
-                    r.host = started.host;
-                    r.ports = started.ports;
+                    // A runtime that places rooms later reports the address by `Placed`, which
+                    // may have come first: never overwrite it.
+                    if r.host.is_empty() {
+                        r.host = started.host;
+                        r.ports = started.ports;
+                    }
                     // An exit reported before this point already cleared the room's process.
                     if r.status != RoomStatus::Error {
                         r.runtime_ref = Some(started.runtime_ref);
@@ -563,4 +607,34 @@ impl crate::ops::Executor for Fleet {
             }
         }
     }
+}
+
+/// Live state for the planner from applied schedulers and their rooms.
+pub fn live_state_of(applied: BTreeMap<String, Applied>, rooms: Vec<Room>) -> LiveState {
+    let mut by_scheduler: BTreeMap<String, Vec<LiveRoom>> = BTreeMap::new();
+    for r in rooms {
+        by_scheduler
+            .entry(r.scheduler.clone())
+            .or_default()
+            .push(LiveRoom {
+                id: r.id,
+                version: r.version,
+                status: r.status,
+            });
+    }
+    let schedulers = applied
+        .into_iter()
+        .map(|(name, a)| {
+            let rooms = by_scheduler.remove(&name).unwrap_or_default();
+            (
+                name,
+                LiveScheduler {
+                    applied: a.spec,
+                    target_rooms: a.target_rooms,
+                    rooms,
+                },
+            )
+        })
+        .collect();
+    LiveState { schedulers }
 }

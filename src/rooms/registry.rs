@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use tokio::sync::watch;
 
@@ -117,12 +117,16 @@ impl Rooms {
             .map(|(_, _, _, id)| id.as_str())
     }
 }
+/// Told about every journaled change of a room's status or match count (see
+/// [`Registry::on_transition`]).
+pub type TransitionHook = Box<dyn Fn(&Room) + Send + Sync>;
 
 pub struct Registry {
     rooms: Mutex<Rooms>,
     journal: Mutex<Journal<Room>>,
     changes: watch::Sender<u64>,
     statuses: tokio::sync::broadcast::Sender<StatusChange>,
+    on_transition: OnceLock<TransitionHook>,
 }
 
 impl Registry {
@@ -140,7 +144,15 @@ impl Registry {
             journal: Mutex::new(journal),
             changes: watch::channel(0).0,
             statuses: tokio::sync::broadcast::channel(STATUS_CHANGES).0,
+            on_transition: OnceLock::new(),
         })
+    }
+
+    /// Call `hook` with the new record after every journaled status or match-count change (not
+    /// for rooms that reach `terminated`: they are gone). It runs on the ping path, after the
+    /// registry's lock is released, and must not block. Only the first hook set is kept.
+    pub fn on_transition(&self, hook: TransitionHook) {
+        let _ = self.on_transition.set(hook);
     }
 
     /// A receiver that is marked changed whenever a room is added, removed or changes status.
@@ -368,6 +380,9 @@ impl Registry {
         self.status_changed(&room, Some(from));
         rooms.put(room.clone());
         drop(rooms);
+        if let Some(hook) = self.on_transition.get() {
+            hook(&room);
+        }
         self.notify();
         Ok(Some(room))
     }
@@ -399,19 +414,22 @@ impl Registry {
         }
         next.status = to;
         next.status_since = now_ms();
-        if to == RoomStatus::Terminated {
+        let recorded = if to == RoomStatus::Terminated {
             self.forget(id)?;
             rooms.take(id);
+            None
         } else {
             self.persist(&next)?;
-        }
+            rooms.put(next.clone());
+            Some(next.clone())
+        };
         if to != from {
             self.status_changed(&next, Some(from));
         }
-        if to != RoomStatus::Terminated {
-            rooms.put(next);
-        }
         drop(rooms);
+        if let (Some(room), Some(hook)) = (recorded, self.on_transition.get()) {
+            hook(&room);
+        }
         self.notify();
         Ok(PingOutcome { from, to })
     }
@@ -482,6 +500,41 @@ mod tests {
                 .count(),
             3,
             "allocations survive a restart"
+        );
+    }
+
+    #[test]
+    fn the_transition_hook_sees_status_and_match_changes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path().join("r.jsonl")).unwrap();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        reg.on_transition(Box::new(move |room: &Room| {
+            sink.lock()
+                .unwrap()
+                .push((room.status, room.running_matches))
+        }));
+        reg.insert(room("arena-a")).unwrap();
+        reg.apply("arena", "arena-a", &RoomEvent::Started, None)
+            .unwrap();
+        reg.ping("arena", "arena-a", PingStatus::Ready, None, 2, None)
+            .unwrap();
+        reg.ping("arena", "arena-a", PingStatus::Ready, None, 2, None)
+            .unwrap();
+        reg.ping("arena", "arena-a", PingStatus::Active, Some(1), 2, None)
+            .unwrap();
+        reg.apply("arena", "arena-a", &RoomEvent::Stop, None)
+            .unwrap();
+        reg.apply("arena", "arena-a", &RoomEvent::Exited { clean: true }, None)
+            .unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                (RoomStatus::Unready, 0),
+                (RoomStatus::Ready, 0),
+                (RoomStatus::Active, 1),
+                (RoomStatus::Terminating, 1),
+            ]
         );
     }
 

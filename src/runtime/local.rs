@@ -37,6 +37,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::port_env_name;
 use super::{Runtime, RuntimeError, RuntimeEvent, StartRoom, Started};
 use crate::rooms::{Room, RoomPort};
 use crate::spec::{LocalSpec, Protocol};
@@ -663,22 +664,6 @@ fn exit_reason(status: ExitStatus, last_log_line: Option<String>) -> String {
         Some(line) => format!("{status}: {line}"),
         None => status.to_string(),
     }
-}
-
-/// The variable a room finds its port `name` in: `TROUPE_PORT_<NAME>`, upper-cased, every
-/// character a variable name cannot hold (`-`, `.`) as `_`.
-pub fn port_env_name(name: &str) -> String {
-    let suffix: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("TROUPE_PORT_{suffix}")
 }
 
 /// A room's environment, in order of precedence (later wins): the containers' `env`, `local.env`,

@@ -1,13 +1,15 @@
 //! Runtimes: where rooms actually run. A trait with one implementation per place: [`local`] runs
-//! each room as a child process on this machine; Kubernetes runs each as a pod.
+//! each room as a child process on this machine; [`kubernetes`] runs each as a pod.
 //!
 //! Must always hold: a runtime never decides anything (which rooms to start or stop comes from
 //! operations); it starts, stops and reports. Every room it starts or adopts gets exactly one
 //! [`RuntimeEvent::Exited`] when it ends, so the registry never keeps a ghost. Events go to the
 //! bounded `tokio::sync::mpsc::Sender<RuntimeEvent>` each runtime is constructed with.
 
+pub mod kubernetes;
 pub mod local;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -39,6 +41,14 @@ pub struct Started {
 pub enum RuntimeEvent {
     /// The room's process or pod is running.
     Running { scheduler: String, room: String },
+    /// The room was placed on a machine (a pod scheduled to a node): its address and host ports,
+    /// known only now on runtimes that place rooms after creating them. Sent again when they change.
+    Placed {
+        scheduler: String,
+        room: String,
+        host: String,
+        ports: Vec<RoomPort>,
+    },
     /// The room ended. `clean`: exit status 0, or it had been asked to stop.
     Exited {
         scheduler: String,
@@ -82,6 +92,31 @@ pub enum RuntimeError {
     Backend(String),
 }
 
+/// What a runtime's backend knows without any state of Troupe's: rooms found running and
+/// scheduler specs recorded there (see [`Runtime::discover`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Discovered {
+    pub rooms: Vec<Room>,
+    /// Applied specs by scheduler name, as recorded by [`Runtime::record_scheduler`].
+    pub schedulers: BTreeMap<String, serde_json::Value>,
+}
+
+/// The variable a room finds its port `name` in: `TROUPE_PORT_<NAME>`, upper-cased, every
+/// character a variable name cannot hold (`-`, `.`) as `_`.
+pub fn port_env_name(name: &str) -> String {
+    let suffix: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("TROUPE_PORT_{suffix}")
+}
+
 /// A place rooms run.
 #[async_trait]
 pub trait Runtime: Send + Sync + 'static {
@@ -99,4 +134,18 @@ pub trait Runtime: Send + Sync + 'static {
     /// After a restart: take back the rooms recorded before it. Returns the ids of the rooms
     /// still running (and watches them from now on); the others are gone.
     async fn adopt(&self, rooms: &[Room]) -> Result<Vec<String>, RuntimeError>;
+
+    /// A room's status or match count changed: keep a copy where the rooms run, so the fleet can
+    /// be rebuilt from there alone. Called on the registry's status path: must return at once
+    /// (queue the write). By default nothing is kept.
+    fn record(&self, _room: &Room) {}
+
+    /// A scheduler's applied spec changed (`None`: removed). Same rules as [`Runtime::record`].
+    fn record_scheduler(&self, _name: &str, _applied: Option<serde_json::Value>) {}
+
+    /// Rooms and applied specs as recorded by [`Runtime::record`] and
+    /// [`Runtime::record_scheduler`], read back from where the rooms run. By default, nothing.
+    async fn discover(&self) -> Result<Discovered, RuntimeError> {
+        Ok(Discovered::default())
+    }
 }

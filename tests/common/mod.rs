@@ -113,12 +113,23 @@ pub struct Server {
     pub state_dir: PathBuf,
     source: PathBuf,
     extra_args: Vec<String>,
+    env: Vec<(String, String)>,
     pub http: reqwest::Client,
 }
 
 impl Server {
     /// Start serving `source` with a fresh state directory inside `state_root`.
     pub fn start(source: &Path, state_dir: &Path, extra_args: &[&str]) -> Self {
+        Self::start_with_env(source, state_dir, extra_args, &[])
+    }
+
+    /// Like [`Server::start`], with extra environment variables for the server.
+    pub fn start_with_env(
+        source: &Path,
+        state_dir: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let mut s = Self {
             child: None,
@@ -127,6 +138,10 @@ impl Server {
             state_dir: state_dir.to_path_buf(),
             source: source.to_path_buf(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             http: reqwest::Client::new(),
         };
         s.spawn();
@@ -155,6 +170,7 @@ impl Server {
             .args(poll)
             .args(&self.extra_args)
             .env("TROUPE_LOG", "info,troupe=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

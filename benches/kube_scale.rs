@@ -1,0 +1,239 @@
+//! Benchmark: one scheduler scaled from 0 to 1,000 rooms on the Kubernetes runtime, against the
+//! real test control plane (kwok nodes): time until every pod runs and until the controller has
+//! seen every room running, requests the controller sent to the API server, and its CPU time.
+//!
+//! Run: `TROUPE_TEST_KUBECONFIG=... cargo bench --bench kube_scale` (`ROOMS=2000` to change the
+//! size; `tests/cluster/up.sh` starts a cluster and prints its env file, which sets KUBECONFIG).
+//! Under `cargo test` it only checks that it builds.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// Give up when the fleet is not up by then.
+const LIMIT: Duration = Duration::from_secs(600);
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("kube_scale: skipped (run it with `cargo bench --bench kube_scale`)");
+        return;
+    }
+    let kubeconfig = std::env::var("TROUPE_TEST_KUBECONFIG")
+        .or_else(|_| std::env::var("KUBECONFIG"))
+        .expect("kube_scale needs a cluster: set TROUPE_TEST_KUBECONFIG (tests/cluster/up.sh starts one)");
+    let wanted: u32 = std::env::var("ROOMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(&kubeconfig, wanted));
+}
+
+fn scheduler_yaml(rooms: u32) -> String {
+    format!(
+        r#"name: scale
+game: bench
+roomsReplicas: {rooms}
+portRange: {{start: 43000, end: 46000}}
+timeouts: {{pending: 600s, unready: 600s, ping: 600s, terminating: 60s}}
+spec:
+  terminationGracePeriod: 1s
+  containers:
+    - name: server
+      image: registry.example/bench:1
+      requests: {{cpu: 10m, memory: 16Mi}}
+      ports: [{{name: game, protocol: UDP, port: 7777}}]
+  nodeSelector: {{pool: game}}
+"#
+    )
+}
+
+async fn run(kubeconfig: &str, wanted: u32) {
+    let config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(kubeconfig).expect("a readable kubeconfig"),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .expect("a usable kubeconfig");
+    let client = kube::Client::try_from(config).unwrap();
+    let mut suffix = [0u8; 3];
+    getrandom::fill(&mut suffix).unwrap();
+    let prefix = format!("bench-{}-", hex::encode(suffix));
+    let namespace = format!("{prefix}scale");
+
+    let dir = tempfile::tempdir().unwrap();
+    let fleets = dir.path().join("fleets");
+    std::fs::create_dir_all(&fleets).unwrap();
+    std::fs::write(fleets.join("scale.yaml"), scheduler_yaml(0)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_troupe"))
+        .args(["serve", fleets.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--runtime",
+            "kubernetes",
+            "--kube-namespace-prefix",
+            &prefix,
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("KUBECONFIG", kubeconfig)
+        .env("TROUPE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let http = http.clone();
+        async move { http.get(path).send().await.ok()?.text().await.ok() }
+    };
+    // The scheduler exists with no rooms: from here on only the scale-up is measured.
+    let start = Instant::now();
+    loop {
+        let text = get(format!("{url}/api/v1/schedulers/scale")).await;
+        if text.is_some_and(|t| t.contains("\"version\"")) {
+            break;
+        }
+        assert!(start.elapsed() < LIMIT, "the scheduler was never applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let requests_before = requests(&get(format!("{url}/metrics")).await.unwrap_or_default());
+    let cpu_before = cpu_seconds(child.id());
+
+    std::fs::write(fleets.join("scale.yaml"), scheduler_yaml(wanted)).unwrap();
+    let began = Instant::now();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let (mut pods_running_after, mut rooms_running_after) = (None, None);
+    while pods_running_after.is_none() || rooms_running_after.is_none() {
+        assert!(
+            began.elapsed() < LIMIT,
+            "not all {wanted} rooms running after {LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if pods_running_after.is_none() {
+            let running = pods
+                .list(&ListParams::default())
+                .await
+                .map(|l| {
+                    l.items
+                        .iter()
+                        .filter(|p| {
+                            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                        })
+                        .count()
+                })
+                .unwrap_or(0);
+            if running == wanted as usize {
+                pods_running_after = Some(began.elapsed());
+            }
+        }
+        if rooms_running_after.is_none() {
+            let rooms: serde_json::Value = get(format!(
+                "{url}/api/v1/schedulers/scale/rooms?status=unready"
+            ))
+            .await
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+            if rooms.as_array().map_or(0, Vec::len) == wanted as usize {
+                rooms_running_after = Some(began.elapsed());
+            }
+        }
+    }
+    // Let the status writes (pending → unready on every pod) drain before counting.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let metrics = get(format!("{url}/metrics")).await.unwrap_or_default();
+    let requests_after = requests(&metrics);
+    let cpu_after = cpu_seconds(child.id());
+
+    let pods_s = pods_running_after.unwrap().as_secs_f64();
+    let rooms_s = rooms_running_after.unwrap().as_secs_f64();
+    println!("kube_scale: 0 -> {wanted} rooms: every pod Running after {pods_s:.1} s");
+    println!(
+        "kube_scale: 0 -> {wanted} rooms: the controller saw every room running after {rooms_s:.1} s"
+    );
+    println!(
+        "kube_scale: API requests sent by the controller: {} ({:.2} per room; by method: {})",
+        requests_after.0 - requests_before.0,
+        (requests_after.0 - requests_before.0) as f64 / f64::from(wanted.max(1)),
+        requests_after.1
+    );
+    println!(
+        "kube_scale: controller CPU time during the scale-up: {:.2} s",
+        cpu_after - cpu_before
+    );
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = pods
+        .delete_collection(
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            },
+            &ListParams::default(),
+        )
+        .await;
+}
+
+/// The total of `troupe_kube_requests_total`, and its lines by method.
+fn requests(metrics: &str) -> (u64, String) {
+    let lines: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("troupe_kube_requests_total{"))
+        .collect();
+    let total = lines
+        .iter()
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64;
+    let by_method = lines
+        .iter()
+        .map(|l| {
+            l.trim_start_matches("troupe_kube_requests_total{method=\"")
+                .replace("\"} ", "=")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    (total, by_method)
+}
+
+/// User plus system CPU time of a process, from /proc/PID/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the command name: state is field 3, utime 14 and stime 15 (1-based, see proc(5)).
+    let ticks = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let per_second = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    (ticks(14) + ticks(15)) as f64 / per_second
+}

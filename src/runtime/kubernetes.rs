@@ -1,0 +1,1050 @@
+//! The Kubernetes runtime: each room is a pod named after the room, in one namespace per
+//! scheduler (`{prefix}{scheduler}`, created on demand).
+//!
+//! Owns the pods of its namespace prefix, and two watches: pods labelled
+//! `app.kubernetes.io/managed-by=troupe` (a reflector, the only way pod state is read while
+//! serving — never an API call per room or per ping) and nodes (for their InternalIP). The pure
+//! parts live in submodules: [`pod`] builds a room's pod, `observe` turns pod changes into
+//! events, `ports` picks host ports, `discover` reads rooms back from pods.
+//!
+//! Must always hold:
+//! - Only pods and namespaces of this runtime's prefix are ever touched or reported: controllers
+//!   with different prefixes share a cluster.
+//! - Every room started or adopted gets exactly one [`RuntimeEvent::Exited`]: when its pod is
+//!   deleted or finishes. A pod replaced because its host ports were taken on every node is not
+//!   an exit; its replacement speaks for the room from then on.
+//! - Failures that will not heal by themselves (image pull errors, crash loops, bad config, an
+//!   unschedulable pod) are reported as [`RuntimeEvent::Failed`] as soon as the watch shows them.
+//! - Room statuses and applied specs are written to the cluster asynchronously, newest first,
+//!   through a queue bounded by the number of rooms ([`Runtime::record`]); nothing on the ping
+//!   path waits for the API server.
+
+pub mod discover;
+pub mod observe;
+pub mod pod;
+pub mod ports;
+pub mod record;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, reflector::store::Writer};
+use kube::{Client, ResourceExt};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::{Discovered, Runtime, RuntimeError, RuntimeEvent, StartRoom, Started};
+use crate::rooms::{Room, RoomStatus, now_ms};
+use observe::{Action, Track, read_pod};
+use pod::{
+    ANNOTATION_APPLIED, ANNOTATION_MATCHES, ANNOTATION_STATUS_SINCE, LABEL_SCHEDULER, LABEL_STATUS,
+    MANAGED_BY, MANAGED_SELECTOR, MANAGER, namespace_of,
+};
+use record::{Queue, Target, What, Write};
+
+/// Name of this runtime in logs, errors and status.
+const RUNTIME_NAME: &str = "kubernetes";
+/// Longest namespace and label value Kubernetes accepts.
+const MAX_NAME: usize = 63;
+/// Status writes sent to the API server at once.
+const RECORD_CONCURRENCY: usize = 16;
+/// A status write that fails is retried this often, with doubling pauses from
+/// [`RECORD_RETRY_FIRST`], before it is given up (a later transition writes again).
+const RECORD_ATTEMPTS: u32 = 8;
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(500);
+/// A pod replaced for other host ports may still be on its way out; its name is free again
+/// within moments (an unscheduled pod has no node to wait for).
+const RECREATE_ATTEMPTS: u32 = 20;
+const RECREATE_PAUSE: Duration = Duration::from_millis(100);
+
+/// How the Kubernetes runtime runs rooms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeConfig {
+    /// Prefix of every scheduler's namespace (`{prefix}{scheduler}`). Controllers sharing a
+    /// cluster use different prefixes and never see each other's rooms.
+    pub namespace_prefix: String,
+    /// How often a room's pod is recreated on other host ports when no eligible node has its
+    /// ports free, before the room is reported failed.
+    pub max_port_moves: u32,
+    /// How long a call waits for the pod watch's first complete list before it gives up.
+    pub ready_timeout: Duration,
+}
+
+impl Default for KubeConfig {
+    fn default() -> Self {
+        Self {
+            namespace_prefix: String::new(),
+            max_port_moves: 5,
+            ready_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Runs rooms as pods. See the module documentation for what it guarantees.
+///
+/// Dropping it stops its watches and writes (no more events); pods keep running, to be adopted
+/// by the next controller.
+pub struct KubernetesRuntime {
+    inner: Arc<Inner>,
+    tasks: Vec<AbortHandle>,
+}
+
+struct Inner {
+    client: Client,
+    config: KubeConfig,
+    events: mpsc::Sender<RuntimeEvent>,
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    state: Mutex<State>,
+    records: Queue,
+}
+
+#[derive(Default)]
+struct State {
+    rooms: HashMap<RoomKey, Tracked>,
+    /// Namespaces known to exist with Troupe's labels.
+    namespaces: HashSet<String>,
+    /// Per scheduler, where the next host-port scan starts (round-robin through `portRange`).
+    port_cursors: HashMap<String, u32>,
+}
+
+impl State {
+    /// Pick host ports for a room of `scheduler` and move its cursor past them.
+    fn pick_ports(
+        &mut self,
+        scheduler: &str,
+        range: crate::spec::PortRange,
+        n: usize,
+        used: &HashSet<u16>,
+        avoid: &std::collections::BTreeSet<u16>,
+    ) -> Option<Vec<u16>> {
+        let cursor = self.port_cursors.get(scheduler).copied().unwrap_or(0);
+        let picked = ports::pick(range, n, used, avoid, cursor)?;
+        self.port_cursors
+            .insert(scheduler.to_owned(), ports::next_offset(range, &picked));
+        Some(picked)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RoomKey {
+    scheduler: String,
+    room: String,
+}
+
+impl RoomKey {
+    fn new(scheduler: &str, room: &str) -> Self {
+        Self {
+            scheduler: scheduler.to_owned(),
+            room: room.to_owned(),
+        }
+    }
+
+    fn span(&self) -> tracing::Span {
+        info_span!("room", scheduler = %self.scheduler, room = %self.room)
+    }
+}
+
+/// A room this runtime watches.
+struct Tracked {
+    track: Track,
+    /// How the room was started, to recreate its pod on other host ports; `None` when adopted.
+    request: Option<StartRoom>,
+}
+
+fn backend(what: &str, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Backend(format!("{what}: {e}"))
+}
+
+fn is_status(e: &kube::Error, check: impl Fn(&kube::core::Status) -> bool) -> bool {
+    matches!(e, kube::Error::Api(s) if check(s))
+}
+
+/// `Reason: message` of an API error, else the error itself.
+fn api_reason(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl KubernetesRuntime {
+    /// Start watching pods and nodes through `client`; room events go to `events`. Must be called
+    /// within a Tokio runtime.
+    pub fn new(client: Client, config: KubeConfig, events: mpsc::Sender<RuntimeEvent>) -> Self {
+        let (pods, pod_writer) = reflector::store();
+        let (nodes, node_writer) = reflector::store();
+        let prefix = config.namespace_prefix.clone();
+        let inner = Arc::new(Inner {
+            client,
+            config,
+            events,
+            pods,
+            nodes,
+            state: Mutex::new(State::default()),
+            records: Queue::default(),
+        });
+        let span = info_span!("kubernetes", prefix = %prefix);
+        let tasks = vec![
+            tokio::spawn(
+                Arc::clone(&inner)
+                    .watch_pods(pod_writer)
+                    .instrument(span.clone()),
+            )
+            .abort_handle(),
+            tokio::spawn(watch_nodes(inner.client.clone(), node_writer).instrument(span.clone()))
+                .abort_handle(),
+            tokio::spawn(Arc::clone(&inner).write_records().instrument(span)).abort_handle(),
+        ];
+        Self { inner, tasks }
+    }
+
+    /// Status and spec writes waiting to be sent to the cluster.
+    pub fn pending_records(&self) -> usize {
+        self.inner.records.depth()
+    }
+}
+
+impl Drop for KubernetesRuntime {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for KubernetesRuntime {
+    fn name(&self) -> &'static str {
+        RUNTIME_NAME
+    }
+
+    async fn start(&self, req: StartRoom) -> Result<Started, RuntimeError> {
+        let key = RoomKey::new(&req.scheduler.name, &req.room_id);
+        let span = key.span();
+        self.inner.start(key, req).instrument(span).await
+    }
+
+    async fn stop(&self, room: &Room, grace: Duration) -> Result<(), RuntimeError> {
+        let key = RoomKey::new(&room.scheduler, &room.id);
+        let span = key.span();
+        self.inner.stop(key, room, grace).instrument(span).await
+    }
+
+    async fn adopt(&self, rooms: &[Room]) -> Result<Vec<String>, RuntimeError> {
+        self.inner.adopt(rooms).await
+    }
+
+    fn record(&self, room: &Room) {
+        if room.status == RoomStatus::Terminated {
+            return;
+        }
+        self.inner.records.push(
+            Target {
+                namespace: self.inner.namespace(&room.scheduler),
+                pod: Some(room.id.clone()),
+            },
+            What::Room {
+                status: room.status,
+                since_ms: room.status_since,
+                matches: room.running_matches,
+            },
+        );
+    }
+
+    fn record_scheduler(&self, name: &str, applied: Option<serde_json::Value>) {
+        self.inner.records.push(
+            Target {
+                namespace: self.inner.namespace(name),
+                pod: None,
+            },
+            What::Scheduler {
+                scheduler: name.to_owned(),
+                applied: applied.map(|v| v.to_string()),
+            },
+        );
+    }
+
+    async fn discover(&self) -> Result<Discovered, RuntimeError> {
+        self.inner.discover().await
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update of the state is a single step: a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn namespace(&self, scheduler: &str) -> String {
+        namespace_of(&self.config.namespace_prefix, scheduler)
+    }
+
+    fn pod_api(&self, namespace: &str) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// The InternalIP of a node, from the node watch.
+    fn node_ip(&self, node: &str) -> Option<String> {
+        internal_ip(&*self.nodes.get(&ObjectRef::new(node))?)
+    }
+
+    /// Wait for the pod watch's first complete list: decisions on ports and adoption need it.
+    async fn wait_ready(&self) -> Result<(), RuntimeError> {
+        match tokio::time::timeout(self.config.ready_timeout, self.pods.wait_until_ready()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(backend("the pod watch stopped", e)),
+            Err(_) => Err(RuntimeError::Backend(format!(
+                "no complete list of pods from the API server within {:?}: is the cluster reachable?",
+                self.config.ready_timeout
+            ))),
+        }
+    }
+
+    /// Report an event, waiting for room in the channel: an exit is never dropped.
+    async fn send(&self, event: RuntimeEvent) {
+        if self.events.send(event).await.is_err() {
+            debug!("runtime event receiver is gone; event not delivered");
+        }
+    }
+
+    /// Create the scheduler's namespace with Troupe's labels, unless known to exist.
+    async fn ensure_namespace(&self, namespace: &str, scheduler: &str) -> Result<(), kube::Error> {
+        if self.lock().namespaces.contains(namespace) {
+            return Ok(());
+        }
+        let labels = BTreeMap::from([
+            (MANAGED_BY.to_owned(), MANAGER.to_owned()),
+            (LABEL_SCHEDULER.to_owned(), scheduler.to_owned()),
+        ]);
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let ns = Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(namespace.to_owned()),
+                labels: Some(labels.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match api.create(&PostParams::default(), &ns).await {
+            Ok(_) => info!(%namespace, "namespace created"),
+            Err(e) if is_status(&e, |s| s.is_already_exists()) => {
+                // Made by someone else (or a previous controller): make sure discovery finds it.
+                let patch = serde_json::json!({"metadata": {"labels": labels}});
+                api.patch(namespace, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+            }
+            Err(e) => return Err(e),
+        }
+        self.lock().namespaces.insert(namespace.to_owned());
+        Ok(())
+    }
+
+    /// Host ports held by live Troupe pods (any namespace: they share the nodes) and booked by
+    /// rooms being created.
+    fn used_ports(&self, state: &State) -> HashSet<u16> {
+        let mut used: HashSet<u16> = state
+            .rooms
+            .values()
+            .filter(|t| !t.track.exited())
+            .flat_map(|t| t.track.host_ports.iter().copied())
+            .collect();
+        for pod in self.pods.state() {
+            let finished = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|p| p == "Succeeded" || p == "Failed");
+            if finished {
+                continue;
+            }
+            used.extend(
+                pod.spec
+                    .iter()
+                    .flat_map(|s| s.containers.iter())
+                    .flat_map(|c| c.ports.iter().flatten())
+                    .filter_map(|p| p.host_port.and_then(|h| u16::try_from(h).ok())),
+            );
+        }
+        used
+    }
+
+    async fn start(
+        self: &Arc<Self>,
+        key: RoomKey,
+        req: StartRoom,
+    ) -> Result<Started, RuntimeError> {
+        let scheduler = Arc::clone(&req.scheduler);
+        let namespace = self.namespace(&scheduler.name);
+        let start_error = |reason: String| RuntimeError::Start {
+            room: req.room_id.clone(),
+            reason,
+        };
+        if namespace.len() > MAX_NAME || req.room_id.len() > MAX_NAME {
+            return Err(RuntimeError::Unsupported {
+                scheduler: scheduler.name.clone(),
+                runtime: RUNTIME_NAME,
+                reason: format!(
+                    "namespace {namespace} or room id {} is longer than {MAX_NAME} characters",
+                    req.room_id
+                ),
+            });
+        }
+        self.ensure_namespace(&namespace, &scheduler.name)
+            .await
+            .map_err(|e| {
+                start_error(format!(
+                    "creating namespace {namespace}: {}",
+                    api_reason(&e)
+                ))
+            })?;
+        self.wait_ready().await?;
+
+        let declared = scheduler.spec.ports().count();
+        let host_ports = {
+            let mut state = self.lock();
+            if state.rooms.get(&key).is_some_and(|t| !t.track.exited()) {
+                return Err(start_error("it is already running".into()));
+            }
+            let used = self.used_ports(&state);
+            let picked = state
+                .pick_ports(
+                    &scheduler.name,
+                    scheduler.port_range,
+                    declared,
+                    &used,
+                    &Default::default(),
+                )
+                .ok_or(RuntimeError::PortsExhausted {
+                    scheduler: scheduler.name.clone(),
+                    start: scheduler.port_range.start,
+                    end: scheduler.port_range.end,
+                })?;
+            state.rooms.insert(
+                key.clone(),
+                Tracked {
+                    track: Track::new(&key.scheduler, &key.room, picked.clone(), true),
+                    request: Some(req.clone()),
+                },
+            );
+            picked
+        };
+        let created = match self.create_pod(&req, &namespace, &host_ports).await {
+            Ok(created) => created,
+            Err(reason) => {
+                self.lock().rooms.remove(&key);
+                warn!(%reason, "room failed to start");
+                return Err(start_error(reason));
+            }
+        };
+        let uid = created.uid().unwrap_or_default();
+        if let Some(t) = self.lock().rooms.get_mut(&key)
+            && t.track.uid.is_none()
+            && !t.track.moving
+        {
+            t.track.uid = Some(uid.clone());
+        }
+        let room_ports =
+            pod::room_ports(&req, &host_ports).map_err(|e| start_error(e.to_string()))?;
+        info!(%namespace, ports = ?host_ports, "pod created");
+        Ok(Started {
+            // Known once the pod is placed: reported by `RuntimeEvent::Placed`.
+            host: String::new(),
+            ports: room_ports,
+            runtime_ref: uid,
+        })
+    }
+
+    async fn create_pod(
+        &self,
+        req: &StartRoom,
+        namespace: &str,
+        host_ports: &[u16],
+    ) -> Result<Pod, String> {
+        let pod =
+            pod::build_pod(req, namespace, host_ports, now_ms()).map_err(|e| e.to_string())?;
+        self.pod_api(namespace)
+            .create(&PostParams::default(), &pod)
+            .await
+            .map_err(|e| {
+                format!(
+                    "creating pod {namespace}/{}: {}",
+                    req.room_id,
+                    api_reason(&e)
+                )
+            })
+    }
+
+    async fn stop(
+        self: &Arc<Self>,
+        key: RoomKey,
+        room: &Room,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        let known = {
+            let mut state = self.lock();
+            state.rooms.get_mut(&key).map(|t| {
+                t.track.stopping = true;
+                t.track.exited()
+            })
+        };
+        match known {
+            Some(true) => return Ok(()),
+            Some(false) => {}
+            None => {
+                // Never adopted by this runtime: watch it first so its end is reported.
+                self.wait_ready().await?;
+                if !self.adopt_one(room, true) {
+                    debug!("stop of a room that has no pod: reported ended");
+                    self.send(RuntimeEvent::Exited {
+                        scheduler: key.scheduler.clone(),
+                        room: key.room.clone(),
+                        clean: true,
+                        reason: "pod already gone".into(),
+                    })
+                    .await;
+                    return Ok(());
+                }
+            }
+        }
+        let namespace = self.namespace(&key.scheduler);
+        let params = DeleteParams {
+            grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
+            ..DeleteParams::default()
+        };
+        match self.pod_api(&namespace).delete(&key.room, &params).await {
+            Ok(_) => {
+                info!(
+                    grace_s = grace.as_secs(),
+                    "pod deleted (room asked to stop)"
+                );
+                Ok(())
+            }
+            Err(e) if is_status(&e, |s| s.is_not_found()) => Ok(()),
+            Err(e) => Err(RuntimeError::Stop {
+                room: key.room.clone(),
+                reason: api_reason(&e),
+            }),
+        }
+    }
+
+    /// Watch the pod of a room recorded before. True when it exists and has not finished.
+    fn adopt_one(&self, room: &Room, stopping: bool) -> bool {
+        let namespace = self.namespace(&room.scheduler);
+        let Some(pod) = self.pods.get(&ObjectRef::new(&room.id).within(&namespace)) else {
+            return false;
+        };
+        let owner = discover::owner(&pod, &self.config.namespace_prefix);
+        if owner.as_ref() != Some(&(room.scheduler.clone(), room.id.clone())) {
+            return false;
+        }
+        let view = read_pod(&pod);
+        if view.finished() {
+            return false;
+        }
+        let key = RoomKey::new(&room.scheduler, &room.id);
+        let mut state = self.lock();
+        let tracked = state.rooms.entry(key).or_insert_with(|| {
+            let mut track = Track::new(
+                &room.scheduler,
+                &room.id,
+                view.host_ports().collect(),
+                false,
+            );
+            track.uid = Some(view.uid.clone());
+            Tracked {
+                track,
+                request: None,
+            }
+        });
+        tracked.track.stopping |= stopping;
+        true
+    }
+
+    async fn adopt(self: &Arc<Self>, rooms: &[Room]) -> Result<Vec<String>, RuntimeError> {
+        self.wait_ready().await?;
+        let prefix = &self.config.namespace_prefix;
+        let mut alive = Vec::new();
+        for room in rooms {
+            let _entered = RoomKey::new(&room.scheduler, &room.id).span().entered();
+            if self.adopt_one(room, room.status == RoomStatus::Terminating) {
+                alive.push(room.id.clone());
+            } else {
+                info!("room has no live pod: not adopted");
+            }
+        }
+        // Pods of these schedulers that no recorded room owns, and finished pods: nothing
+        // reports on them any more.
+        let schedulers: HashSet<&str> = rooms.iter().map(|r| r.scheduler.as_str()).collect();
+        let alive_set: HashSet<&str> = alive.iter().map(String::as_str).collect();
+        for pod in self.pods.state() {
+            let Some((scheduler, room)) = discover::owner(&pod, prefix) else {
+                continue;
+            };
+            let recorded = rooms
+                .iter()
+                .any(|r| r.scheduler == scheduler && r.id == room);
+            let orphan = schedulers.contains(scheduler.as_str()) && !recorded;
+            let finished = recorded && !alive_set.contains(room.as_str());
+            if orphan || finished {
+                warn!(%scheduler, %room, orphan, "deleting a pod no room is recorded for");
+                self.delete_pod(&scheduler, &room, pod.uid()).await;
+            }
+        }
+        // Report what happened to the adopted rooms while nobody watched.
+        for room in rooms.iter().filter(|r| alive_set.contains(r.id.as_str())) {
+            let namespace = self.namespace(&room.scheduler);
+            if let Some(pod) = self.pods.get(&ObjectRef::new(&room.id).within(&namespace)) {
+                self.on_pod(&pod).await;
+            }
+        }
+        info!(rooms = rooms.len(), adopted = alive.len(), "pods adopted");
+        Ok(alive)
+    }
+
+    /// Delete one pod (`uid`: only that one), ignoring a pod that is already gone.
+    async fn delete_pod(&self, scheduler: &str, room: &str, uid: Option<String>) {
+        let params = DeleteParams {
+            preconditions: uid.map(|uid| Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        let namespace = self.namespace(scheduler);
+        match self.pod_api(&namespace).delete(room, &params).await {
+            Ok(_) => {}
+            Err(e) if is_status(&e, |s| s.is_not_found() || s.is_conflict()) => {}
+            Err(e) => warn!(%scheduler, %room, error = %api_reason(&e), "cannot delete pod"),
+        }
+    }
+
+    async fn discover(&self) -> Result<Discovered, RuntimeError> {
+        let prefix = &self.config.namespace_prefix;
+        let selector = ListParams::default().labels(MANAGED_SELECTOR);
+        let pods = Api::<Pod>::all(self.client.clone())
+            .list(&selector)
+            .await
+            .map_err(|e| backend("listing pods", api_reason(&e)))?;
+        let nodes = Api::<Node>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| backend("listing nodes", api_reason(&e)))?;
+        let namespaces = Api::<Namespace>::all(self.client.clone())
+            .list(&selector)
+            .await
+            .map_err(|e| backend("listing namespaces", api_reason(&e)))?;
+        let node_ips: HashMap<String, String> = nodes
+            .items
+            .iter()
+            .filter_map(|n| Some((n.name_any(), internal_ip(n)?)))
+            .collect();
+        let now = now_ms();
+        let rooms = pods
+            .items
+            .iter()
+            .filter_map(|p| discover::room_from_pod(p, prefix, |n| node_ips.get(n).cloned(), now))
+            .collect();
+        let schedulers = namespaces
+            .items
+            .iter()
+            .filter_map(|ns| discover::applied_from_namespace(ns, prefix))
+            .collect();
+        Ok(Discovered { rooms, schedulers })
+    }
+
+    /// Follow every Troupe pod; the store is what ports, adoption and events are decided from.
+    async fn watch_pods(self: Arc<Self>, writer: Writer<Pod>) {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let config = watcher::Config::default().labels(MANAGED_SELECTOR);
+        let stream = watcher::watcher(api, config)
+            .default_backoff()
+            .modify(|pod| pod.managed_fields_mut().clear())
+            .reflect(writer);
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(Event::Apply(pod) | Event::InitApply(pod)) => self.on_pod(&pod).await,
+                Ok(Event::Delete(pod)) => self.on_deleted(&pod).await,
+                Ok(Event::InitDone) => self.on_relisted().await,
+                Ok(Event::Init) => {}
+                Err(e) => warn!(error = %e, "watching pods failed; retrying with backoff"),
+            }
+        }
+        warn!("pod watch ended; no more room events");
+    }
+
+    async fn on_pod(self: &Arc<Self>, pod: &Pod) {
+        if let Some((key, actions)) = self.observe(pod) {
+            self.act(&key, actions).await;
+        }
+    }
+
+    /// What a watched room's pod change calls for (`None`: not a watched room's pod).
+    fn observe(&self, pod: &Pod) -> Option<(RoomKey, Vec<Action>)> {
+        let (scheduler, room) = discover::owner(pod, &self.config.namespace_prefix)?;
+        let key = RoomKey::new(&scheduler, &room);
+        let view = read_pod(pod);
+        let node_ip = view.node.as_deref().and_then(|n| self.node_ip(n));
+        let mut state = self.lock();
+        let tracked = state.rooms.get_mut(&key)?;
+        let actions = tracked
+            .track
+            .on_pod(&view, node_ip.as_deref(), self.config.max_port_moves);
+        Some((key, actions))
+    }
+
+    async fn on_deleted(self: &Arc<Self>, pod: &Pod) {
+        let Some((scheduler, room)) = discover::owner(pod, &self.config.namespace_prefix) else {
+            return;
+        };
+        let key = RoomKey::new(&scheduler, &room);
+        let uid = pod.uid().unwrap_or_default();
+        let actions = self.gone(&key, &uid);
+        self.act(&key, actions).await;
+    }
+
+    /// The room's pod `uid` is gone: its exit, and the room forgotten once it has exited.
+    fn gone(&self, key: &RoomKey, uid: &str) -> Vec<Action> {
+        let mut state = self.lock();
+        let Some(tracked) = state.rooms.get_mut(key) else {
+            return vec![];
+        };
+        let actions = tracked.track.on_gone(uid);
+        if tracked.track.exited() && tracked.track.uid.as_deref().is_none_or(|u| u == uid) {
+            state.rooms.remove(key);
+        }
+        actions
+    }
+
+    /// The watch listed everything again (after a disconnect): pods deleted meanwhile sent no
+    /// event, so every watched room whose pod is missing has ended.
+    async fn on_relisted(self: &Arc<Self>) {
+        let missing: Vec<(RoomKey, String)> = {
+            let state = self.lock();
+            state
+                .rooms
+                .iter()
+                .filter(|(_, t)| !t.track.moving)
+                .filter_map(|(key, t)| {
+                    let uid = t.track.uid.clone()?;
+                    let namespace = self.namespace(&key.scheduler);
+                    let present = self
+                        .pods
+                        .get(&ObjectRef::new(&key.room).within(&namespace))
+                        .is_some_and(|p| p.uid().as_deref() == Some(uid.as_str()));
+                    (!present).then(|| (key.clone(), uid))
+                })
+                .collect()
+        };
+        for (key, uid) in missing {
+            let actions = self.gone(&key, &uid);
+            self.act(&key, actions).await;
+        }
+    }
+
+    async fn act(self: &Arc<Self>, key: &RoomKey, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Emit(event) => {
+                    match &event {
+                        RuntimeEvent::Failed { reason, .. } => {
+                            warn!(scheduler = %key.scheduler, room = %key.room, %reason, "room failed")
+                        }
+                        RuntimeEvent::Exited { clean, reason, .. } => {
+                            info!(scheduler = %key.scheduler, room = %key.room, clean, %reason, "room ended")
+                        }
+                        _ => {}
+                    }
+                    self.send(event).await;
+                }
+                Action::DeletePod { uid } => {
+                    let inner = Arc::clone(self);
+                    let key = key.clone();
+                    let span = key.span();
+                    tokio::spawn(
+                        async move { inner.delete_pod(&key.scheduler, &key.room, Some(uid)).await }
+                            .instrument(span),
+                    );
+                }
+                Action::MovePorts { uid } => {
+                    let inner = Arc::clone(self);
+                    let key = key.clone();
+                    let span = key.span();
+                    tokio::spawn(
+                        async move {
+                            let mut next = Some(uid);
+                            while let Some(uid) = next.take() {
+                                next = inner.move_ports(&key, uid).await;
+                            }
+                        }
+                        .instrument(span),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Replace a room's pod that no eligible node can take (its host ports are taken) by one on
+    /// other host ports: same room, same name. Returns the new pod's uid when it, too, needs a
+    /// move.
+    async fn move_ports(self: &Arc<Self>, key: &RoomKey, uid: String) -> Option<String> {
+        let namespace = self.namespace(&key.scheduler);
+        let request = {
+            let mut state = self.lock();
+            let tracked = state.rooms.get_mut(key)?;
+            tracked.track.retire_current();
+            tracked.request.clone()
+        };
+        let request = request?;
+        warn!(old_uid = %uid, "host ports taken on every eligible node: recreating the pod on other ports");
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        if let Err(e) = self.pod_api(&namespace).delete(&key.room, &params).await
+            && !is_status(&e, |s| s.is_not_found() || s.is_conflict())
+        {
+            self.move_failed(
+                key,
+                format!("deleting the unschedulable pod: {}", api_reason(&e)),
+            )
+            .await;
+            return None;
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let range = request.scheduler.port_range;
+            let next = {
+                let mut state = self.lock();
+                let used = self.used_ports(&state);
+                match state.rooms.get_mut(key) {
+                    None => return None,
+                    // Stopped meanwhile: the old pod is gone, nothing replaces it.
+                    Some(tracked) if tracked.track.stopping => {
+                        let end = tracked
+                            .track
+                            .end(true, "stopped while its pod was being recreated");
+                        state.rooms.remove(key);
+                        Err(end)
+                    }
+                    Some(tracked) => {
+                        let declared = request.scheduler.spec.ports().count();
+                        let own: HashSet<u16> = tracked.track.host_ports.iter().copied().collect();
+                        let used: HashSet<u16> = used.difference(&own).copied().collect();
+                        let avoid = tracked.track.avoid_ports.clone();
+                        let picked =
+                            state.pick_ports(&key.scheduler, range, declared, &used, &avoid);
+                        if let (Some(p), Some(tracked)) = (&picked, state.rooms.get_mut(key)) {
+                            tracked.track.host_ports = p.clone();
+                        }
+                        Ok(picked)
+                    }
+                }
+            };
+            let host_ports = match next {
+                Err(end) => {
+                    if let Some(Action::Emit(event)) = end {
+                        self.send(event).await;
+                    }
+                    return None;
+                }
+                Ok(None) => {
+                    let reason = format!(
+                        "no free port left in portRange {}..{}",
+                        range.start, range.end
+                    );
+                    self.move_failed(key, reason).await;
+                    return None;
+                }
+                Ok(Some(p)) => p,
+            };
+            match self.create_pod(&request, &namespace, &host_ports).await {
+                Ok(created) => {
+                    let uid = created.uid();
+                    let stopping = {
+                        let mut state = self.lock();
+                        match state.rooms.get_mut(key) {
+                            Some(t) => {
+                                t.track.moved(uid.clone(), host_ports.clone());
+                                t.track.stopping
+                            }
+                            None => true,
+                        }
+                    };
+                    info!(ports = ?host_ports, "pod recreated on other host ports");
+                    if stopping {
+                        self.delete_pod(&key.scheduler, &key.room, uid).await;
+                        return None;
+                    }
+                    // Changes of the new pod seen while the move was under way were not acted
+                    // on (the room was moving): look at it again now. The watch puts a change
+                    // in the store before it reports it, so none can fall in between.
+                    let current = self.pods.get(&ObjectRef::new(&key.room).within(&namespace));
+                    let actions = current
+                        .and_then(|pod| self.observe(&pod))
+                        .map(|(_, actions)| actions)
+                        .unwrap_or_default();
+                    let mut again = None;
+                    for action in actions {
+                        match action {
+                            Action::Emit(event) => self.send(event).await,
+                            Action::DeletePod { uid } => {
+                                self.delete_pod(&key.scheduler, &key.room, Some(uid)).await
+                            }
+                            Action::MovePorts { uid } => again = Some(uid),
+                        }
+                    }
+                    return again;
+                }
+                Err(reason) if attempt < RECREATE_ATTEMPTS && reason.contains("already exists") => {
+                    tokio::time::sleep(RECREATE_PAUSE).await;
+                }
+                Err(reason) => {
+                    self.move_failed(key, reason).await;
+                    return None;
+                }
+            }
+        }
+    }
+
+    async fn move_failed(&self, key: &RoomKey, reason: String) {
+        let action = self
+            .lock()
+            .rooms
+            .get_mut(key)
+            .and_then(|t| t.track.fail(reason));
+        if let Some(Action::Emit(event)) = action {
+            self.send(event).await;
+        }
+    }
+
+    /// Send queued status and spec writes, newest first, a few at a time.
+    async fn write_records(self: Arc<Self>) {
+        loop {
+            self.records.wait().await;
+            loop {
+                let batch = self.records.take();
+                if batch.is_empty() {
+                    break;
+                }
+                futures_util::stream::iter(batch)
+                    .for_each_concurrent(RECORD_CONCURRENCY, |(target, write)| {
+                        let inner = Arc::clone(&self);
+                        async move { inner.write_one(target, write).await }
+                    })
+                    .await;
+            }
+        }
+    }
+
+    async fn write_one(self: Arc<Self>, target: Target, mut write: Write) {
+        let result = match (&target.pod, &write.what) {
+            (
+                Some(pod),
+                What::Room {
+                    status,
+                    since_ms,
+                    matches,
+                },
+            ) => {
+                let patch = serde_json::json!({"metadata": {
+                    "labels": {LABEL_STATUS: status.as_str()},
+                    "annotations": {
+                        ANNOTATION_STATUS_SINCE: since_ms.to_string(),
+                        ANNOTATION_MATCHES: matches.to_string(),
+                    },
+                }});
+                match self
+                    .pod_api(&target.namespace)
+                    .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Err(e) if is_status(&e, |s| s.is_not_found()) => Ok(()),
+                    other => other.map(|_| ()),
+                }
+            }
+            (None, What::Scheduler { scheduler, applied }) => {
+                self.write_applied(&target.namespace, scheduler, applied.as_deref())
+                    .await
+            }
+            _ => Ok(()),
+        };
+        let Err(e) = result else {
+            return;
+        };
+        write.attempts += 1;
+        if write.attempts >= RECORD_ATTEMPTS {
+            warn!(namespace = %target.namespace, pod = ?target.pod, error = %api_reason(&e),
+                "giving up writing a room status or spec to the cluster");
+            return;
+        }
+        let pause = RECORD_RETRY_FIRST * 2u32.saturating_pow(write.attempts - 1);
+        debug!(namespace = %target.namespace, pod = ?target.pod, error = %api_reason(&e), ?pause,
+            "writing to the cluster failed; retrying");
+        let inner = Arc::clone(&self);
+        tokio::spawn(async move {
+            tokio::time::sleep(pause).await;
+            inner.records.retry(target, write);
+        });
+    }
+
+    async fn write_applied(
+        &self,
+        namespace: &str,
+        scheduler: &str,
+        applied: Option<&str>,
+    ) -> Result<(), kube::Error> {
+        if applied.is_some() {
+            self.ensure_namespace(namespace, scheduler).await?;
+        }
+        let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_APPLIED: applied}}});
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        match api
+            .patch(namespace, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Err(e) if applied.is_none() && is_status(&e, |s| s.is_not_found()) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+}
+
+/// The address rooms on `node` are reached at.
+fn internal_ip(node: &Node) -> Option<String> {
+    node.status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .find(|a| a.type_ == "InternalIP")
+        .map(|a| a.address.clone())
+}
+
+/// Follow nodes for their addresses.
+async fn watch_nodes(client: Client, writer: Writer<Node>) {
+    let api: Api<Node> = Api::all(client);
+    let stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|node| node.managed_fields_mut().clear())
+        .reflect(writer);
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        if let Err(e) = event {
+            warn!(error = %e, "watching nodes failed; retrying with backoff");
+        }
+    }
+}

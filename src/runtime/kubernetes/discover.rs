@@ -1,0 +1,210 @@
+//! Rooms and applied schedulers read back from the cluster alone: pure, from pods and namespaces.
+//!
+//! Must always hold: only objects of this runtime's namespace prefix are read (a pod belongs to a
+//! runtime when its namespace is `{prefix}{scheduler label}`); a pod that has finished is no
+//! room; a status Troupe never recorded is inferred from the pod (`unready` once it runs,
+//! `pending` before), and a pod being deleted is `terminating` whatever its label says.
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+
+use super::observe::{Phase, read_pod};
+use super::pod::{
+    ANNOTATION_APPLIED, ANNOTATION_MATCHES, ANNOTATION_STATUS_SINCE, LABEL_ROOM, LABEL_SCHEDULER,
+    LABEL_VERSION, namespace_of,
+};
+use crate::rooms::{Room, RoomStatus};
+
+/// The room a pod belongs to, when it belongs to this runtime: `(scheduler, room)`.
+pub fn owner(pod: &Pod, prefix: &str) -> Option<(String, String)> {
+    let labels = pod.metadata.labels.as_ref()?;
+    let scheduler = labels.get(LABEL_SCHEDULER)?;
+    let room = pod.metadata.name.as_ref()?;
+    if labels.get(LABEL_ROOM).is_some_and(|r| r != room) {
+        return None;
+    }
+    (pod.metadata.namespace.as_deref() == Some(&namespace_of(prefix, scheduler)))
+        .then(|| (scheduler.clone(), room.clone()))
+}
+
+/// The room a live pod runs, as the registry records it. `node_ip` finds a node's InternalIP.
+pub fn room_from_pod(
+    pod: &Pod,
+    prefix: &str,
+    node_ip: impl Fn(&str) -> Option<String>,
+    now_ms: u64,
+) -> Option<Room> {
+    let (scheduler, id) = owner(pod, prefix)?;
+    let view = read_pod(pod);
+    if view.finished() {
+        return None;
+    }
+    let labels = pod.metadata.labels.as_ref()?;
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let recorded = view
+        .recorded_status
+        .as_deref()
+        .and_then(|s| serde_json::from_value::<RoomStatus>(serde_json::json!(s)).ok());
+    let status = if view.deleting {
+        RoomStatus::Terminating
+    } else {
+        match recorded {
+            Some(RoomStatus::Pending) | None if view.running => RoomStatus::Unready,
+            Some(s) => s,
+            None if view.phase == Phase::Running => RoomStatus::Unready,
+            None => RoomStatus::Pending,
+        }
+    };
+    let created_at = pod
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| u64::try_from(t.0.as_millisecond()).ok())
+        .unwrap_or(now_ms);
+    let number = |key: &str| annotations.get(key).and_then(|v| v.parse::<u64>().ok());
+    let host = view
+        .node
+        .as_deref()
+        .and_then(&node_ip)
+        .or(view.host_ip.clone())
+        .unwrap_or_default();
+    Some(Room {
+        id,
+        scheduler,
+        version: labels.get(LABEL_VERSION).cloned().unwrap_or_default(),
+        status,
+        running_matches: number(ANNOTATION_MATCHES)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0),
+        host,
+        ports: view.ports,
+        created_at,
+        status_since: number(ANNOTATION_STATUS_SINCE).unwrap_or(created_at),
+        // Seen alive in the cluster just now: the room gets a full ping timeout to report.
+        last_ping: Some(now_ms),
+        reason: None,
+        metadata: serde_json::Value::Null,
+        players: Default::default(),
+        runtime_ref: Some(view.uid),
+    })
+}
+
+/// The applied spec recorded on a scheduler's namespace: `(scheduler, applied JSON)`.
+pub fn applied_from_namespace(ns: &Namespace, prefix: &str) -> Option<(String, serde_json::Value)> {
+    let scheduler = ns.metadata.labels.as_ref()?.get(LABEL_SCHEDULER)?;
+    if ns.metadata.name.as_deref() != Some(&namespace_of(prefix, scheduler)) {
+        return None;
+    }
+    let text = ns.metadata.annotations.as_ref()?.get(ANNOTATION_APPLIED)?;
+    let applied = serde_json::from_str(text).ok()?;
+    Some((scheduler.clone(), applied))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(namespace: &str, labels: serde_json::Value, status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "arena-a", "namespace": namespace, "uid": "u1",
+                "creationTimestamp": "2025-01-01T00:00:00Z",
+                "labels": labels,
+                "annotations": {"troupe.dev/ports": "[{\"name\":\"game\",\"protocol\":\"UDP\",\"port\":40001}]",
+                    "troupe.dev/status-since": "1735689700000", "troupe.dev/running-matches": "1"}},
+            "spec": {"nodeName": "kwok-node-0", "containers": [{"name": "server", "image": "x"}]},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn labels(status: Option<&str>) -> serde_json::Value {
+        let mut l = serde_json::json!({"app.kubernetes.io/managed-by": "troupe",
+            "troupe.dev/scheduler": "arena", "troupe.dev/room": "arena-a", "troupe.dev/version": "v1"});
+        if let Some(s) = status {
+            l["troupe.dev/status"] = s.into();
+        }
+        l
+    }
+
+    fn running() -> serde_json::Value {
+        serde_json::json!({"phase": "Running", "containerStatuses": [{"name": "server", "image": "x",
+            "imageID": "", "ready": true, "restartCount": 0, "state": {"running": {}}}]})
+    }
+
+    fn ip(node: &str) -> Option<String> {
+        (node == "kwok-node-0").then(|| "127.0.1.1".to_owned())
+    }
+
+    #[test]
+    fn a_room_is_read_back_from_its_pod() {
+        let p = pod("t1-arena", labels(Some("occupied")), running());
+        let room = room_from_pod(&p, "t1-", ip, 99).unwrap();
+        assert_eq!(room.id, "arena-a");
+        assert_eq!(room.scheduler, "arena");
+        assert_eq!(room.version, "v1");
+        assert_eq!(room.status, RoomStatus::Occupied);
+        assert_eq!(room.running_matches, 1);
+        assert_eq!(room.host, "127.0.1.1");
+        assert_eq!(room.ports[0].port, 40001);
+        assert_eq!(room.created_at, 1735689600000);
+        assert_eq!(room.status_since, 1735689700000);
+        assert_eq!(room.last_ping, Some(99));
+        assert_eq!(room.runtime_ref.as_deref(), Some("u1"));
+    }
+
+    #[test]
+    fn only_pods_of_this_prefix_are_rooms() {
+        let p = pod("t1-arena", labels(Some("ready")), running());
+        assert!(room_from_pod(&p, "", ip, 0).is_none());
+        assert!(room_from_pod(&p, "t2-", ip, 0).is_none());
+        assert!(room_from_pod(&p, "t1-", ip, 0).is_some());
+    }
+
+    #[test]
+    fn an_unrecorded_status_is_inferred_and_a_finished_pod_is_no_room() {
+        let p = pod("arena", labels(None), running());
+        assert_eq!(
+            room_from_pod(&p, "", ip, 0).unwrap().status,
+            RoomStatus::Unready
+        );
+        let p = pod("arena", labels(Some("pending")), running());
+        assert_eq!(
+            room_from_pod(&p, "", ip, 0).unwrap().status,
+            RoomStatus::Unready
+        );
+        let p = pod(
+            "arena",
+            labels(None),
+            serde_json::json!({"phase": "Pending"}),
+        );
+        assert_eq!(
+            room_from_pod(&p, "", ip, 0).unwrap().status,
+            RoomStatus::Pending
+        );
+        let p = pod(
+            "arena",
+            labels(Some("ready")),
+            serde_json::json!({"phase": "Failed"}),
+        );
+        assert!(room_from_pod(&p, "", ip, 0).is_none());
+        let mut p = pod("arena", labels(Some("occupied")), running());
+        p.metadata.deletion_timestamp = p.metadata.creation_timestamp.clone();
+        assert_eq!(
+            room_from_pod(&p, "", ip, 0).unwrap().status,
+            RoomStatus::Terminating
+        );
+    }
+
+    #[test]
+    fn the_applied_spec_is_read_from_the_namespace() {
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "t1-arena", "labels": {"troupe.dev/scheduler": "arena"},
+                "annotations": {"troupe.dev/applied": "{\"version\":\"v1\"}"}}
+        }))
+        .unwrap();
+        assert_eq!(
+            applied_from_namespace(&ns, "t1-"),
+            Some(("arena".into(), serde_json::json!({"version": "v1"})))
+        );
+        assert_eq!(applied_from_namespace(&ns, ""), None);
+    }
+}

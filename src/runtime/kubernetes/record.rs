@@ -1,0 +1,126 @@
+//! The queue of writes that make the cluster alone enough to rebuild the fleet: each room's status
+//! on its pod, each applied spec on its scheduler's namespace.
+//!
+//! Must always hold: pushing never waits and never does I/O (it runs on the registry's status
+//! path, under pings); the queue holds at most one write per pod and per namespace — a newer
+//! write replaces an older one not yet sent — so it is bounded by the number of rooms and
+//! schedulers, and the cluster always ends up with the newest value.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+use crate::rooms::RoomStatus;
+
+/// Where a write goes: a pod (`Some(name)`) or the namespace itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub namespace: String,
+    pub pod: Option<String>,
+}
+
+/// One write, with how often it was tried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    pub what: What,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum What {
+    /// A room's status (label), when it changed (annotation), and its match count.
+    Room {
+        status: RoomStatus,
+        since_ms: u64,
+        matches: u32,
+    },
+    /// A scheduler's applied spec (JSON), or its removal.
+    Scheduler {
+        scheduler: String,
+        applied: Option<String>,
+    },
+}
+
+/// Writes waiting to be sent, newest per target.
+#[derive(Default)]
+pub struct Queue {
+    pending: Mutex<HashMap<Target, Write>>,
+    wake: Notify,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Target, Write>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue a write; it replaces any write for the same target not sent yet.
+    pub fn push(&self, target: Target, what: What) {
+        self.lock().insert(target, Write { what, attempts: 0 });
+        self.wake.notify_one();
+    }
+
+    /// Queue a failed write again, unless a newer one for its target arrived meanwhile.
+    pub fn retry(&self, target: Target, write: Write) {
+        self.lock().entry(target).or_insert(write);
+        self.wake.notify_one();
+    }
+
+    /// Everything waiting, taken out of the queue.
+    pub fn take(&self) -> Vec<(Target, Write)> {
+        self.lock().drain().collect()
+    }
+
+    /// Writes waiting now.
+    pub fn depth(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Wait until something was pushed since the last wait.
+    pub async fn wait(&self) {
+        self.wake.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(status: RoomStatus) -> What {
+        What::Room {
+            status,
+            since_ms: 1,
+            matches: 0,
+        }
+    }
+
+    fn target(pod: &str) -> Target {
+        Target {
+            namespace: "arena".into(),
+            pod: Some(pod.into()),
+        }
+    }
+
+    #[test]
+    fn the_newest_write_per_target_wins_and_a_retry_never_overwrites_it() {
+        let q = Queue::default();
+        q.push(target("a"), room(RoomStatus::Unready));
+        q.push(target("a"), room(RoomStatus::Ready));
+        q.push(target("b"), room(RoomStatus::Ready));
+        assert_eq!(q.depth(), 2);
+        let mut taken = q.take();
+        taken.sort_by(|x, y| x.0.pod.cmp(&y.0.pod));
+        assert_eq!(taken[0].1.what, room(RoomStatus::Ready));
+        assert_eq!(q.depth(), 0);
+
+        q.push(target("a"), room(RoomStatus::Occupied));
+        q.retry(
+            target("a"),
+            Write {
+                what: room(RoomStatus::Ready),
+                attempts: 1,
+            },
+        );
+        assert_eq!(q.take()[0].1.what, room(RoomStatus::Occupied));
+    }
+}

@@ -1,0 +1,916 @@
+//! End to end on a real Kubernetes control plane (etcd, kube-apiserver, kube-scheduler, and kwok
+//! playing the kubelet of three nodes): `troupe serve --runtime kubernetes` as a child process,
+//! rooms as pods, and the test playing each game server — kwok pods run nothing, so the test pings
+//! the rooms API for them with each room's own token.
+//!
+//! The cluster is found through `TROUPE_TEST_KUBECONFIG` (set by `tests/run`, which starts one
+//! with `tests/cluster/up.sh`). Without it every test here fails, saying how to get one: a suite
+//! that silently skipped them would prove nothing. Each test works under its own namespace
+//! prefix and its own port range, so tests run side by side on one cluster.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, ResourceExt};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(90);
+/// How often the simulated game servers ping.
+const PING_EVERY: Duration = Duration::from_millis(300);
+
+/// The test control plane.
+struct Cluster {
+    kubeconfig: PathBuf,
+    client: Client,
+}
+
+async fn cluster() -> Cluster {
+    let Ok(path) = std::env::var("TROUPE_TEST_KUBECONFIG") else {
+        panic!(
+            "TROUPE_TEST_KUBECONFIG is not set: the Kubernetes tests need a real control plane.\n\
+             Run `bash tests/run` (it starts one), or start one and point the tests at it:\n  \
+             env_file=$(tests/cluster/up.sh | tail -n1) && . \"$env_file\"\n  \
+             TROUPE_TEST_KUBECONFIG=$KUBECONFIG cargo test --test kubernetes\n  \
+             tests/cluster/down.sh \"$TROUPE_CLUSTER_DIR\""
+        )
+    };
+    let kubeconfig = Kubeconfig::read_from(&path)
+        .unwrap_or_else(|e| panic!("TROUPE_TEST_KUBECONFIG={path}: {e}"));
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("TROUPE_TEST_KUBECONFIG={path}: {e}"));
+    let client = Client::try_from(config).expect("a client for the test cluster");
+    Cluster {
+        kubeconfig: PathBuf::from(path),
+        client,
+    }
+}
+
+/// One test's corner of the cluster: its namespace prefix, git repository, state directory and
+/// room-token secret (kept outside the state directory, as in deploy/, so a lost state
+/// directory does not change every room's token).
+struct Env {
+    cluster: Cluster,
+    prefix: String,
+    repo: Repo,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.state_dir().with_extension("serve.log"))
+                .unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!("--- last lines of troupe serve's log:\n{}", tail.join("\n"));
+        }
+        // The server (declared after the Env) is gone by now: nothing recreates the pods.
+        let (client, prefix) = (self.cluster.client.clone(), self.prefix.clone());
+        let cleanup = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the cleanup")
+                .block_on(delete_pods(client, &prefix))
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Delete every pod under `prefix` (namespaces stay: the test cluster runs no namespace
+/// controller to finalize their deletion), so their host ports are free for other tests.
+async fn delete_pods(client: Client, prefix: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let Ok(list) = namespaces.list(&ListParams::default()).await else {
+        return;
+    };
+    for ns in list.items {
+        let name = ns.name_any();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &name);
+        let _ = pods
+            .delete_collection(
+                &DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..DeleteParams::default()
+                },
+                &ListParams::default(),
+            )
+            .await;
+    }
+}
+
+impl Env {
+    async fn new(name: &str) -> Self {
+        let cluster = cluster().await;
+        let mut bytes = [0u8; 3];
+        getrandom::fill(&mut bytes).unwrap();
+        let prefix = format!("{name}-{}-", hex::encode(bytes));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "test-room-secret").unwrap();
+        Self {
+            cluster,
+            prefix,
+            repo: Repo::new(),
+            dir,
+        }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn secret(&self) -> Vec<u8> {
+        b"test-room-secret".to_vec()
+    }
+
+    fn serve(&self, extra: &[&str]) -> Server {
+        let secret = self.dir.path().join("secret");
+        let mut args = vec![
+            "--runtime",
+            "kubernetes",
+            "--kube-namespace-prefix",
+            &self.prefix,
+            "--secret-file",
+            secret.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        Server::start_with_env(
+            self.repo.path(),
+            &self.state_dir(),
+            &args,
+            &[("KUBECONFIG", self.cluster.kubeconfig.to_str().unwrap())],
+        )
+    }
+
+    fn namespace(&self, scheduler: &str) -> String {
+        format!("{}{scheduler}", self.prefix)
+    }
+
+    /// The scheduler's pods that are not being deleted.
+    async fn pods(&self, scheduler: &str) -> Vec<Pod> {
+        let api: Api<Pod> =
+            Api::namespaced(self.cluster.client.clone(), &self.namespace(scheduler));
+        match api.list(&ListParams::default()).await {
+            Ok(list) => list
+                .items
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect(),
+            Err(kube::Error::Api(s)) if s.is_not_found() => vec![],
+            Err(e) => panic!("listing pods: {e}"),
+        }
+    }
+}
+
+/// A scheduler document for the Kubernetes runtime. `spec_extra` goes inside `spec:` (indented
+/// by two spaces), `extra` at the top level.
+fn kube_yaml(
+    name: &str,
+    replicas: u32,
+    ports: (u16, u16),
+    image_tag: &str,
+    spec_extra: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"name: {name}
+game: arena
+roomsReplicas: {replicas}
+maxSurge: 1
+portRange: {{start: {}, end: {}}}
+timeouts: {{pending: 60s, unready: 60s, ping: 30s, terminating: 30s}}
+labels: {{team: arena}}
+spec:
+  terminationGracePeriod: 1s
+  containers:
+    - name: server
+      image: registry.example/arena:{image_tag}
+      env: [{{name: BUILD, value: "{image_tag}"}}]
+      ports: [{{name: game, protocol: UDP, port: 7777}}]
+{spec_extra}
+{extra}"#,
+        ports.0, ports.1
+    )
+}
+
+const ON_GAME_NODES: &str = "  nodeSelector: {pool: game}";
+
+/// The game servers of one scheduler, played by the test: every room that runs pings `ready`,
+/// or `occupied` when its id is in `occupied`, every [`PING_EVERY`], with its own token.
+struct Game {
+    occupied: Arc<Mutex<HashSet<String>>>,
+    /// Pings answered with something else than 200, by room.
+    refused: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Game {
+    fn start(server: &Server, secret: Vec<u8>, scheduler: &str) -> Self {
+        let occupied: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let refused: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (url, scheduler) = (server.url.clone(), scheduler.to_owned());
+        let (occ, refs) = (occupied.clone(), refused.clone());
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            loop {
+                let rooms: Vec<Value> = match http
+                    .get(format!("{url}/api/v1/schedulers/{scheduler}/rooms"))
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.json().await.unwrap_or_default(),
+                    Err(_) => vec![],
+                };
+                for room in rooms {
+                    let id = room["id"].as_str().unwrap_or_default().to_owned();
+                    if !["unready", "ready", "occupied", "active", "allocated"]
+                        .contains(&status_of(&room))
+                    {
+                        continue;
+                    }
+                    let status = if occ.lock().unwrap().contains(&id) {
+                        "occupied"
+                    } else {
+                        "ready"
+                    };
+                    let token = troupe::rooms::token::room_token(&secret, &scheduler, &id);
+                    let resp = http
+                        .put(format!("{url}/scheduler/{scheduler}/rooms/{id}/ping"))
+                        .bearer_auth(token)
+                        .json(&serde_json::json!({"status": status}))
+                        .send()
+                        .await;
+                    match resp {
+                        Ok(r) if r.status().is_success() => {}
+                        // A room stopped between the list and the ping.
+                        Ok(r) if r.status().as_u16() == 409 || r.status().as_u16() == 404 => {}
+                        Ok(r) => refs.lock().unwrap().push(format!("{id}: {}", r.status())),
+                        Err(_) => {}
+                    }
+                }
+                tokio::time::sleep(PING_EVERY).await;
+            }
+        });
+        Self {
+            occupied,
+            refused,
+            task,
+        }
+    }
+
+    fn occupy(&self, room: &str) {
+        self.occupied.lock().unwrap().insert(room.to_owned());
+    }
+
+    fn free(&self, room: &str) {
+        self.occupied.lock().unwrap().remove(room);
+    }
+}
+
+impl Drop for Game {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn id(room: &Value) -> String {
+    room["id"].as_str().unwrap_or_default().to_owned()
+}
+
+fn ids(rooms: &[Value]) -> BTreeSet<String> {
+    rooms.iter().map(id).collect()
+}
+
+fn game_port(room: &Value) -> u16 {
+    room["ports"][0]["port"].as_u64().unwrap_or(0) as u16
+}
+
+async fn version_of(server: &Server, scheduler: &str) -> String {
+    server.get(&format!("/api/v1/schedulers/{scheduler}")).await["version"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+async fn wait_ready(server: &Server, scheduler: &str, n: usize) -> Vec<Value> {
+    wait_for(&format!("{n} ready rooms of {scheduler}"), T, || async {
+        let rooms = server.rooms(scheduler).await;
+        (rooms.len() == n && count(&rooms, "ready") == n).then_some(rooms)
+    })
+    .await
+}
+
+/// The newest finished operation of `kind` on `scheduler`.
+async fn wait_op(server: &Server, scheduler: &str, kind: &str) -> Value {
+    wait_for(
+        &format!("a finished {kind} operation on {scheduler}"),
+        T,
+        || async {
+            server
+                .ops(scheduler)
+                .await
+                .into_iter()
+                .find(|o| o["kind"] == kind)
+                .filter(|o| {
+                    ["succeeded", "failed", "canceled"]
+                        .contains(&o["status"].as_str().unwrap_or(""))
+                })
+        },
+    )
+    .await
+}
+
+fn node_of(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default()
+}
+
+fn label<'a>(pod: &'a Pod, key: &str) -> &'a str {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .map_or("", String::as_str)
+}
+
+fn running(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+async fn kube_requests(server: &Server) -> u64 {
+    let text = server
+        .http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("troupe_kube_requests_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_run_as_pods_get_their_address_and_become_ready_when_they_ping() {
+    let env = Env::new("create").await;
+    env.repo.commit(
+        "arena",
+        &[(
+            "arena.yaml",
+            &kube_yaml("arena", 3, (42000, 42100), "1", ON_GAME_NODES, ""),
+        )],
+    );
+    let server = env.serve(&[]);
+
+    // Pods run on the game nodes; each room knows its node's address and its own host port.
+    let rooms = wait_for("3 placed, running rooms", T, || async {
+        let rooms = server.rooms("arena").await;
+        (rooms.len() == 3
+            && rooms
+                .iter()
+                .all(|r| status_of(r) == "unready" && r["host"] != ""))
+        .then_some(rooms)
+    })
+    .await;
+    let pods = env.pods("arena").await;
+    assert_eq!(pods.len(), 3);
+    assert_eq!(
+        pods.iter().map(|p| p.name_any()).collect::<BTreeSet<_>>(),
+        ids(&rooms),
+        "one pod per room, named after it"
+    );
+    let node_ips = BTreeMap::from([("kwok-node-0", "127.0.1.1"), ("kwok-node-1", "127.0.1.2")]);
+    for pod in &pods {
+        assert!(running(pod));
+        let node = node_of(pod);
+        let room = rooms.iter().find(|r| id(r) == pod.name_any()).unwrap();
+        assert_eq!(
+            room["host"].as_str(),
+            node_ips.get(node.as_str()).copied(),
+            "room {} on {node}",
+            id(room)
+        );
+        assert_eq!(label(pod, "app.kubernetes.io/managed-by"), "troupe");
+        assert_eq!(label(pod, "troupe.dev/scheduler"), "arena");
+        assert_eq!(label(pod, "team"), "arena");
+        let container = &pod.spec.as_ref().unwrap().containers[0];
+        let env_of = |name: &str| {
+            container
+                .env
+                .iter()
+                .flatten()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            env_of("TROUPE_ROOM_TOKEN"),
+            troupe::rooms::token::room_token(&env.secret(), "arena", &pod.name_any())
+        );
+        assert_eq!(env_of("TROUPE_ROOMS_URL"), server.url);
+        assert_eq!(env_of("TROUPE_PORT_GAME"), game_port(room).to_string());
+        let port = &container.ports.as_ref().unwrap()[0];
+        assert_eq!(port.host_port, Some(i32::from(game_port(room))));
+    }
+    let ports: BTreeSet<u16> = rooms.iter().map(game_port).collect();
+    assert_eq!(ports.len(), 3, "host ports are unique: {rooms:?}");
+    assert!(ports.iter().all(|p| (42000..42100).contains(p)));
+
+    let game = Game::start(&server, env.secret(), "arena");
+    wait_ready(&server, "arena", 3).await;
+    // Statuses are written to the pods, asynchronously.
+    wait_for("the ready status on every pod", T, || async {
+        let pods = env.pods("arena").await;
+        pods.iter()
+            .all(|p| label(p, "troupe.dev/status") == "ready")
+            .then_some(())
+    })
+    .await;
+
+    // Pings that change nothing make no API call.
+    let before = kube_requests(&server).await;
+    tokio::time::sleep(PING_EVERY * 10).await;
+    assert_eq!(
+        kube_requests(&server).await,
+        before,
+        "about 30 pings sent no request to the API server"
+    );
+    assert!(game.refused.lock().unwrap().is_empty());
+
+    // `troupe plan --runtime kubernetes` reads live state from the cluster alone.
+    let plan = |source: &Path| {
+        std::process::Command::new(TROUPE)
+            .arg("plan")
+            .arg(source)
+            .args([
+                "--runtime",
+                "kubernetes",
+                "--kube-namespace-prefix",
+                &env.prefix,
+            ])
+            .args(["--detailed-exitcode", "--no-color"])
+            .env("KUBECONFIG", &env.cluster.kubeconfig)
+            .output()
+            .unwrap()
+    };
+    let out = plan(env.repo.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "no changes: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let changed = tempfile::tempdir().unwrap();
+    std::fs::write(
+        changed.path().join("arena.yaml"),
+        kube_yaml("arena", 5, (42000, 42100), "1", ON_GAME_NODES, ""),
+    )
+    .unwrap();
+    let out = plan(changed.path());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("arena"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_change_rolls_out_within_max_surge_and_never_deletes_an_occupied_room() {
+    let env = Env::new("rollout").await;
+    let yaml = |tag: &str| kube_yaml("arena", 3, (42100, 42200), tag, ON_GAME_NODES, "");
+    env.repo.commit("v1", &[("arena.yaml", &yaml("1"))]);
+    let server = env.serve(&[]);
+    let game = Game::start(&server, env.secret(), "arena");
+    let rooms = wait_ready(&server, "arena", 3).await;
+    let v1 = version_of(&server, "arena").await;
+    let busy = id(&rooms[0]);
+    game.occupy(&busy);
+    wait_for("the room to report occupied", T, || async {
+        let rooms = server.rooms("arena").await;
+        rooms
+            .iter()
+            .any(|r| id(r) == busy && status_of(r) == "occupied")
+            .then_some(())
+    })
+    .await;
+
+    env.repo.commit("v2", &[("arena.yaml", &yaml("2"))]);
+    let mut max_free = 0;
+    let op = loop {
+        let rooms = server.rooms("arena").await;
+        let free = rooms
+            .iter()
+            .filter(|r| !["occupied", "active", "allocated", "terminating"].contains(&status_of(r)))
+            .count();
+        max_free = max_free.max(free);
+        assert!(
+            rooms
+                .iter()
+                .any(|r| id(r) == busy && status_of(r) == "occupied"),
+            "the occupied room was touched: {rooms:#?}"
+        );
+        let pods = env.pods("arena").await;
+        assert!(
+            pods.iter().any(|p| p.name_any() == busy),
+            "the occupied room's pod was deleted"
+        );
+        if let Some(op) = server.ops("arena").await.into_iter().find(|o| {
+            o["kind"] == "rollout" && o["status"] != "running" && o["status"] != "pending"
+        }) {
+            break op;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(op["status"], "succeeded", "{op:#}");
+    assert!(
+        max_free <= 3 + 1,
+        "free rooms went to {max_free}, above 3 + maxSurge 1"
+    );
+    let v2 = version_of(&server, "arena").await;
+    assert_ne!(v1, v2);
+    let rooms = server.rooms("arena").await;
+    let new: Vec<&Value> = rooms
+        .iter()
+        .filter(|r| r["version"] == v2.as_str())
+        .collect();
+    assert_eq!(new.len(), 3, "{rooms:#?}");
+    let pods = env.pods("arena").await;
+    for pod in &pods {
+        let expected = if pod.name_any() == busy { &v1 } else { &v2 };
+        assert_eq!(label(pod, "troupe.dev/version"), expected);
+    }
+    assert_eq!(pods.len(), 4, "3 new pods and the occupied one");
+
+    // Once its match ends, the outdated room goes, pod and all.
+    game.free(&busy);
+    wait_for("the outdated room and its pod to go", T, || async {
+        let rooms = server.rooms("arena").await;
+        let pods = env.pods("arena").await;
+        (rooms.len() == 3
+            && rooms.iter().all(|r| r["version"] == v2.as_str())
+            && pods.len() == 3
+            && pods.iter().all(|p| p.name_any() != busy))
+        .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_up_and_down_and_pruning_a_scheduler_create_and_delete_pods() {
+    let env = Env::new("scale").await;
+    let yaml = |n: u32| kube_yaml("arena", n, (42200, 42300), "1", ON_GAME_NODES, "");
+    env.repo.commit("2 rooms", &[("arena.yaml", &yaml(2))]);
+    let server = env.serve(&["--prune"]);
+    let _game = Game::start(&server, env.secret(), "arena");
+    wait_ready(&server, "arena", 2).await;
+
+    env.repo.commit("4 rooms", &[("arena.yaml", &yaml(4))]);
+    let rooms = wait_ready(&server, "arena", 4).await;
+    assert_eq!(env.pods("arena").await.len(), 4);
+
+    env.repo.commit("1 room", &[("arena.yaml", &yaml(1))]);
+    let left = wait_for("one room and one pod", T, || async {
+        let rooms = server.rooms("arena").await;
+        let pods = env.pods("arena").await;
+        (rooms.len() == 1 && pods.len() == 1 && pods[0].name_any() == id(&rooms[0]))
+            .then_some(rooms)
+    })
+    .await;
+    assert!(
+        ids(&rooms).contains(&id(&left[0])),
+        "an existing room is kept"
+    );
+
+    env.repo.commit("no arena", &[("arena.yaml", "")]);
+    wait_for(
+        "the scheduler, its rooms and pods to be gone",
+        T,
+        || async {
+            let schedulers = server.get("/api/v1/schedulers").await;
+            let gone = schedulers
+                .as_array()
+                .is_some_and(|a| a.iter().all(|s| s["name"] != "arena"));
+            (gone && env.pods("arena").await.is_empty()).then_some(())
+        },
+    )
+    .await;
+    let ns: Api<Namespace> = Api::all(env.cluster.client.clone());
+    let ns = ns.get(&env.namespace("arena")).await.unwrap();
+    assert!(
+        ns.annotations().get("troupe.dev/applied").is_none(),
+        "the deleted scheduler's spec is no longer recorded: {:?}",
+        ns.annotations()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placement_change_recreates_the_rooms_on_the_matching_nodes() {
+    let env = Env::new("place").await;
+    env.repo.commit(
+        "game pool",
+        &[(
+            "arena.yaml",
+            &kube_yaml("arena", 2, (42300, 42400), "1", ON_GAME_NODES, ""),
+        )],
+    );
+    let server = env.serve(&[]);
+    let _game = Game::start(&server, env.secret(), "arena");
+    wait_ready(&server, "arena", 2).await;
+    for pod in env.pods("arena").await {
+        assert!(
+            ["kwok-node-0", "kwok-node-1"].contains(&node_of(&pod).as_str()),
+            "{}",
+            node_of(&pod)
+        );
+    }
+
+    let batch = "  nodeSelector: {pool: batch}\n  tolerations: [{key: dedicated, operator: Equal, value: batch, effect: NoSchedule}]";
+    env.repo.commit(
+        "batch pool",
+        &[(
+            "arena.yaml",
+            &kube_yaml("arena", 2, (42300, 42400), "1", batch, ""),
+        )],
+    );
+    let op = wait_op(&server, "arena", "rollout").await;
+    assert_eq!(op["status"], "succeeded", "{op:#}");
+    let rooms = wait_ready(&server, "arena", 2).await;
+    assert!(rooms.iter().all(|r| r["host"] == "127.0.1.3"), "{rooms:#?}");
+    let pods = wait_for("only the new pods", T, || async {
+        let pods = env.pods("arena").await;
+        (pods.len() == 2).then_some(pods)
+    })
+    .await;
+    for pod in &pods {
+        assert_eq!(node_of(pod), "kwok-node-2");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_whose_host_port_is_taken_on_its_node_moves_to_a_free_port() {
+    let env = Env::new("ports").await;
+    const FIRST: u16 = 42400;
+    // Something else on the room's only node holds the first two ports of its range.
+    let blockers = format!("{}blocker", env.prefix);
+    let namespaces: Api<Namespace> = Api::all(env.cluster.client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": blockers}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(env.cluster.client.clone(), &blockers);
+    for port in [FIRST, FIRST + 1] {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("holds-{port}")},
+            "spec": {
+                "nodeSelector": {"kubernetes.io/hostname": "kwok-node-0"},
+                "containers": [{"name": "c", "image": "registry.example/other:1",
+                    "ports": [{"containerPort": 7000, "hostPort": port, "protocol": "UDP"}]}]
+            }
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    wait_for("the blocking pods to run", T, || async {
+        let list = pods.list(&ListParams::default()).await.ok()?;
+        (list.items.len() == 2 && list.items.iter().all(running)).then_some(())
+    })
+    .await;
+
+    let pinned = "  nodeSelector: {kubernetes.io/hostname: kwok-node-0}";
+    env.repo.commit(
+        "arena",
+        &[(
+            "arena.yaml",
+            &kube_yaml("arena", 1, (FIRST, FIRST + 4), "1", pinned, ""),
+        )],
+    );
+    let server = env.serve(&[]);
+    let _game = Game::start(&server, env.secret(), "arena");
+    let rooms = wait_ready(&server, "arena", 1).await;
+    let port = game_port(&rooms[0]);
+    assert!(
+        port == FIRST + 2 || port == FIRST + 3,
+        "the room moved off the taken ports: {port}"
+    );
+    let op = wait_op(&server, "arena", "create").await;
+    assert_eq!(op["status"], "succeeded", "{op:#}");
+    let pods = env.pods("arena").await;
+    assert_eq!(pods.len(), 1);
+    assert_eq!(
+        pods[0].name_any(),
+        id(&rooms[0]),
+        "same room, same pod name"
+    );
+    let host_port = pods[0].spec.as_ref().unwrap().containers[0]
+        .ports
+        .as_ref()
+        .unwrap()[0]
+        .host_port;
+    assert_eq!(host_port, Some(i32::from(port)));
+    assert!(
+        server.log().contains("recreating the pod on other ports"),
+        "the first choice of port (the bottom of the range) was taken and healed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_cannot_be_pulled_fails_the_rollout_within_seconds_and_keeps_the_old_rooms() {
+    let env = Env::new("pull").await;
+    let yaml = |tag: &str| kube_yaml("arena", 2, (42500, 42600), tag, ON_GAME_NODES, "");
+    env.repo.commit("v1", &[("arena.yaml", &yaml("1"))]);
+    let server = env.serve(&[]);
+    let _game = Game::start(&server, env.secret(), "arena");
+    let old = ids(&wait_ready(&server, "arena", 2).await);
+
+    env.repo
+        .commit("v2", &[("arena.yaml", &yaml("cannot-pull"))]);
+    let began = Instant::now();
+    let op = wait_op(&server, "arena", "rollout").await;
+    let took = began.elapsed();
+    assert_eq!(op["status"], "failed", "{op:#}");
+    let error = op["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("ErrImagePull") || error.contains("ImagePullBackOff"),
+        "the reason names the pull failure: {error}"
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "failed within seconds, not after a timeout: {took:?}"
+    );
+    // The old rooms keep serving, their pods untouched.
+    let rooms = server.rooms("arena").await;
+    let ready: BTreeSet<String> = rooms
+        .iter()
+        .filter(|r| status_of(r) == "ready")
+        .map(id)
+        .collect();
+    assert_eq!(ready, old, "{rooms:#?}");
+    let pods: BTreeSet<String> = env
+        .pods("arena")
+        .await
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    assert!(pods.is_superset(&old));
+    let failed = rooms
+        .iter()
+        .find(|r| status_of(r) == "error")
+        .expect("the failed room is shown");
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Err")
+            || failed["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("BackOff"),
+        "{failed:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_restarted_without_its_state_directory_rebuilds_the_fleet_from_the_cluster() {
+    let env = Env::new("restart").await;
+    env.repo.commit(
+        "arena",
+        &[(
+            "arena.yaml",
+            &kube_yaml("arena", 3, (42600, 42700), "1", ON_GAME_NODES, ""),
+        )],
+    );
+    let mut server = env.serve(&[]);
+    let game = Game::start(&server, env.secret(), "arena");
+    let rooms = wait_ready(&server, "arena", 3).await;
+    let version = version_of(&server, "arena").await;
+    let busy = id(&rooms[0]);
+    game.occupy(&busy);
+    // Wait until the cluster has every room's status: the writes are asynchronous.
+    let uids = wait_for("statuses recorded on the pods", T, || async {
+        let pods = env.pods("arena").await;
+        let recorded = pods.len() == 3
+            && pods.iter().all(|p| {
+                let want = if p.name_any() == busy {
+                    "occupied"
+                } else {
+                    "ready"
+                };
+                label(p, "troupe.dev/status") == want
+            });
+        recorded.then(|| {
+            pods.iter()
+                .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+                .collect::<BTreeMap<_, _>>()
+        })
+    })
+    .await;
+
+    server.kill9();
+    drop(game);
+    std::fs::remove_dir_all(env.state_dir()).unwrap();
+    server.spawn();
+
+    let rooms = wait_for("the rooms rebuilt from the cluster", T, || async {
+        let rooms = server.rooms("arena").await;
+        (rooms.len() == 3).then_some(rooms)
+    })
+    .await;
+    assert_eq!(ids(&rooms), uids.keys().cloned().collect());
+    let busy_room = rooms.iter().find(|r| id(r) == busy).unwrap();
+    assert_eq!(status_of(busy_room), "occupied", "{rooms:#?}");
+    assert!(
+        rooms
+            .iter()
+            .filter(|r| id(r) != busy)
+            .all(|r| status_of(r) == "ready"),
+        "{rooms:#?}"
+    );
+    assert!(
+        rooms
+            .iter()
+            .all(|r| r["host"] != "" && game_port(r) >= 42600)
+    );
+    assert_eq!(version_of(&server, "arena").await, version);
+
+    // The game servers carry on with their tokens; nothing is replaced.
+    let game = Game::start(&server, env.secret(), "arena");
+    game.occupy(&busy);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after: BTreeMap<String, String> = env
+        .pods("arena")
+        .await
+        .iter()
+        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+        .collect();
+    assert_eq!(after, uids, "the same pods run: none recreated");
+    assert!(
+        game.refused.lock().unwrap().is_empty(),
+        "{:?}",
+        game.refused.lock().unwrap()
+    );
+    let plan = server.get("/api/v1/plan").await;
+    assert!(
+        plan["changes"].as_array().is_none_or(|c| c.is_empty()),
+        "nothing to change: {plan:#}"
+    );
+}
+
+#[tokio::test]
+async fn the_deploy_manifests_pass_a_server_side_dry_run() {
+    let cluster = cluster().await;
+    let kubectl = std::env::var("TROUPE_KUBECTL").unwrap_or_else(|_| {
+        panic!("TROUPE_KUBECTL is not set: the cluster's env file (tests/cluster/up.sh) exports it")
+    });
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&cluster.kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "kubectl {args:?}:\n{text}");
+        text
+    };
+    // Namespaced objects can only be checked in a namespace that exists.
+    run(&[
+        "apply",
+        "-f",
+        deploy.join("namespace.yaml").to_str().unwrap(),
+    ]);
+    let text = run(&["apply", "--dry-run=server", "-f", deploy.to_str().unwrap()]);
+    for kind in [
+        "serviceaccount/troupe",
+        "clusterrole.rbac.authorization.k8s.io/troupe",
+        "clusterrolebinding.rbac.authorization.k8s.io/troupe",
+        "persistentvolumeclaim/troupe-state",
+        "deployment.apps/troupe",
+        "service/troupe",
+    ] {
+        assert!(text.contains(kind), "{kind} missing from:\n{text}");
+    }
+}
