@@ -1036,6 +1036,14 @@ async fn a_room_whose_start_was_never_recorded_is_found_by_its_environment_and_e
         .unwrap();
     let proc_ref = ProcRef::of(child.id() as i32).unwrap().unwrap();
     f.procs.add(proc_ref);
+    // The shell execs `sleep`: wait until the program that stays has its environment in place.
+    let deadline = Instant::now() + PATIENCE;
+    while !std::fs::read_to_string(format!("/proc/{}/cmdline", child.id()))
+        .is_ok_and(|c| c.starts_with("sleep"))
+    {
+        assert!(Instant::now() < deadline, "sleep never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let (rt, _rx) = f.runtime();
     let adopted = rt
         .adopt(&[record_with_ref("lost", "lost-abcde", None)])
