@@ -173,6 +173,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let described = source.describe();
     let (snapshots, _watcher) = crate::source::watch(source, args.poll_interval.as_std());
     tasks.spawn(Arc::clone(&controller).run(snapshots, shutdown.clone()));
+    tasks.spawn(crate::controller::samples::run(
+        Arc::clone(&controller),
+        shutdown.clone(),
+    ));
 
     let state = AppState {
         controller: Arc::clone(&controller),

@@ -1,12 +1,16 @@
 //! HTTP: the rooms API (called by game rooms), the management API (JSON, called by people,
-//! the CLI and the dashboard), health and metrics. Routers are plain functions of [`AppState`].
+//! the CLI and the dashboard), its read-only views and live events, the dashboard's files,
+//! health and metrics. Routers are plain functions of [`AppState`].
 //!
 //! Must always hold: every error is a JSON body `{"error": {"code", "message"}}` with a 4xx/5xx
 //! status that says whose fault it is; bodies are size-limited; tokens and secrets never appear
 //! in a response or a log line.
 
 pub mod api;
+pub mod dashboard;
+pub mod events;
 pub mod rooms;
+pub mod views;
 
 use std::sync::Arc;
 
@@ -33,7 +37,10 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(rooms::router(state.clone()))
-        .merge(api::router(state))
+        .merge(api::router(state.clone()))
+        .merge(views::router(state.clone()))
+        .merge(events::router(state))
+        .merge(dashboard::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
 }
