@@ -156,7 +156,7 @@ function commitText(commit) {
 }
 
 function diffHtml(diff) {
-  return diff.split("\n").map((line) => {
+  return diff.replace(/\n+$/, "").split("\n").map((line) => {
     let cls = "ctx";
     if (line.startsWith("+++") || line.startsWith("---")) cls = "file";
     else if (line.startsWith("@@")) cls = "hunk";
@@ -182,15 +182,18 @@ function impactHtml(change) {
     <span>rooms <b>${target}</b>${change.autoscaled ? " (autoscaled)" : ""}</span>
     <span>create <b>${i.create}</b></span><span>replace <b>${i.replace}</b></span>
     <span>remove <b>${i.remove}</b></span><span>busy kept <b>${i.keptBusy}</b></span>
-    ${change.fromVersion || change.toVersion ? `<span>version <code>${esc(change.fromVersion || "—")}</code> → <code>${esc(change.toVersion || "—")}</code></span>` : ""}
+    ${(change.fromVersion || change.toVersion) && change.fromVersion !== change.toVersion ? `<span>version <code>${esc(change.fromVersion || "—")}</code> → <code>${esc(change.toVersion || "—")}</code></span>` : ""}
   </div>`;
 }
 
-function changeHtml(change, link) {
+/// One scheduler's change; `sync` (from the overview), when given, says whether it waits.
+function changeHtml(change, link, sync) {
+  const waits = sync && (sync.state === "suspended" || sync.message)
+    ? `${badge(sync.state, SYNC_LABEL[sync.state] || sync.state)} <span class="why">${esc(sync.message || "")}</span>` : "";
   const name = link ? `<a href="/schedulers/${encodeURIComponent(change.scheduler)}" data-link>${esc(change.scheduler)}</a>` : esc(change.scheduler);
   return `<section class="change" data-change="${esc(change.scheduler)}">
     <h3><span class="sym ${symbolClass(change.action)}">${SYMBOL[change.action] || "~"}</span> ${name}
-      <span class="muted">${esc(ACTION_LABEL[change.action] || change.action)}</span></h3>
+      <span class="muted">${esc(ACTION_LABEL[change.action] || change.action)}</span> ${waits}</h3>
     <ul class="reasons">${change.reasons.map((r) => `<li>${esc(r)}</li>`).join("")}</ul>
     ${impactHtml(change)}
     ${change.diff ? `<pre class="diff">${diffHtml(change.diff)}</pre>` : ""}
@@ -398,7 +401,9 @@ const scheduler = {
     samples.push({ at: Date.now(), rooms: rooms.counts, total: s.totalRooms, busy: s.busyRooms, runningMatches: s.runningMatches });
     $("#sc-chart").innerHTML = roomsChart(samples);
     $("#sc-occ-chart").innerHTML = occupancyChart(samples);
-    $("#sc-chart-note").textContent = this.history ? `a sample every ${this.history.intervalSeconds}s` : "";
+    const kept = this.history ? this.history.samples.length : 0;
+    $("#sc-chart-note").textContent = this.history
+      ? `a sample every ${this.history.intervalSeconds}s${kept < this.history.capacity ? `, ${kept} so far` : ""}` : "";
   },
   renderRooms(page) {
     const f = this.filter;
@@ -558,7 +563,8 @@ const planPage = {
         rooms: <b>${sm.roomsCreated}</b> created, <b>${sm.roomsReplaced}</b> replaced, <b>${sm.roomsRemoved}</b> removed, <b>${sm.busyKept}</b> busy kept.
         ${plan.inSync.length} in sync.</p>
         <p class="muted">${manual ? "Manual sync: changes wait for approval (repairs do not)." : "Automatic sync: changes apply as soon as they are planned; Apply now retries changes held after a failed or canceled operation."}</p>`;
-      $("#pl-changes").innerHTML = plan.changes.map((c) => changeHtml(c, true)).join("");
+      const syncs = new Map(ov.schedulers.map((x) => [x.name, x.sync]));
+      $("#pl-changes").innerHTML = plan.changes.map((c) => changeHtml(c, true, syncs.get(c.scheduler))).join("");
     }
     const running = rev.revision && rev.revision.id;
     $("#pl-revisions").innerHTML = revisions.length ? `<table id="revisions"><thead><tr><th>Revision</th><th>Commit</th><th>Seen</th><th class="num">Errors</th><th>Applied</th></tr></thead><tbody>${revisions.map((r) => `
