@@ -184,6 +184,16 @@ async fn wait_element(client: &Client, css: &str) -> fantoccini::elements::Eleme
         .unwrap_or_else(|e| panic!("{css} did not show up: {e}"))
 }
 
+/// Click the element `css` selects. The page re-renders on every change it hears of, so an
+/// element found a moment ago may be gone: find it again until the click lands.
+async fn click(client: &Client, css: &str) {
+    wait_for(&format!("a click on {css}"), T, || async {
+        let element = client.find(Locator::Css(css)).await.ok()?;
+        element.click().await.ok()
+    })
+    .await;
+}
+
 async fn text_of(client: &Client, css: &str) -> String {
     match client.find(Locator::Css(css)).await {
         Ok(e) => e.text().await.unwrap_or_default(),
@@ -311,13 +321,7 @@ async fn drive(client: &Client, server: &Server, fleets: &Path) {
     .await;
     let id = rollout["id"].as_str().unwrap().to_string();
 
-    client
-        .find(Locator::Css(r#"tr[data-scheduler="arena-eu"] a"#))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, r#"tr[data-scheduler="arena-eu"] a"#).await;
     let cancel = format!(r#"button[data-cancel="{id}"]"#);
     wait_element(client, &cancel).await;
     page_matches_api(
@@ -336,38 +340,20 @@ async fn drive(client: &Client, server: &Server, fleets: &Path) {
     .await;
 
     // Without the token the server refuses, and the page says what to do.
-    client
-        .find(Locator::Css(&cancel))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, &cancel).await;
     wait_text(client, "#toast", "API token").await;
     let op = server.get(&format!("/api/v1/operations/{id}")).await;
     assert_eq!(op["status"], "running", "refused without the token: {op}");
 
     let token = client.find(Locator::Id("token")).await.unwrap();
     token.send_keys(API_TOKEN).await.unwrap();
-    client
-        .find(Locator::Id("token-save"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, "#token-save").await;
     let stored = client
         .execute("return sessionStorage.getItem('troupe.apiToken');", vec![])
         .await
         .unwrap();
     assert_eq!(stored, json!(API_TOKEN));
-    client
-        .find(Locator::Css(&cancel))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, &cancel).await;
     wait_for("the API to say the rollout was canceled", T, || async {
         let op = server.get(&format!("/api/v1/operations/{id}")).await;
         (op["status"] == "canceled").then_some(())
@@ -393,11 +379,7 @@ async fn drive(client: &Client, server: &Server, fleets: &Path) {
         .goto(&format!("{}/schedulers/arena-party", server.url))
         .await
         .unwrap();
-    wait_element(client, r#"button[data-suspend="arena-party"]"#)
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(client, r#"button[data-suspend="arena-party"]"#).await;
     wait_element(client, r#"button[data-resume="arena-party"]"#).await;
     let path = fleets.join("arena-party.yaml");
     let yaml = std::fs::read_to_string(&path).unwrap();
@@ -433,13 +415,7 @@ async fn drive(client: &Client, server: &Server, fleets: &Path) {
             .map(Vec::len)
     })
     .await;
-    client
-        .find(Locator::Css(r#"a[data-nav="plan"]"#))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, r#"a[data-nav="plan"]"#).await;
     wait_element(client, "#revision-error .located li").await;
     page_matches_api(
         client,

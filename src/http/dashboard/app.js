@@ -96,6 +96,17 @@ async function write(path, body, done) {
   }
 }
 
+/// Set an element's HTML only when it changed: a refresh then leaves untouched what did not
+/// change (no flicker, hover and text selection kept, buttons stay the same elements).
+const rendered = new WeakMap();
+function put(sel, html) {
+  const el = $(sel);
+  if (el && rendered.get(el) !== html) {
+    el.innerHTML = html;
+    rendered.set(el, html);
+  }
+}
+
 function badge(cls, text) {
   return `<span class="badge ${esc(cls)}">${esc(text)}</span>`;
 }
@@ -277,15 +288,15 @@ const overview = {
     const matches = s.reduce((a, x) => a + x.runningMatches, 0);
     const active = ops.filter((o) => o.status === "running" || o.status === "pending").length;
     const out = s.filter((x) => x.sync.state !== "inSync").length;
-    $("#ov-stats").innerHTML = `
+    put("#ov-stats", `
       <div class="stat"><div class="label">Schedulers</div><div class="value" id="stat-schedulers">${s.length}</div><div class="sub">${out} not in sync</div></div>
       <div class="stat"><div class="label">Rooms</div><div class="value" id="stat-rooms">${total}</div><div class="sub">${ready} ready</div></div>
       <div class="stat"><div class="label">Occupancy</div><div class="value">${pct(busy, total)}%</div><div class="sub">${busy} busy rooms</div></div>
       <div class="stat"><div class="label">Matches</div><div class="value">${matches}</div><div class="sub">running now</div></div>
       <div class="stat"><div class="label">Operations</div><div class="value">${active}</div><div class="sub">pending or running</div></div>
-      <div class="stat"><div class="label">Plan</div><div class="value">${ov.plan && ov.plan.hasChanges ? `<a href="/plan" data-link>${planCount(ov.plan.summary)} changes</a>` : "in sync"}</div><div class="sub">sync ${esc(ov.syncMode)}</div></div>`;
+      <div class="stat"><div class="label">Plan</div><div class="value">${ov.plan && ov.plan.hasChanges ? `<a href="/plan" data-link>${planCount(ov.plan.summary)} changes</a>` : "in sync"}</div><div class="sub">sync ${esc(ov.syncMode)}</div></div>`);
     $("#ov-count").textContent = `${s.length}`;
-    $("#ov-schedulers").innerHTML = s.length ? `<table id="schedulers"><thead><tr>
+    put("#ov-schedulers", s.length ? `<table id="schedulers"><thead><tr>
         <th>Scheduler</th><th>Version</th><th>Sync</th><th>Rooms</th><th>Occupancy</th><th class="num">Target</th><th>Last operation</th>
       </tr></thead><tbody>${s.map((x) => `<tr data-scheduler="${esc(x.name)}">
         <td><a href="/schedulers/${encodeURIComponent(x.name)}" data-link><b>${esc(x.name)}</b></a><div class="why">${esc(x.game)}</div></td>
@@ -295,9 +306,9 @@ const overview = {
         <td>${occupancyCell(x)}</td>
         <td class="num target">${targetText(x)}</td>
         <td>${x.lastOperation ? `${esc(x.lastOperation.kind)} ${badge(x.lastOperation.status, x.lastOperation.status)}${x.lastOperation.error ? `<div class="why bad">${esc(x.lastOperation.error)}</div>` : ""}` : `<span class="muted">none</span>`}</td>
-      </tr>`).join("")}</tbody></table>` : `<div class="empty">No schedulers yet: commit scheduler YAML to the source.</div>`;
+      </tr>`).join("")}</tbody></table>` : `<div class="empty">No schedulers yet: commit scheduler YAML to the source.</div>`);
     $("#ov-ops-count").textContent = `${ops.length} shown`;
-    $("#ov-ops").innerHTML = opsTable(ops, true, openOps);
+    put("#ov-ops", opsTable(ops, true, openOps));
   },
 };
 
@@ -375,32 +386,32 @@ const scheduler = {
     const s = ov.schedulers.find((x) => x.name === this.name);
     $("#sc-body").hidden = !s || !rooms;
     if (!s || !rooms) {
-      $("#sc-missing").innerHTML = `<div class="banner error">Scheduler <b>${esc(this.name)}</b> is not known: it is neither applied nor in the running revision. <a href="/" data-link>Back to the fleets</a></div>`;
+      put("#sc-missing", `<div class="banner error">Scheduler <b>${esc(this.name)}</b> is not known: it is neither applied nor in the running revision. <a href="/" data-link>Back to the fleets</a></div>`);
       return;
     }
-    $("#sc-missing").innerHTML = "";
+    put("#sc-missing", "");
     this.current = s;
-    $("#sc-name").innerHTML = `${esc(s.name)} <small>${esc(s.game)} · version <code>${esc(s.version)}</code></small>`;
-    $("#sc-sync").innerHTML = syncCell(s.sync);
-    $("#sc-actions").innerHTML = s.suspended
+    put("#sc-name", `${esc(s.name)} <small>${esc(s.game)} · version <code>${esc(s.version)}</code></small>`);
+    put("#sc-sync", syncCell(s.sync));
+    put("#sc-actions", s.suspended
       ? `<button data-resume="${esc(s.name)}">Resume git sync</button>`
-      : `<button data-suspend="${esc(s.name)}">Suspend git sync</button>`;
-    $("#sc-stats").innerHTML = `
+      : `<button data-suspend="${esc(s.name)}">Suspend git sync</button>`);
+    put("#sc-stats", `
       <div class="stat"><div class="label">Rooms</div><div class="value" id="sc-total">${s.totalRooms}</div><div class="sub">target ${targetText(s)}</div></div>
       <div class="stat"><div class="label">Ready</div><div class="value" id="sc-ready">${s.rooms.ready || 0}</div><div class="sub">free for a match</div></div>
       <div class="stat"><div class="label">Occupancy</div><div class="value">${pct(s.busyRooms, s.totalRooms)}%</div><div class="sub">${s.busyRooms} busy rooms</div></div>
       <div class="stat"><div class="label">Matches</div><div class="value">${s.runningMatches}</div><div class="sub">running now</div></div>
-      <div class="stat"><div class="label">Operations</div><div class="value">${(s.operations.pending || 0) + (s.operations.running || 0)}</div><div class="sub">pending or running</div></div>`;
+      <div class="stat"><div class="label">Operations</div><div class="value">${(s.operations.pending || 0) + (s.operations.running || 0)}</div><div class="sub">pending or running</div></div>`);
     this.renderRooms(rooms);
     $("#sc-ops-count").textContent = `${ops.length}`;
-    $("#sc-ops").innerHTML = opsTable(ops, false, openOps);
+    put("#sc-ops", opsTable(ops, false, openOps));
     const change = plan && plan.changes.find((c) => c.scheduler === this.name);
-    $("#sc-plan").innerHTML = change ? changeHtml(change, false)
-      : `<div class="muted">${plan ? "In sync with the running revision: nothing to change." : "No revision planned yet."}</div>`;
+    put("#sc-plan", change ? changeHtml(change, false)
+      : `<div class="muted">${plan ? "In sync with the running revision: nothing to change." : "No revision planned yet."}</div>`);
     const samples = (this.history ? this.history.samples : []).slice();
     samples.push({ at: Date.now(), rooms: rooms.counts, total: s.totalRooms, busy: s.busyRooms, runningMatches: s.runningMatches });
-    $("#sc-chart").innerHTML = roomsChart(samples);
-    $("#sc-occ-chart").innerHTML = occupancyChart(samples);
+    put("#sc-chart", roomsChart(samples));
+    put("#sc-occ-chart", occupancyChart(samples));
     const kept = this.history ? this.history.samples.length : 0;
     $("#sc-chart-note").textContent = this.history
       ? `a sample every ${this.history.intervalSeconds}s${kept < this.history.capacity ? `, ${kept} so far` : ""}` : "";
@@ -411,8 +422,8 @@ const scheduler = {
     const chips = [`<button class="chip ${f.status ? "" : "on"}" data-status="">all ${all}</button>`]
       .concat(STATUSES.filter((s) => page.counts[s] || f.status === s).map((s) =>
         `<button class="chip ${f.status === s ? "on" : ""}" data-status="${s}">${s} ${page.counts[s] || 0}</button>`));
-    $("#sc-chips").innerHTML = chips.join(" ");
-    $("#rooms-summary").innerHTML = `<span id="rooms-total">${page.total}</span> ${f.status || f.q ? "matching" : "rooms"}`;
+    put("#sc-chips", chips.join(" "));
+    put("#rooms-summary", `<span id="rooms-total">${page.total}</span> ${f.status || f.q ? "matching" : "rooms"}`);
     const rows = page.rooms.map((r) => `<tr data-room="${esc(r.id)}">
       <td><code>${esc(r.id)}</code><div class="why">version <code>${esc(r.version)}</code></div></td>
       <td>${badge(r.status, r.status)}</td>
@@ -421,9 +432,9 @@ const scheduler = {
       <td class="num">${r.runningMatches}</td>
       <td class="muted">${esc(r.lastPing ? ago(r.lastPing) : "never")}</td>
       <td class="why ${r.status === "error" ? "bad" : ""}">${esc(r.reason || "")}</td></tr>`).join("");
-    $("#sc-rooms").innerHTML = page.rooms.length
+    put("#sc-rooms", page.rooms.length
       ? `<table id="rooms"><thead><tr><th>Room</th><th>Status</th><th>Address and ports</th><th>Age</th><th class="num">Matches</th><th>Last ping</th><th>Reason</th></tr></thead><tbody>${rows}</tbody></table>`
-      : `<div class="empty">${all ? "No room matches the filter." : "No rooms."}</div>`;
+      : `<div class="empty">${all ? "No room matches the filter." : "No rooms."}</div>`);
     const first = page.total ? page.offset + 1 : 0;
     const last = Math.min(page.offset + page.rooms.length, page.total);
     $("#rooms-range").textContent = `${first}–${last} of ${page.total}`;
@@ -542,37 +553,37 @@ const planPage = {
     const [plan, ov, rev, revisions] = await Promise.all([
       maybe("/api/v1/plan"), api("/api/v1/overview"), api("/api/v1/revision"), api("/api/v1/revisions"),
     ]);
-    $("#pl-error").innerHTML = rev.error ? `<div class="banner error" id="revision-error">
+    put("#pl-error", rev.error ? `<div class="banner error" id="revision-error">
         <b>The newest revision${rev.error.revision ? ` <code>${esc(rev.error.revision.slice(0, 16))}</code>` : ""} is rejected</b> — ${esc(rev.error.message)}
-        ${locatedHtml(rev.error.errors)}</div>` : "";
+        ${locatedHtml(rev.error.errors)}</div>` : "");
     if (!plan) {
       $("#pl-id").textContent = "";
-      $("#pl-summary").innerHTML = `<div class="muted">No revision planned yet.</div>`;
-      $("#pl-changes").innerHTML = "";
-      $("#pl-approve").innerHTML = "";
+      put("#pl-summary", `<div class="muted">No revision planned yet.</div>`);
+      put("#pl-changes", "");
+      put("#pl-approve", "");
     } else {
       const sm = plan.summary;
       const actionable = plan.changes.filter((c) => c.action !== "orphan");
-      $("#pl-id").innerHTML = `plan <code id="plan-id">${esc(plan.id)}</code>${plan.revision ? ` of revision <code>${esc(plan.revision.slice(0, 16))}</code>` : ""}`;
+      put("#pl-id", `plan <code id="plan-id">${esc(plan.id)}</code>${plan.revision ? ` of revision <code>${esc(plan.revision.slice(0, 16))}</code>` : ""}`);
       const manual = ov.syncMode === "manual";
-      $("#pl-approve").innerHTML = actionable.length
-        ? `<button class="primary" id="approve" data-approve="${esc(plan.id)}">${manual ? "Approve plan" : "Apply now"}</button>` : "";
-      $("#pl-summary").innerHTML = `<p>${actionable.length ? "" : "Nothing to change: live state is what the running revision declares. "}
+      put("#pl-approve", actionable.length
+        ? `<button class="primary" id="approve" data-approve="${esc(plan.id)}">${manual ? "Approve plan" : "Apply now"}</button>` : "");
+      put("#pl-summary", `<p>${actionable.length ? "" : "Nothing to change: live state is what the running revision declares. "}
         <b>${sm.create}</b> to create · <b>${sm.update}</b> to update in place · <b>${sm.rollout}</b> to roll out · <b>${sm.scale}</b> to scale ·
         <b>${sm.delete}</b> to delete · <b>${sm.converge}</b> to repair · <b>${sm.orphan}</b> orphaned;
         rooms: <b>${sm.roomsCreated}</b> created, <b>${sm.roomsReplaced}</b> replaced, <b>${sm.roomsRemoved}</b> removed, <b>${sm.busyKept}</b> busy kept.
         ${plan.inSync.length} in sync.</p>
-        <p class="muted">${manual ? "Manual sync: changes wait for approval (repairs do not)." : "Automatic sync: changes apply as soon as they are planned; Apply now retries changes held after a failed or canceled operation."}</p>`;
+        <p class="muted">${manual ? "Manual sync: changes wait for approval (repairs do not)." : "Automatic sync: changes apply as soon as they are planned; Apply now retries changes held after a failed or canceled operation."}</p>`);
       const syncs = new Map(ov.schedulers.map((x) => [x.name, x.sync]));
-      $("#pl-changes").innerHTML = plan.changes.map((c) => changeHtml(c, true, syncs.get(c.scheduler))).join("");
+      put("#pl-changes", plan.changes.map((c) => changeHtml(c, true, syncs.get(c.scheduler))).join(""));
     }
     const running = rev.revision && rev.revision.id;
-    $("#pl-revisions").innerHTML = revisions.length ? `<table id="revisions"><thead><tr><th>Revision</th><th>Commit</th><th>Seen</th><th class="num">Errors</th><th>Applied</th></tr></thead><tbody>${revisions.map((r) => `
+    put("#pl-revisions", revisions.length ? `<table id="revisions"><thead><tr><th>Revision</th><th>Commit</th><th>Seen</th><th class="num">Errors</th><th>Applied</th></tr></thead><tbody>${revisions.map((r) => `
       <tr data-revision="${esc(r.id)}"><td><code>${esc(r.id.slice(0, 16))}</code> ${r.id === running ? badge("inSync", "running") : ""}</td>
         <td>${esc(r.commit || "—")}</td><td class="muted">${esc(ago(r.seenAt))}</td>
         <td class="num">${r.errors ? `<span class="s-error"><b>${r.errors}</b></span>` : "0"}</td>
         <td class="muted">${r.appliedAt ? esc(ago(r.appliedAt)) : "never"}</td></tr>`).join("")}</tbody></table>`
-      : `<div class="empty">No revision seen yet.</div>`;
+      : `<div class="empty">No revision seen yet.</div>`);
   },
 };
 
