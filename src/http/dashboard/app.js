@@ -144,7 +144,7 @@ function occupancyCell(s) {
   const p = pct(s.busyRooms, s.totalRooms);
   return `<div class="occ"><span class="pct">${p}%</span> <span class="muted">${s.busyRooms}/${s.totalRooms} busy</span>
     <div class="meter"><span style="width:${p}%"></span></div>
-    <div class="why"><span class="matches">${s.runningMatches}</span> running matches</div></div>`;
+    <div class="why"><span class="matches">${s.runningMatches}</span> running match${s.runningMatches === 1 ? "" : "es"}</div></div>`;
 }
 
 function causeText(c) {
@@ -291,7 +291,7 @@ const overview = {
     put("#ov-stats", `
       <div class="stat"><div class="label">Schedulers</div><div class="value" id="stat-schedulers">${s.length}</div><div class="sub">${out} not in sync</div></div>
       <div class="stat"><div class="label">Rooms</div><div class="value" id="stat-rooms">${total}</div><div class="sub">${ready} ready</div></div>
-      <div class="stat"><div class="label">Occupancy</div><div class="value">${pct(busy, total)}%</div><div class="sub">${busy} busy rooms</div></div>
+      <div class="stat"><div class="label">Occupancy</div><div class="value">${pct(busy, total)}%</div><div class="sub">${busy} busy room${busy === 1 ? "" : "s"}</div></div>
       <div class="stat"><div class="label">Matches</div><div class="value">${matches}</div><div class="sub">running now</div></div>
       <div class="stat"><div class="label">Operations</div><div class="value">${active}</div><div class="sub">pending or running</div></div>
       <div class="stat"><div class="label">Plan</div><div class="value">${ov.plan && ov.plan.hasChanges ? `<a href="/plan" data-link>${planCount(ov.plan.summary)} changes</a>` : "in sync"}</div><div class="sub">sync ${esc(ov.syncMode)}</div></div>`);
@@ -399,7 +399,7 @@ const scheduler = {
     put("#sc-stats", `
       <div class="stat"><div class="label">Rooms</div><div class="value" id="sc-total">${s.totalRooms}</div><div class="sub">target ${targetText(s)}</div></div>
       <div class="stat"><div class="label">Ready</div><div class="value" id="sc-ready">${s.rooms.ready || 0}</div><div class="sub">free for a match</div></div>
-      <div class="stat"><div class="label">Occupancy</div><div class="value">${pct(s.busyRooms, s.totalRooms)}%</div><div class="sub">${s.busyRooms} busy rooms</div></div>
+      <div class="stat"><div class="label">Occupancy</div><div class="value">${pct(s.busyRooms, s.totalRooms)}%</div><div class="sub">${s.busyRooms} busy room${s.busyRooms === 1 ? "" : "s"}</div></div>
       <div class="stat"><div class="label">Matches</div><div class="value">${s.runningMatches}</div><div class="sub">running now</div></div>
       <div class="stat"><div class="label">Operations</div><div class="value">${(s.operations.pending || 0) + (s.operations.running || 0)}</div><div class="sub">pending or running</div></div>`);
     this.renderRooms(rooms);
