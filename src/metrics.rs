@@ -1,12 +1,19 @@
 //! Prometheus metrics, prefixed `troupe_`, with units in their names.
 //!
-//! Counters are bumped where things happen; room gauges are filled from the registry at scrape
-//! time, so they can never drift from it.
+//! Counters are bumped where things happen; room gauges (by status, busy, matches) and the
+//! revision's age are filled from the registry and the controller at scrape time, so they can
+//! never drift from them.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts,
+    Registry, TextEncoder,
 };
+
+/// Ping latency buckets: a ping is answered from memory in well under a millisecond, unless
+/// its status change is journaled (one `write(2)` of one line).
+const PING_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+];
 
 pub struct Metrics {
     registry: Registry,
@@ -14,6 +21,14 @@ pub struct Metrics {
     pub rooms: GaugeVec,
     /// Rooms each scheduler should have.
     pub rooms_desired: GaugeVec,
+    /// Busy rooms (active, occupied, allocated) per scheduler (filled at scrape time).
+    pub rooms_busy: GaugeVec,
+    /// Matches running per scheduler (filled at scrape time).
+    pub room_matches: GaugeVec,
+    /// Seconds since the running revision was first seen (filled at scrape time).
+    pub revision_age_seconds: Gauge,
+    /// Time to answer a room's ping, whatever the answer.
+    pub ping_seconds: Histogram,
     /// Finished operations by kind and outcome.
     pub operations: IntCounterVec,
     /// Operation durations by kind.
@@ -58,6 +73,29 @@ impl Metrics {
         let rooms_desired = GaugeVec::new(
             Opts::new("rooms_desired", "Rooms each scheduler should have"),
             &["scheduler"],
+        )
+        .expect("valid metric");
+        let rooms_busy = GaugeVec::new(
+            Opts::new(
+                "rooms_busy",
+                "Rooms where a match is played or about to be (active, occupied, allocated)",
+            ),
+            &["scheduler"],
+        )
+        .expect("valid metric");
+        let room_matches = GaugeVec::new(
+            Opts::new("room_matches", "Matches running in a scheduler's rooms"),
+            &["scheduler"],
+        )
+        .expect("valid metric");
+        let revision_age_seconds = Gauge::new(
+            "revision_age_seconds",
+            "Seconds since the running revision was first seen (0 before the first)",
+        )
+        .expect("valid metric");
+        let ping_seconds = Histogram::with_opts(
+            HistogramOpts::new("ping_duration_seconds", "Time to answer a room's ping")
+                .buckets(PING_BUCKETS.to_vec()),
         )
         .expect("valid metric");
         let operations = IntCounterVec::new(
@@ -157,6 +195,10 @@ impl Metrics {
         for c in [
             Box::new(rooms.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rooms_desired.clone()),
+            Box::new(rooms_busy.clone()),
+            Box::new(room_matches.clone()),
+            Box::new(revision_age_seconds.clone()),
+            Box::new(ping_seconds.clone()),
             Box::new(operations.clone()),
             Box::new(operation_seconds.clone()),
             Box::new(pings.clone()),
@@ -179,6 +221,10 @@ impl Metrics {
             registry,
             rooms,
             rooms_desired,
+            rooms_busy,
+            room_matches,
+            revision_age_seconds,
+            ping_seconds,
             operations,
             operation_seconds,
             pings,

@@ -231,6 +231,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let described = source.describe();
     let watch = crate::source::watch(source, poll);
     tasks.spawn(Arc::clone(&controller).run(watch.snapshots, shutdown.clone()));
+    tasks.spawn(crate::controller::samples::run(
+        Arc::clone(&controller),
+        shutdown.clone(),
+    ));
 
     let forwarders = crate::forward::Forwarders::start(Arc::clone(&fleet), Arc::clone(&metrics));
     let state = AppState {

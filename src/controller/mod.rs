@@ -9,6 +9,7 @@
 
 pub mod fleet;
 pub mod history;
+pub mod samples;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -98,12 +99,18 @@ pub struct Controller {
     pub options: ControllerOptions,
     /// Revisions seen and schedulers suspended.
     pub history: History,
+    /// Room counts over the last hour, per scheduler (filled by [`samples::run`]).
+    pub samples: samples::Samples,
     state: Mutex<DesiredState>,
     reconciled: watch::Sender<bool>,
     /// When each scheduler was last scaled down (Unix ms), for the cooldown. Starts at the
     /// controller's start, so a restart never scales down early.
     scaled_down: Mutex<std::collections::HashMap<String, u64>>,
     started_at: u64,
+    /// Bumped when the revision, its error, the plan or a suspension changes.
+    changes: watch::Sender<u64>,
+    /// Cancelled when [`Controller::run`] returns: long-lived readers (event streams) end with it.
+    stopping: CancellationToken,
 }
 
 /// Errors of an explicit apply.
@@ -144,11 +151,30 @@ impl Controller {
             metrics,
             options,
             history,
+            samples: samples::Samples::default(),
             state: Mutex::new(DesiredState::default()),
             reconciled: watch::channel(false).0,
             scaled_down: Mutex::new(Default::default()),
             started_at: now_ms(),
+            changes: watch::channel(0).0,
+            stopping: CancellationToken::new(),
         }
+    }
+
+    /// A receiver marked changed whenever the revision, its error, the plan or a scheduler's
+    /// suspension changes (rooms and operations have their own: `registry` and `ops`).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Tell subscribers that what [`Controller::subscribe`] covers changed.
+    pub fn notify_changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Cancelled once the controller has stopped.
+    pub fn stopping(&self) -> CancellationToken {
+        self.stopping.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, DesiredState> {
@@ -185,6 +211,7 @@ impl Controller {
                     errors: vec![],
                     at: now,
                 });
+                self.notify_changed();
                 return;
             }
         };
@@ -242,6 +269,7 @@ impl Controller {
                 });
             }
         }
+        self.notify_changed();
     }
 
     /// The plan of the last good revision against live state now, without acting on it.
@@ -326,7 +354,15 @@ impl Controller {
                 tracing::error!(scheduler = %change.scheduler, error = %e, "cannot enqueue operation");
             }
         }
-        self.lock().plan = Some(plan);
+        let new_plan = {
+            let mut s = self.lock();
+            let new_plan = s.plan.as_ref().is_none_or(|p| p.id != plan.id);
+            s.plan = Some(plan);
+            new_plan
+        };
+        if new_plan {
+            self.notify_changed();
+        }
         self.reconciled.send_replace(true);
     }
 
@@ -490,6 +526,7 @@ impl Controller {
         mut snapshots: watch::Receiver<Observed>,
         shutdown: CancellationToken,
     ) {
+        let _stopping = self.stopping.clone().drop_guard();
         let mut rooms = self.fleet.registry.subscribe();
         let mut ops = self.ops.subscribe();
         let mut autoscale = tokio::time::interval(self.options.autoscale_interval);

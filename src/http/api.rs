@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,6 @@ use crate::source::SourceStatus;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(dashboard))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -47,10 +46,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("dashboard.html"))
-}
-
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.controller.ready() {
         (StatusCode::OK, "ready\n")
@@ -70,6 +65,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
                 .set(f64::from(n));
         }
     }
+    fill_scrape_gauges(c);
     if let Some(source) = &state.source {
         let status = source.status();
         c.metrics
@@ -116,7 +112,34 @@ pub struct OperationBrief {
     pub error: Option<String>,
 }
 
-fn summaries(state: &AppState) -> Vec<SchedulerSummary> {
+/// Occupancy and revision age, computed at scrape time like the room gauges so they never drift.
+fn fill_scrape_gauges(c: &crate::controller::Controller) {
+    let m = &c.metrics;
+    m.rooms_busy.reset();
+    m.room_matches.reset();
+    for (scheduler, counts) in crate::controller::samples::tally(&c.fleet.registry.list(None)) {
+        m.rooms_busy
+            .with_label_values(&[&scheduler])
+            .set(f64::from(counts.busy));
+        m.room_matches
+            .with_label_values(&[&scheduler])
+            .set(f64::from(counts.running_matches));
+    }
+    let seen_at = c.desired().revision.map(|r| r.seen_at);
+    let age_ms = seen_at.map_or(0, |t| crate::rooms::now_ms().saturating_sub(t));
+    m.revision_age_seconds.set(age_ms as f64 / 1000.0);
+}
+
+/// 404 unless `name` is applied or declared in the running revision.
+pub(super) fn ensure_scheduler(state: &AppState, name: &str) -> Result<(), ApiError> {
+    let c = &state.controller;
+    if c.fleet.applied(name).is_none() && !c.desired_schedulers().iter().any(|s| s.name == name) {
+        return Err(ApiError::not_found(format!("scheduler {name} not found")));
+    }
+    Ok(())
+}
+
+pub(super) fn summaries(state: &AppState) -> Vec<SchedulerSummary> {
     let c = &state.controller;
     let counts = c.fleet.registry.counts();
     let op_counts = c.ops.counts();
@@ -145,8 +168,9 @@ fn summaries(state: &AppState) -> Vec<SchedulerSummary> {
             },
         );
     }
-    // Declared but not applied yet: shown with no rooms.
+    // Declared but not applied yet: normally no rooms (a spec is applied before its rooms).
     for (name, s) in desired {
+        let rooms = counts.get(&name).cloned().unwrap_or_default();
         out.entry(name.clone()).or_insert_with(|| SchedulerSummary {
             game: s.game.clone(),
             version: s.version(),
@@ -154,8 +178,8 @@ fn summaries(state: &AppState) -> Vec<SchedulerSummary> {
             autoscaled: s.autoscaled(),
             in_git: true,
             suspended: c.history.is_suspended(&name),
-            rooms: BTreeMap::new(),
-            total_rooms: 0,
+            total_rooms: rooms.values().sum(),
+            rooms,
             operations: op_counts.get(&name).cloned().unwrap_or_default(),
             last_operation: None,
             name,
@@ -215,11 +239,8 @@ async fn rooms(
     Path(name): Path<String>,
     Query(q): Query<RoomsQuery>,
 ) -> Result<Json<Vec<Room>>, ApiError> {
-    let c = &state.controller;
-    if c.fleet.applied(&name).is_none() && !c.desired_schedulers().iter().any(|s| s.name == name) {
-        return Err(ApiError::not_found(format!("scheduler {name} not found")));
-    }
-    let rooms = c.fleet.registry.list(Some(&name));
+    ensure_scheduler(&state, &name)?;
+    let rooms = state.controller.fleet.registry.list(Some(&name));
     Ok(Json(
         rooms
             .into_iter()
@@ -414,13 +435,12 @@ fn set_suspended(
     suspended: bool,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let by = authorize_write(state, headers)?;
+    ensure_scheduler(state, name)?;
     let c = &state.controller;
-    if c.fleet.applied(name).is_none() && !c.desired_schedulers().iter().any(|s| s.name == name) {
-        return Err(ApiError::not_found(format!("scheduler {name} not found")));
-    }
     c.history
         .set_suspended(name, suspended)
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    c.notify_changed();
     tracing::info!(scheduler = name, suspended, by, "sync suspension changed");
     Ok(Json(
         serde_json::json!({"scheduler": name, "suspended": suspended}),

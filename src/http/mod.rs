@@ -1,5 +1,6 @@
 //! HTTP: the rooms API (called by game rooms), the management API (JSON, called by people,
-//! the CLI and the dashboard), git webhooks, health and metrics. Routers are plain functions of [`AppState`].
+//! the CLI and the dashboard), its read-only views and live events, the dashboard's files, git
+//! webhooks, health and metrics. Routers are plain functions of [`AppState`].
 //!
 //! Must always hold: every error is a JSON body `{"error": {"code", "message"}}` with a 4xx/5xx
 //! status that says whose fault it is; bodies are size-limited; tokens and secrets never appear
@@ -7,8 +8,11 @@
 
 pub mod allocate;
 pub mod api;
+pub mod dashboard;
+pub mod events;
 pub mod hooks;
 pub mod rooms;
+pub mod views;
 
 use std::sync::Arc;
 
@@ -44,7 +48,10 @@ pub fn router(state: AppState) -> Router {
         .merge(rooms::router(state.clone()))
         .merge(allocate::router(state.clone()))
         .merge(api::router(state.clone()))
+        .merge(views::router(state.clone()))
+        .merge(events::router(state.clone()))
         .merge(hooks::router(state))
+        .merge(dashboard::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
 }

@@ -162,6 +162,7 @@ async fn ping(
     body: Result<Json<PingBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<PingAnswer>, ApiError> {
     let metrics = &state.controller.metrics;
+    let _timer = metrics.ping_seconds.start_timer();
     let outcome = |label: &str| metrics.pings.with_label_values(&[label]).inc();
     if let Err(e) = authorize(&state, &headers, &scheduler, &room) {
         outcome("unauthorized");

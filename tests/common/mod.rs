@@ -3,6 +3,8 @@
 //! and cleanup that kills the server and every room it started, even when a test fails.
 #![allow(dead_code)]
 
+pub mod router;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
