@@ -585,3 +585,49 @@ async fn a_validation_room_that_fails_stops_the_rollout_and_keeps_the_old_versio
         "a failed rollout is not retried in a loop"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_changed_in_git_applies_at_once_without_replacing_rooms() {
+    // Rooms that ping once, then go quiet: harmless under a long ping timeout.
+    let quiet = |ping_timeout: &str| {
+        scheduler_yaml("arena", 2, (41800, 41900), "1", "")
+            .replace("\"--ping-interval\", \"1s\"", "\"--ping-interval\", \"1h\"")
+            .replace("ping: 30s", &format!("ping: {ping_timeout}"))
+    };
+    let repo = Repo::new();
+    repo.commit("quiet rooms", &[("arena.yaml", &quiet("1h"))]);
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(repo.path(), &state.path().join("state"), &[]);
+    let before = ids(&wait_ready(&server, "arena", 2).await);
+    let version = version_of(&server, "arena").await;
+
+    repo.commit("ping timeout 2s", &[("arena.yaml", &quiet("2s"))]);
+    let op = wait_op(&server, "arena", "update", 0).await;
+    assert_eq!(op["status"], "succeeded", "{op:#}");
+    assert_eq!(
+        version_of(&server, "arena").await,
+        version,
+        "a timeout is not part of the room template"
+    );
+    assert!(
+        server
+            .ops("arena")
+            .await
+            .iter()
+            .all(|o| o["kind"] != "rollout")
+    );
+    // The running rooms, untouched by the update, now fall under the new timeout and are replaced.
+    let reason = wait_for("a room expired under the new timeout", T, || async {
+        let ops = server.ops("arena").await;
+        ops.into_iter()
+            .find(|o| o["kind"] == "heal")
+            .map(|o| o["cause"]["reason"].to_string())
+    })
+    .await;
+    wait_for("the quiet rooms replaced", T, || async {
+        let rooms = server.rooms("arena").await;
+        ids(&rooms).is_disjoint(&before).then_some(())
+    })
+    .await;
+    assert!(!reason.is_empty());
+}
