@@ -1,97 +1,35 @@
 //! Router tests of the rooms and management APIs with `tower::ServiceExt::oneshot`: every
 //! refusal a room or an operator can run into, with its status code and JSON error.
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-use troupe::controller::{Controller, ControllerOptions, Fleet, FleetConfig, History, SyncMode};
-use troupe::http::{AppState, router};
-use troupe::metrics::Metrics;
-use troupe::ops::Operations;
+use common::router::{Fixture, SECRET};
+use troupe::controller::SyncMode;
 use troupe::rooms::token::room_token;
 use troupe::rooms::{Room, RoomEvent, RoomStatus};
-use troupe::runtime::local::{LocalConfig, LocalRuntime};
 
-const SECRET: &[u8] = b"test-secret";
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    state: AppState,
-}
-
+/// A fixture with two pending rooms of scheduler `arena`.
 fn fixture(api_token: Option<&str>) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let (tx, _rx) = tokio::sync::mpsc::channel(16);
-    let runtime = Arc::new(LocalRuntime::new(
-        LocalConfig {
-            state_dir: dir.path().to_path_buf(),
-            self_exe: "/bin/false".into(),
-            host: "127.0.0.1".into(),
-        },
-        tx,
-    ));
-    let fleet = Arc::new(
-        Fleet::open(
-            dir.path(),
-            runtime,
-            FleetConfig {
-                secret: SECRET.to_vec(),
-                rooms_url: "http://x".into(),
-                allocation_ttl: std::time::Duration::from_secs(30),
-            },
-        )
-        .unwrap(),
-    );
-    let ops = Operations::open(dir.path().join("operations.jsonl")).unwrap();
-    let controller = Arc::new(Controller::new(
-        fleet,
-        ops,
-        Arc::new(Metrics::new()),
-        ControllerOptions {
-            prune: false,
-            sync: SyncMode::Auto,
-            autoscale_interval: std::time::Duration::from_secs(10),
-        },
-        History::open(dir.path()).unwrap(),
-    ));
+    let f = Fixture::new(api_token, SyncMode::Auto);
     for id in ["arena-a", "arena-b"] {
-        controller
+        f.state
+            .controller
             .fleet
             .registry
             .insert(Room::pending(id, "arena", "v1", 1))
             .unwrap();
     }
-    let forwarders = troupe::forward::Forwarders::start(
-        Arc::clone(&controller.fleet),
-        Arc::clone(&controller.metrics),
-    );
-    Fixture {
-        _dir: dir,
-        state: AppState {
-            forwarders,
-            controller,
-            api_token: api_token.map(Arc::from),
-            source: None,
-            webhook_secret: None,
-        },
-    }
+    f
 }
 
 async fn call(f: &Fixture, req: Request<Body>) -> (StatusCode, Value) {
-    let resp = router(f.state.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes)
-            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())),
-    )
+    f.call(req).await
 }
 
 fn ping(room: &str, token: Option<&str>, body: &str) -> Request<Body> {
