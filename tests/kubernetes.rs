@@ -914,3 +914,106 @@ async fn the_deploy_manifests_pass_a_server_side_dry_run() {
         assert!(text.contains(kind), "{kind} missing from:\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocation_hands_each_pod_room_out_once_and_records_it_on_the_pod() {
+    let env = Env::new("alloc").await;
+    let yaml = kube_yaml("arena", 20, (42600, 42700), "1", ON_GAME_NODES, "");
+    env.repo.commit("20 rooms", &[("arena.yaml", &yaml)]);
+    let server = env.serve(&["--allocation-ttl", "10m"]);
+    let _game = Game::start(&server, env.secret(), "arena");
+    wait_ready(&server, "arena", 20).await;
+
+    let http = reqwest::Client::new();
+    let calls = (0..64).map(|_| {
+        let (http, url) = (http.clone(), server.url.clone());
+        async move {
+            let resp = http
+                .post(format!("{url}/scheduler/arena/rooms/allocate"))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap();
+            (status, body)
+        }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    let got: Vec<String> = answers
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, b)| b["room"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got.len(), 20, "{answers:?}");
+    assert_eq!(
+        got.iter().collect::<BTreeSet<_>>().len(),
+        20,
+        "no room handed out twice"
+    );
+    assert!(
+        answers
+            .iter()
+            .filter(|(s, _)| *s != 200)
+            .all(|(s, b)| *s == 409 && b["error"]["code"] == "no_room")
+    );
+    // Every answer names the node's address and the room's host port.
+    let one = answers.iter().find(|(s, _)| *s == 200).unwrap();
+    assert!(
+        one.1["host"].as_str().unwrap().starts_with("127.0.1."),
+        "{:?}",
+        one.1
+    );
+
+    // Recorded on the pods, so a controller that loses its state directory keeps them allocated.
+    wait_for("allocations on the pods", T, || async {
+        let pods = env.pods("arena").await;
+        (pods
+            .iter()
+            .filter(|p| label(p, "troupe.dev/status") == "allocated")
+            .count()
+            == 20)
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_autoscaler_adds_pods_as_occupancy_rises_and_removes_free_ones_when_it_falls() {
+    let env = Env::new("autoscale").await;
+    let autoscaling = "autoscaling:
+  enabled: true
+  min: 2
+  max: 8
+  cooldown: 2s
+  policy:
+    type: roomOccupancy
+    parameters:
+      roomOccupancy: {readyTarget: 0.5, downThreshold: 0.9}
+";
+    let yaml = kube_yaml("arena", 1, (42700, 42800), "1", ON_GAME_NODES, autoscaling);
+    env.repo.commit("autoscaled", &[("arena.yaml", &yaml)]);
+    let server = env.serve(&["--autoscale-interval", "300ms"]);
+    let game = Game::start(&server, env.secret(), "arena");
+    let rooms = wait_ready(&server, "arena", 2).await;
+    for r in &rooms {
+        game.occupy(&id(r));
+    }
+    wait_for("4 rooms and 4 pods", T, || async {
+        let rooms = server.rooms("arena").await;
+        let pods = env.pods("arena").await;
+        (rooms.len() == 4 && count(&rooms, "ready") == 2 && pods.len() == 4).then_some(())
+    })
+    .await;
+    // One match ends: 1 match → 2 rooms; the occupied one stays.
+    game.free(&id(&rooms[0]));
+    let left = wait_for("2 rooms and 2 pods", T, || async {
+        let rooms = server.rooms("arena").await;
+        let pods = env.pods("arena").await;
+        (rooms.len() == 2 && pods.len() == 2).then_some(rooms)
+    })
+    .await;
+    assert!(
+        ids(&left).contains(&id(&rooms[1])),
+        "the occupied room is kept: {left:?}"
+    );
+}
