@@ -64,17 +64,12 @@ struct ClientResult {
 }
 
 pub async fn run(load: Load) -> Report {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(load.clients)
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .expect("an HTTP client builds");
     let started = Instant::now();
     let deadline = started + load.duration;
     let mut tasks = tokio::task::JoinSet::new();
     for client in 0..load.clients {
-        let (http, load) = (http.clone(), load.clone());
-        tasks.spawn(async move { one_client(&http, &load, client, deadline).await });
+        let load = load.clone();
+        tasks.spawn(async move { one_client(&load, client, deadline).await });
     }
     let mut all = ClientResult::default();
     while let Some(r) = tasks.join_next().await {
@@ -112,63 +107,124 @@ pub async fn run(load: Load) -> Report {
     }
 }
 
-async fn one_client(
-    http: &reqwest::Client,
-    load: &Load,
-    client: usize,
-    deadline: Instant,
-) -> ClientResult {
+/// One keep-alive HTTP/1.1 connection. A plain hyper connection rather than a pooled client:
+/// on a small machine the load generator shares the cores with the server it measures.
+struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    host: String,
+}
+
+impl Connection {
+    async fn open(base_url: &str) -> Option<Self> {
+        let host = base_url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let stream = tokio::net::TcpStream::connect(&host).await.ok()?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .ok()?;
+        tokio::spawn(conn);
+        Some(Self { sender, host })
+    }
+
+    /// Send one request; the status and body, or `None` when the connection failed.
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &'static [u8],
+    ) -> Option<(u16, bytes::Bytes)> {
+        use http_body_util::BodyExt;
+        self.sender.ready().await.ok()?;
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host)
+            .header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(body)))
+            .ok()?;
+        let resp = tokio::time::timeout(REQUEST_TIMEOUT, self.sender.send_request(req))
+            .await
+            .ok()?
+            .ok()?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        Some((status, body))
+    }
+}
+
+const READY: &[u8] = br#"{"status":"ready"}"#;
+
+async fn one_client(load: &Load, client: usize, deadline: Instant) -> ClientResult {
     let mut out = ClientResult::default();
     let mut i = client;
+    let mut conn: Option<Connection> = None;
     while Instant::now() < deadline {
+        if conn.is_none() {
+            conn = Connection::open(&load.base_url).await;
+            if conn.is_none() {
+                out.errors += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        }
+        let c = conn.as_mut().expect("opened above");
         let t = Instant::now();
-        let outcome = match &load.mode {
+        let answer = match &load.mode {
             Mode::Ping { rooms } => {
                 if rooms.is_empty() {
                     break;
                 }
                 let (s, r, token) = &rooms[i % rooms.len()];
                 i += load.clients;
-                http.put(format!("{}/scheduler/{s}/rooms/{r}/ping", load.base_url))
-                    .bearer_auth(token)
-                    .json(&serde_json::json!({"status": "ready"}))
-                    .send()
-                    .await
-                    .map(|resp| (resp.status().as_u16(), None))
+                c.send(
+                    "PUT",
+                    &format!("/scheduler/{s}/rooms/{r}/ping"),
+                    Some(token),
+                    READY,
+                )
+                .await
             }
             Mode::Allocate {
                 scheduler,
                 api_token,
             } => {
-                let mut req = http.post(format!(
-                    "{}/scheduler/{scheduler}/rooms/allocate",
-                    load.base_url
-                ));
-                if let Some(t) = api_token {
-                    req = req.bearer_auth(t);
-                }
-                match req.send().await {
-                    Ok(resp) => {
-                        let status = resp.status().as_u16();
-                        let body: serde_json::Value = resp.json().await.unwrap_or_default();
-                        Ok((status, body["room"].as_str().map(str::to_string)))
-                    }
-                    Err(e) => Err(e),
-                }
+                c.send(
+                    "POST",
+                    &format!("/scheduler/{scheduler}/rooms/allocate"),
+                    api_token.as_deref(),
+                    b"",
+                )
+                .await
             }
         };
         out.latencies_us
             .push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-        match outcome {
-            Ok((200, room)) => {
+        match answer {
+            Some((200, body)) => {
                 out.ok += 1;
-                out.allocated.extend(room);
+                if matches!(load.mode, Mode::Allocate { .. }) {
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    out.allocated.extend(v["room"].as_str().map(str::to_string));
+                }
             }
-            Ok((409, _)) if matches!(load.mode, Mode::Allocate { .. }) => {
+            Some((409, _)) if matches!(load.mode, Mode::Allocate { .. }) => {
                 out.no_room += 1;
                 break;
             }
-            _ => out.errors += 1,
+            Some(_) => out.errors += 1,
+            None => {
+                out.errors += 1;
+                conn = None;
+            }
         }
     }
     out

@@ -409,7 +409,10 @@ impl Registry {
         let to = decide(&mut next)?;
         let durable = to != from || next.running_matches != room.running_matches;
         if !durable {
-            rooms.put(next);
+            // Same status and match count: the room keeps its place in the free index.
+            if let Some(slot) = rooms.by_id.get_mut(id) {
+                *slot = next;
+            }
             return Ok(PingOutcome { from, to });
         }
         next.status = to;
