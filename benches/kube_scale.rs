@@ -179,6 +179,49 @@ async fn run(kubeconfig: &str, wanted: u32) {
         cpu_after - cpu_before
     );
 
+    // Allocation on the Kubernetes runtime: every room pings ready (as its game server would),
+    // then 64 matchmakers allocate until none is left.
+    let secret = std::fs::read_to_string(dir.path().join("state").join("secret")).unwrap();
+    let rooms: Vec<serde_json::Value> = serde_json::from_str(
+        &get(format!("{url}/api/v1/schedulers/scale/rooms"))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let tokens: Vec<(String, String, String)> = rooms
+        .iter()
+        .map(|r| {
+            let id = r["id"].as_str().unwrap().to_string();
+            let token = troupe::rooms::token::room_token(secret.trim().as_bytes(), "scale", &id);
+            ("scale".to_string(), id, token)
+        })
+        .collect();
+    let load = |clients, seconds, mode| troupe::loadgen::Load {
+        base_url: url.clone(),
+        clients,
+        duration: Duration::from_secs(seconds),
+        mode,
+    };
+    troupe::loadgen::run(load(16, 3, troupe::loadgen::Mode::Ping { rooms: tokens })).await;
+    let alloc = troupe::loadgen::run(load(
+        64,
+        30,
+        troupe::loadgen::Mode::Allocate {
+            scheduler: "scale".into(),
+            api_token: None,
+        },
+    ))
+    .await;
+    println!(
+        "kube_scale: allocations on the Kubernetes runtime: {:.0}/s, {} rooms handed out, duplicates {}; p50 {:.2} ms, p99 {:.2} ms; errors {}",
+        alloc.ok as f64 / alloc.seconds,
+        alloc.ok,
+        alloc.duplicates,
+        alloc.p50_ms,
+        alloc.p99_ms,
+        alloc.errors
+    );
+
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
