@@ -1017,3 +1017,75 @@ async fn the_autoscaler_adds_pods_as_occupancy_rises_and_removes_free_ones_when_
         "the occupied room is kept: {left:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocations_survive_a_kill_9_of_the_controller_without_a_duplicate() {
+    let env = Env::new("allockill").await;
+    let yaml = kube_yaml("arena", 20, (42800, 42900), "1", ON_GAME_NODES, "");
+    env.repo.commit("20 rooms", &[("arena.yaml", &yaml)]);
+    let mut server = env.serve(&["--allocation-ttl", "10m"]);
+    let game = Game::start(&server, env.secret(), "arena");
+    wait_ready(&server, "arena", 20).await;
+    drop(game);
+
+    let url = server.url.clone();
+    let http = reqwest::Client::new();
+    let got = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut callers = tokio::task::JoinSet::new();
+    for i in 0..64u64 {
+        let (http, url, got) = (http.clone(), url.clone(), Arc::clone(&got));
+        callers.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(15 * i)).await;
+            loop {
+                match http
+                    .post(format!("{url}/scheduler/arena/rooms/allocate"))
+                    .send()
+                    .await
+                {
+                    Ok(resp) if resp.status() == 200 => {
+                        let body: Value = resp.json().await.unwrap();
+                        got.lock()
+                            .unwrap()
+                            .push(body["room"].as_str().unwrap().to_string());
+                        return;
+                    }
+                    Ok(resp) if resp.status() == 409 => return,
+                    // The controller is down (or not ready to answer yet): retry like a matchmaker.
+                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+    }
+    wait_for("some allocations", T, || async {
+        (got.lock().unwrap().len() >= 5).then_some(())
+    })
+    .await;
+    server.kill9();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.spawn();
+    while callers.join_next().await.is_some() {}
+
+    let got = got.lock().unwrap().clone();
+    let distinct: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        got.len(),
+        "a room was handed out twice: {got:?}"
+    );
+    let rooms = server.rooms("arena").await;
+    let allocated: BTreeSet<String> = rooms
+        .iter()
+        .filter(|r| status_of(r) == "allocated")
+        .map(id)
+        .collect();
+    assert!(
+        distinct.iter().all(|r| allocated.contains(*r)),
+        "an answered allocation was forgotten"
+    );
+    assert_eq!(allocated.len(), 20, "{rooms:#?}");
+    assert!(
+        got.len() >= 18,
+        "at most the requests in flight at the kill lose their answer: {}",
+        got.len()
+    );
+}
