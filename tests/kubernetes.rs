@@ -1089,3 +1089,71 @@ async fn allocations_survive_a_kill_9_of_the_controller_without_a_duplicate() {
         got.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cluster_at_start_up_degrades_to_retries_and_the_apis_keep_serving() {
+    // A kubeconfig whose API server is a closed loopback port: nothing answers there.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: gone, cluster: {{server: \"https://127.0.0.1:{port}\", insecure-skip-tls-verify: true}}}}]\nusers: [{{name: u, user: {{token: x}}}}]\ncontexts: [{{name: c, context: {{cluster: gone, user: u}}}}]\ncurrent-context: c\n"
+        ),
+    )
+    .unwrap();
+    let repo = Repo::new();
+    repo.commit(
+        "arena",
+        &[(
+            "arena.yaml",
+            &kube_yaml("arena", 1, (42900, 43000), "1", ON_GAME_NODES, ""),
+        )],
+    );
+    let mut server = Server::start_with_env(
+        repo.path(),
+        &dir.path().join("state"),
+        &["--runtime", "kubernetes"],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        server.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "serve exited: {}",
+        server.log()
+    );
+    assert_eq!(server.text("/healthz").await.trim(), "ok");
+    let ready = server
+        .http
+        .get(format!("{}/readyz", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        503,
+        "not ready while the cluster cannot be reached"
+    );
+    // The rooms API answers (from the journal): an unknown room is a clear 404, not a hang.
+    let token = troupe::rooms::token::room_token(&server.secret(), "arena", "arena-zzzzz");
+    let resp = server
+        .http
+        .put(format!(
+            "{}/scheduler/arena/rooms/arena-zzzzz/ping",
+            server.url
+        ))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"status": "ready"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(
+        server
+            .log()
+            .contains("cannot adopt the rooms recorded before yet"),
+        "{}",
+        server.log()
+    );
+}

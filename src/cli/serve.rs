@@ -175,10 +175,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             allocation_ttl: args.allocation_ttl.as_std(),
         },
     )?);
-    fleet
-        .adopt()
-        .await
-        .context("adopting rooms recorded before")?;
     let ops = Operations::open(args.state_dir.join("operations.jsonl"))?;
     let controller = Arc::new(Controller::new(
         Arc::clone(&fleet),
@@ -226,11 +222,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    ops.start(Arc::clone(&fleet) as Arc<dyn crate::ops::Executor>);
-
     let described = source.describe();
     let watch = crate::source::watch(source, poll);
-    tasks.spawn(Arc::clone(&controller).run(watch.snapshots, shutdown.clone()));
+    // Operations and reconciling start once the rooms recorded before are taken back; until then
+    // (a cluster that cannot be reached yet) the rooms API serves from the journal and adoption
+    // is retried with backoff.
+    tasks.spawn(start_reconciling(
+        Arc::clone(&fleet),
+        Arc::clone(&ops),
+        Arc::clone(&controller),
+        watch.snapshots,
+        shutdown.clone(),
+    ));
     tasks.spawn(crate::controller::samples::run(
         Arc::clone(&controller),
         shutdown.clone(),
@@ -267,6 +270,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Longest wait between two attempts to adopt the rooms recorded before.
+const MAX_ADOPT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn start_reconciling(
+    fleet: Arc<Fleet>,
+    ops: Arc<Operations>,
+    controller: Arc<Controller>,
+    snapshots: tokio::sync::watch::Receiver<crate::source::Observed>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = std::time::Duration::from_millis(500);
+    while let Err(e) = fleet.adopt().await {
+        tracing::warn!(error = %e, retry_in = ?backoff, "cannot adopt the rooms recorded before yet; the rooms API keeps serving");
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(MAX_ADOPT_BACKOFF);
+    }
+    ops.start(Arc::clone(&fleet) as Arc<dyn crate::ops::Executor>);
+    controller.run(snapshots, shutdown).await;
 }
 
 async fn wait_for_signal() {
