@@ -4,8 +4,8 @@
 //! Run: `cargo bench --bench fleet_startup` (prints the figures; `ROOMS=500` to change the size).
 //! Under `cargo test` it only checks that it builds.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -38,31 +38,13 @@ local:
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
     let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_troupe"))
-        .args([
-            "serve",
-            fleets.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--stop-rooms-on-exit",
-        ])
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .env("TROUPE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let child = common::Serve::start(
+        &[fleets.to_str().unwrap(), "--stop-rooms-on-exit"],
+        &dir.path().join("state"),
+        &[],
+    );
+    let url = child.url.clone();
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -104,10 +86,7 @@ local:
         "fleet_startup: controller RSS with {wanted} rooms: {:.1} MiB",
         rss_kib as f64 / 1024.0
     );
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    drop(child);
 }
 
 fn ready_count(rooms: &serde_json::Value) -> u32 {

@@ -6,8 +6,9 @@
 //! size; `tests/cluster/up.sh` starts a cluster and prints its env file, which sets KUBECONFIG).
 //! Under `cargo test` it only checks that it builds.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -73,32 +74,18 @@ async fn run(kubeconfig: &str, wanted: u32) {
     let fleets = dir.path().join("fleets");
     std::fs::create_dir_all(&fleets).unwrap();
     std::fs::write(fleets.join("scale.yaml"), scheduler_yaml(0)).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_troupe"))
-        .args(["serve", fleets.to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args([
+    let child = common::Serve::start(
+        &[
+            fleets.to_str().unwrap(),
             "--runtime",
             "kubernetes",
             "--kube-namespace-prefix",
             &prefix,
-        ])
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .env("KUBECONFIG", kubeconfig)
-        .env("TROUPE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+        ],
+        &dir.path().join("state"),
+        &[("KUBECONFIG", kubeconfig)],
+    );
+    let url = child.url.clone();
     let http = reqwest::Client::new();
     let get = |path: String| {
         let http = http.clone();
@@ -222,10 +209,7 @@ async fn run(kubeconfig: &str, wanted: u32) {
         alloc.errors
     );
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    drop(child);
     let _ = pods
         .delete_collection(
             &DeleteParams {

@@ -4,8 +4,9 @@
 //!
 //! Run: `cargo bench --bench plan_e2e`. Under `cargo test` it only checks that it builds.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SCHEDULERS: usize = 500;
@@ -55,30 +56,12 @@ fn main() {
         )
         .unwrap();
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_troupe"))
-        .args([
-            "serve",
-            live_dir.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--stop-rooms-on-exit",
-        ])
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .env("TROUPE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let server = common::Serve::start(
+        &[live_dir.to_str().unwrap(), "--stop-rooms-on-exit"],
+        &dir.path().join("state"),
+        &[],
+    );
+    let url = server.url.clone();
 
     // Wait until all 500 schedulers run their room.
     let start = Instant::now();
@@ -132,8 +115,5 @@ fn main() {
         ms(times[0]),
         ms(times[RUNS - 1])
     );
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let _ = server.wait();
+    drop(server);
 }

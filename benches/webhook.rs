@@ -9,9 +9,10 @@
 //! Run: `cargo bench --bench webhook` (`SCHEDULERS=N` to change the size). Under `cargo test` it
 //! only checks that it builds.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -54,32 +55,13 @@ fn main() {
         ],
     );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_troupe"))
-        .arg("serve")
-        .arg(format!("file://{}", bare.display()))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--poll-interval",
-            "60s",
-        ])
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .env("TROUPE_WEBHOOK_SECRET", SECRET)
-        .env("TROUPE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let bare_url = format!("file://{}", bare.display());
+    let child = common::Serve::start(
+        &[&bare_url, "--poll-interval", "60s"],
+        &dir.path().join("state"),
+        &[("TROUPE_WEBHOOK_SECRET", SECRET)],
+    );
+    let url = child.url.clone();
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -154,10 +136,7 @@ fn main() {
         "webhook: POST /hooks/git → {count} update operations finished in {:.3} s",
         finished.as_secs_f64()
     );
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    drop(child);
 }
 
 /// Poll the operations until `done` holds for them.
