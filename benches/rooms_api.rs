@@ -11,15 +11,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use troupe::controller::{
-    Applied, Controller, ControllerOptions, Fleet, FleetConfig, History, SyncMode,
-};
-use troupe::http::{AppState, router};
+use troupe::app::{Server, ServerConfig};
+use troupe::controller::{Applied, ControllerOptions, FleetConfig, SyncMode};
+use troupe::http::router;
 use troupe::loadgen::{self, Load, Mode};
 use troupe::metrics::Metrics;
-use troupe::ops::Operations;
 use troupe::rooms::token::room_token;
 use troupe::rooms::{Room, RoomStatus};
+use troupe::runtime::Runtime;
 use troupe::runtime::local::{LocalConfig, LocalRuntime};
 
 const SECRET: &[u8] = b"bench-secret";
@@ -46,18 +45,20 @@ fn main() {
         .unwrap();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, _rx) = tokio::sync::mpsc::channel(16);
-        let runtime = Arc::new(LocalRuntime::new(
-            LocalConfig { state_dir: dir.path().into(), self_exe: "/bin/false".into(), host: "127.0.0.1".into() },
-            tx,
-        ));
-        let config = FleetConfig {
-            secret: SECRET.to_vec(),
-            rooms_url: "http://unused".into(),
-            allocation_ttl: Duration::from_secs(3600),
+        let config = ServerConfig {
+            state_dir: dir.path().into(),
+            fleet: FleetConfig {
+                secret: SECRET.to_vec(),
+                rooms_url: "http://unused".into(),
+                allocation_ttl: Duration::from_secs(3600),
+            },
+            controller: ControllerOptions { prune: false, sync: SyncMode::Auto, autoscale_interval: Duration::from_secs(3600) },
+            api_token: None,
+            webhook_secret: None,
         };
-        let fleet = Arc::new(Fleet::open(dir.path(), runtime, config).unwrap());
-        let metrics = Arc::new(Metrics::new());
+        let local = LocalConfig { state_dir: dir.path().into(), self_exe: "/bin/false".into(), host: "127.0.0.1".into() };
+        let server = Server::open(config, Arc::new(Metrics::new()), |tx| Arc::new(LocalRuntime::new(local, tx)) as Arc<dyn Runtime>).unwrap();
+        let fleet = Arc::clone(&server.controller.fleet);
         let spec: troupe::spec::Scheduler = serde_json::from_value(serde_json::json!({
             "name": "bench", "game": "bench", "roomsReplicas": 0, "portRange": {"start": 1, "end": 2},
             "spec": {"containers": [{"name": "s", "image": "i"}]}
@@ -79,18 +80,13 @@ fn main() {
                 }
             }
         }
-        let ops = Operations::open(dir.path().join("operations.jsonl")).unwrap();
-        let options = ControllerOptions { prune: false, sync: SyncMode::Auto, autoscale_interval: Duration::from_secs(3600) };
-        let controller =
-            Arc::new(Controller::new(Arc::clone(&fleet), ops, Arc::clone(&metrics), options, History::open(dir.path()).unwrap()));
-        let forwarders = troupe::forward::Forwarders::start(Arc::clone(&fleet), Arc::clone(&metrics));
-        let state = AppState { controller, api_token: None, forwarders, source: None, webhook_secret: None };
+        let state = server.state;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
 
         let load = |mode| Load { base_url: base_url.clone(), clients, duration: Duration::from_secs(seconds), mode };
-        let ping = loadgen::run(load(Mode::Ping { rooms: ping_rooms })).await;
+        let ping = loadgen::run(load(Mode::Ping { rooms: ping_rooms.clone() })).await;
         println!(
             "rooms_api: pings: {:.0}/s over {} requests ({clients} clients, {:.1} s); p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms; errors {}",
             ping.per_second, ping.requests, ping.seconds, ping.p50_ms, ping.p90_ms, ping.p99_ms, ping.max_ms, ping.errors
@@ -101,5 +97,29 @@ fn main() {
             alloc.ok as f64 / alloc.seconds, alloc.ok, alloc.no_room, alloc.duplicates, alloc.p50_ms, alloc.p99_ms, alloc.errors
         );
         assert_eq!(alloc.duplicates, 0, "a room was handed out twice");
+
+        // Half the pings change a status, each journaled: the rooms journal must stay bounded.
+        let churn_seconds = env("CHURN_SECONDS", 60) as u64;
+        let journal = dir.path().join("rooms.jsonl");
+        let largest = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sampling = tokio::spawn({
+            let (journal, largest) = (journal.clone(), Arc::clone(&largest));
+            async move {
+                loop {
+                    let size = std::fs::metadata(&journal).map_or(0, |m| m.len());
+                    largest.fetch_max(size, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        });
+        let churn = loadgen::run(Load { duration: Duration::from_secs(churn_seconds), ..load(Mode::Churn { rooms: ping_rooms }) }).await;
+        sampling.abort();
+        let now = std::fs::metadata(&journal).map_or(0, |m| m.len());
+        let sampled = largest.load(std::sync::atomic::Ordering::Relaxed).max(now);
+        println!(
+            "rooms_api: status-changing pings: {:.0}/s over {} requests ({:.0} s); p99 {:.2} ms; errors {}; rooms.jsonl at most {:.1} MiB (now {:.1} MiB)",
+            churn.per_second, churn.requests, churn.seconds, churn.p99_ms, churn.errors,
+            sampled as f64 / 1048576.0, now as f64 / 1048576.0
+        );
     });
 }

@@ -7,6 +7,7 @@
 //! scheduler; [`controller`] ties a source, the planner and the operations together; [`cli`] is
 //! the `troupe` binary.
 
+pub mod app;
 pub mod autoscale;
 pub mod cli;
 pub mod controller;
@@ -22,3 +23,4 @@ pub mod runtime;
 pub mod source;
 pub mod spec;
 pub mod store;
+pub mod supervise;

@@ -15,6 +15,11 @@ pub enum Mode {
     Ping {
         rooms: Vec<(String, String, String)>,
     },
+    /// Like `Ping`, but every other room alternates between `occupied` and `ready` from one
+    /// round of the rooms to the next, so half of the pings change a status and are journaled.
+    Churn {
+        rooms: Vec<(String, String, String)>,
+    },
     /// Each client allocates from a scheduler until there is no room left.
     Allocate {
         scheduler: String,
@@ -162,6 +167,7 @@ impl Connection {
 }
 
 const READY: &[u8] = br#"{"status":"ready"}"#;
+const OCCUPIED: &[u8] = br#"{"status":"occupied"}"#;
 
 async fn one_client(load: &Load, client: usize, deadline: Instant) -> ClientResult {
     let mut out = ClientResult::default();
@@ -179,17 +185,24 @@ async fn one_client(load: &Load, client: usize, deadline: Instant) -> ClientResu
         let c = conn.as_mut().expect("opened above");
         let t = Instant::now();
         let answer = match &load.mode {
-            Mode::Ping { rooms } => {
+            Mode::Ping { rooms } | Mode::Churn { rooms } => {
                 if rooms.is_empty() {
                     break;
                 }
-                let (s, r, token) = &rooms[i % rooms.len()];
+                let (room, round) = (i % rooms.len(), i / rooms.len());
+                let (s, r, token) = &rooms[room];
                 i += load.clients;
+                let churn = matches!(load.mode, Mode::Churn { .. });
+                let body = if churn && room % 2 == 0 && round % 2 == 1 {
+                    OCCUPIED
+                } else {
+                    READY
+                };
                 c.send(
                     "PUT",
                     &format!("/scheduler/{s}/rooms/{r}/ping"),
                     Some(token),
-                    READY,
+                    body,
                 )
                 .await
             }

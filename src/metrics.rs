@@ -60,6 +60,13 @@ pub struct Metrics {
     pub source_last_success: Gauge,
     /// Requests sent to the Kubernetes API server, by HTTP method.
     pub kube_requests: IntCounterVec,
+    /// Restarts of supervised tasks, by task.
+    pub task_restarts: IntCounterVec,
+    /// Finished operations the metrics feed skipped because it fell behind.
+    pub operation_events_missed: prometheus::IntCounter,
+    /// Journal writes that failed, by journal (`rooms`, `schedulers`, `operations`): the change
+    /// each carried was refused or left unrecorded (filled at scrape time).
+    pub store_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -192,6 +199,27 @@ impl Metrics {
             &["method"],
         )
         .expect("valid metric");
+        let task_restarts = IntCounterVec::new(
+            Opts::new(
+                "task_restarts_total",
+                "Restarts of supervised background tasks, by task",
+            ),
+            &["task"],
+        )
+        .expect("valid metric");
+        let operation_events_missed = prometheus::IntCounter::new(
+            "operation_events_missed_total",
+            "Finished operations the operation metrics skipped because they fell behind",
+        )
+        .expect("valid metric");
+        let store_failures = IntCounterVec::new(
+            Opts::new(
+                "store_write_failures_total",
+                "Journal writes in the state directory that failed, by journal",
+            ),
+            &["journal"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(rooms.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rooms_desired.clone()),
@@ -214,6 +242,9 @@ impl Metrics {
             Box::new(source_failures.clone()),
             Box::new(source_last_success.clone()),
             Box::new(kube_requests.clone()),
+            Box::new(task_restarts.clone()),
+            Box::new(operation_events_missed.clone()),
+            Box::new(store_failures.clone()),
         ] {
             registry.register(c).expect("metrics are registered once");
         }
@@ -240,7 +271,16 @@ impl Metrics {
             source_failures,
             source_last_success,
             kube_requests,
+            task_restarts,
+            operation_events_missed,
+            store_failures,
         }
+    }
+
+    /// Raise the store failure counter of `journal` to `total` (counted by its owner).
+    pub fn set_store_failures(&self, journal: &str, total: u64) {
+        let c = self.store_failures.with_label_values(&[journal]);
+        c.inc_by(total.saturating_sub(c.get()));
     }
 
     /// The text exposition format.

@@ -5,8 +5,13 @@
 //! mid-write is the last one and is skipped on replay. Replay keeps the last value per key.
 //! Compaction rewrites the live records to a temporary file and renames it over the journal, so
 //! the journal is always either the old or the new file, never half of one.
+//!
+//! Must always hold: the file never grows past [`COMPACT_FACTOR`] times the bytes of its live
+//! records plus [`COMPACT_SLACK_BYTES`] for longer than one write, as long as its owner calls
+//! [`Journal::compact`] when [`Journal::wants_compaction`] says so (every owner does, after the
+//! write that crossed the line, with its records in memory up to date).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::marker::PhantomData;
@@ -45,15 +50,24 @@ struct Line<V> {
 pub struct Journal<V> {
     path: PathBuf,
     file: File,
-    /// Lines in the file, to decide when compaction pays off.
-    lines: usize,
+    /// Bytes in the file.
+    bytes: u64,
+    /// Bytes of each key's newest line: what a compaction would keep.
+    live: HashMap<String, u64>,
+    live_bytes: u64,
+    /// Tests set it to make writes fail, as a full or broken disk would: `Some(n)` lets `n` more
+    /// writes through, then fails every one.
+    #[cfg(test)]
+    pub(crate) fail_after: Option<u32>,
     _values: PhantomData<V>,
 }
 
-/// Compact when the file holds this many times more lines than live records (plus slack), so a
-/// busy journal is rewritten rarely and stays within a small multiple of its live size.
-const COMPACT_FACTOR: usize = 4;
-const COMPACT_SLACK: usize = 1024;
+/// Compact when the file is this many times larger than its live records (plus the slack): a
+/// compaction rewrites the live records once, so at most one byte is rewritten per byte appended.
+pub const COMPACT_FACTOR: u64 = 2;
+/// Bytes a journal may hold beyond [`COMPACT_FACTOR`] times its live records, so that a small,
+/// busy journal (a few rooms pinging status changes) is not rewritten on every few writes.
+pub const COMPACT_SLACK_BYTES: u64 = 4 << 20;
 
 impl<V: Serialize + DeserializeOwned> Journal<V> {
     /// Open (or create) the journal at `path` and replay it.
@@ -67,6 +81,7 @@ impl<V: Serialize + DeserializeOwned> Journal<V> {
             fs::create_dir_all(dir).map_err(io)?;
         }
         let mut records = BTreeMap::new();
+        let mut live = HashMap::new();
         let mut lines = 0;
         if path.exists() {
             let reader = BufReader::new(File::open(&path).map_err(io)?);
@@ -79,8 +94,14 @@ impl<V: Serialize + DeserializeOwned> Journal<V> {
                     continue;
                 };
                 match rec.v {
-                    Some(v) => records.insert(rec.k, v),
-                    None => records.remove(&rec.k),
+                    Some(v) => {
+                        live.insert(rec.k.clone(), line.len() as u64 + 1);
+                        records.insert(rec.k, v);
+                    }
+                    None => {
+                        live.remove(&rec.k);
+                        records.remove(&rec.k);
+                    }
                 };
             }
         }
@@ -90,13 +111,19 @@ impl<V: Serialize + DeserializeOwned> Journal<V> {
             .append(true)
             .open(&path)
             .map_err(io)?;
+        let bytes = file.metadata().map_err(io)?.len();
+        let live_bytes = live.values().sum();
         let mut journal = Self {
             path,
             file,
-            lines,
+            bytes,
+            live,
+            live_bytes,
+            #[cfg(test)]
+            fail_after: None,
             _values: PhantomData,
         };
-        if journal.lines > records.len() * COMPACT_FACTOR + COMPACT_SLACK {
+        if journal.wants_compaction() {
             journal.compact(records.iter())?;
         }
         Ok((journal, records))
@@ -124,17 +151,44 @@ impl<V: Serialize + DeserializeOwned> Journal<V> {
             source,
         })?;
         buf.push(b'\n');
+        #[cfg(test)]
+        if let Some(n) = self.fail_after.as_mut()
+            && std::mem::replace(n, n.saturating_sub(1)) == 0
+        {
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other("injected write failure"),
+            });
+        }
         self.file.write_all(&buf).map_err(|source| StoreError::Io {
             path: self.path.clone(),
             source,
         })?;
-        self.lines += 1;
+        let len = buf.len() as u64;
+        self.bytes += len;
+        let old = if line.v.is_some() {
+            match self.live.get_mut(&line.k) {
+                Some(size) => std::mem::replace(size, len),
+                None => {
+                    self.live.insert(line.k.clone(), len);
+                    0
+                }
+            }
+        } else {
+            self.live.remove(&line.k).unwrap_or(0)
+        };
+        self.live_bytes = self.live_bytes - old + if line.v.is_some() { len } else { 0 };
         Ok(())
     }
 
-    /// Whether the journal has grown enough against `live` records to be worth compacting.
-    pub fn wants_compaction(&self, live: usize) -> bool {
-        self.lines > live * COMPACT_FACTOR + COMPACT_SLACK
+    /// Whether the file has grown enough beyond its live records to be worth compacting.
+    pub fn wants_compaction(&self) -> bool {
+        self.bytes > self.live_bytes * COMPACT_FACTOR + COMPACT_SLACK_BYTES
+    }
+
+    /// Bytes in the file now.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Rewrite the journal to hold exactly `records`.
@@ -151,9 +205,10 @@ impl<V: Serialize + DeserializeOwned> Journal<V> {
         };
         let tmp = self.path.with_extension("compact");
         let mut out = std::io::BufWriter::new(File::create(&tmp).map_err(io)?);
-        let mut n = 0;
+        let mut live = HashMap::with_capacity(self.live.len());
+        let mut bytes = 0;
         for (k, v) in records {
-            let buf = serde_json::to_vec(&Line {
+            let mut buf = serde_json::to_vec(&Line {
                 k: k.clone(),
                 v: Some(v),
             })
@@ -161,10 +216,10 @@ impl<V: Serialize + DeserializeOwned> Journal<V> {
                 path: self.path.clone(),
                 source,
             })?;
-            out.write_all(&buf)
-                .and_then(|_| out.write_all(b"\n"))
-                .map_err(io)?;
-            n += 1;
+            buf.push(b'\n');
+            out.write_all(&buf).map_err(io)?;
+            live.insert(k.clone(), buf.len() as u64);
+            bytes += buf.len() as u64;
         }
         let file = out.into_inner().map_err(|e| io(e.into_error()))?;
         file.sync_all().map_err(io)?;
@@ -173,7 +228,9 @@ impl<V: Serialize + DeserializeOwned> Journal<V> {
             .append(true)
             .open(&self.path)
             .map_err(io)?;
-        self.lines = n;
+        self.live = live;
+        self.live_bytes = bytes;
+        self.bytes = bytes;
         Ok(())
     }
 }
@@ -231,6 +288,35 @@ mod tests {
             Some(&5),
             "records after a torn line must survive"
         );
+    }
+
+    #[test]
+    fn a_journal_rewritten_in_place_stays_a_small_multiple_of_its_live_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let (mut j, _) = Journal::<String>::open(&path).unwrap();
+        let mut live = BTreeMap::new();
+        let value = "x".repeat(200);
+        let mut compactions = 0;
+        for i in 0..200_000 {
+            let key = format!("room-{}", i % 100);
+            j.put(&key, &value).unwrap();
+            live.insert(key, value.clone());
+            if j.wants_compaction() {
+                j.compact(live.iter()).unwrap();
+                compactions += 1;
+            }
+        }
+        let size = fs::metadata(&path).unwrap().len();
+        assert_eq!(size, j.bytes(), "the journal counts what it wrote");
+        assert!(
+            size <= COMPACT_SLACK_BYTES + 2 * 100 * 230,
+            "{size} bytes for 100 live records"
+        );
+        assert!(compactions >= 8, "{compactions} compactions");
+        drop(j);
+        let (_, recs) = Journal::<String>::open(&path).unwrap();
+        assert_eq!(recs, live);
     }
 
     #[test]

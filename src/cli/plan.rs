@@ -110,8 +110,28 @@ pub struct PlanArgs {
 }
 
 /// Load and validate the schedulers of a source (a remote is cloned for this one read into a
-/// temporary directory); errors are printed with their positions.
-fn load(
+/// temporary directory); errors are printed with their positions. Cloning and reading block, so
+/// they run on the blocking pool, not on the thread that drives the HTTP calls.
+async fn load(
+    source: &str,
+    branch: Option<&str>,
+    sub_path: Option<&str>,
+    git: &GitAuthArgs,
+) -> anyhow::Result<(String, Vec<Scheduler>)> {
+    let (source, branch, sub_path, git) = (
+        source.to_owned(),
+        branch.map(str::to_owned),
+        sub_path.map(str::to_owned),
+        git.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        load_blocking(&source, branch.as_deref(), sub_path.as_deref(), &git)
+    })
+    .await
+    .context("reading the source")?
+}
+
+fn load_blocking(
     source: &str,
     branch: Option<&str>,
     sub_path: Option<&str>,
@@ -149,7 +169,8 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         }
         Some(path) => {
             let branch = args.revision.as_deref().or(args.branch.as_deref());
-            let (revision, desired) = load(path, branch, args.sub_path.as_deref(), &args.git)?;
+            let (revision, desired) =
+                load(path, branch, args.sub_path.as_deref(), &args.git).await?;
             let live: LiveState = match (&server, args.runtime) {
                 (_, Some(PlanRuntime::Kubernetes)) => {
                     live_from_cluster(&args.kube_namespace_prefix).await?
@@ -295,13 +316,15 @@ pub async fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
         Some(&args.from),
         args.sub_path.as_deref(),
         &args.git,
-    )?;
+    )
+    .await?;
     let (to_rev, after) = load(
         &args.repo,
         Some(&args.to),
         args.sub_path.as_deref(),
         &args.git,
-    )?;
+    )
+    .await?;
     let live = settled(&before);
     let plan = crate::plan::plan(
         &after,

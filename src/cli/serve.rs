@@ -11,10 +11,9 @@ use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use super::git_auth::{GitAuthArgs, open_source, read_secret, secret_from};
-use crate::controller::{Controller, ControllerOptions, Fleet, FleetConfig, History, SyncMode};
-use crate::http::{AppState, router};
+use crate::app::{Server, ServerConfig};
+use crate::controller::{ControllerOptions, FleetConfig, SyncMode};
 use crate::metrics::Metrics;
-use crate::ops::Operations;
 use crate::runtime::Runtime;
 use crate::runtime::kubernetes::{KubeConfig, KubernetesRuntime};
 use crate::runtime::local::{LocalConfig, LocalRuntime};
@@ -28,9 +27,6 @@ pub enum RuntimeKind {
     /// (`KUBECONFIG`, `~/.kube/config`) or, inside a cluster, of the service account.
     Kubernetes,
 }
-
-/// Room events waiting for the controller; exits are never dropped (the runtime waits).
-const RUNTIME_EVENT_QUEUE: usize = 4096;
 
 /// How often a remote repository is polled when `--poll-interval` is not given: each poll is a
 /// round trip to the git host, and webhooks bring pushes in at once anyway.
@@ -144,124 +140,59 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| format!("http://{addr}"));
 
     let metrics = Arc::new(Metrics::new());
-    let (events_tx, mut events_rx) = tokio::sync::mpsc::channel(RUNTIME_EVENT_QUEUE);
-    let runtime: Arc<dyn Runtime> = match args.runtime {
-        RuntimeKind::Local => Arc::new(LocalRuntime::new(
-            LocalConfig {
-                state_dir: args.state_dir.clone(),
-                self_exe: std::env::current_exe().context("finding the troupe executable")?,
-                host: "127.0.0.1".into(),
-            },
-            events_tx,
-        )),
-        RuntimeKind::Kubernetes => {
-            let client = super::kube::connect(Some(metrics.kube_requests.clone())).await?;
-            Arc::new(KubernetesRuntime::new(
-                client,
-                KubeConfig {
-                    namespace_prefix: args.kube_namespace_prefix.clone(),
-                    ..KubeConfig::default()
-                },
-                events_tx,
-            ))
-        }
-    };
-    let fleet = Arc::new(Fleet::open(
-        &args.state_dir,
-        runtime,
-        FleetConfig {
+    let config = ServerConfig {
+        state_dir: args.state_dir.clone(),
+        fleet: FleetConfig {
             secret,
             rooms_url,
             allocation_ttl: args.allocation_ttl.as_std(),
         },
-    )?);
-    let ops = Operations::open(args.state_dir.join("operations.jsonl"))?;
-    let controller = Arc::new(Controller::new(
-        Arc::clone(&fleet),
-        Arc::clone(&ops),
-        Arc::clone(&metrics),
-        ControllerOptions {
+        controller: ControllerOptions {
             prune: args.prune,
             sync: args.sync,
             autoscale_interval: args.autoscale_interval.as_std(),
         },
-        History::open(&args.state_dir)?,
-    ));
-
-    let shutdown = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    {
-        let fleet = Arc::clone(&fleet);
-        let m = Arc::clone(&metrics);
-        tasks.spawn(async move {
-            while let Some(event) = events_rx.recv().await {
-                let kind = match &event {
-                    crate::runtime::RuntimeEvent::Running { .. } => "running",
-                    crate::runtime::RuntimeEvent::Placed { .. } => "placed",
-                    crate::runtime::RuntimeEvent::Exited { .. } => "exited",
-                    crate::runtime::RuntimeEvent::Failed { .. } => "failed",
-                };
-                m.runtime_events.with_label_values(&[kind]).inc();
-                fleet.handle_event(event);
-            }
-        });
-    }
-    {
-        let mut finished = ops.subscribe_finished();
-        let m = Arc::clone(&metrics);
-        tasks.spawn(async move {
-            while let Ok(op) = finished.recv().await {
-                m.operations
-                    .with_label_values(&[op.kind.as_str(), op.status.as_str()])
-                    .inc();
-                if let (Some(s), Some(f)) = (op.started_at, op.finished_at) {
-                    m.operation_seconds
-                        .with_label_values(&[op.kind.as_str()])
-                        .observe((f - s) as f64 / 1000.0);
-                }
-            }
-        });
-    }
+        api_token,
+        webhook_secret: webhook_secret.map(String::into_bytes),
+    };
+    let server = match args.runtime {
+        RuntimeKind::Local => {
+            let local = LocalConfig {
+                state_dir: args.state_dir.clone(),
+                self_exe: std::env::current_exe().context("finding the troupe executable")?,
+                host: "127.0.0.1".into(),
+            };
+            Server::open(config, metrics, |events| {
+                Arc::new(LocalRuntime::new(local, events)) as Arc<dyn Runtime>
+            })?
+        }
+        RuntimeKind::Kubernetes => {
+            let client = super::kube::connect(Some(metrics.kube_requests.clone())).await?;
+            let kube = KubeConfig {
+                namespace_prefix: args.kube_namespace_prefix.clone(),
+                ..KubeConfig::default()
+            };
+            Server::open(config, metrics, |events| {
+                Arc::new(KubernetesRuntime::new(client, kube, events)) as Arc<dyn Runtime>
+            })?
+        }
+    };
+    let fleet = Arc::clone(&server.controller.fleet);
     let described = source.describe();
     let watch = crate::source::watch(source, poll);
-    // Operations and reconciling start once the rooms recorded before are taken back; until then
-    // (a cluster that cannot be reached yet) the rooms API serves from the journal and adoption
-    // is retried with backoff.
-    tasks.spawn(start_reconciling(
-        Arc::clone(&fleet),
-        Arc::clone(&ops),
-        Arc::clone(&controller),
-        watch.snapshots,
-        shutdown.clone(),
-    ));
-    tasks.spawn(crate::controller::samples::run(
-        Arc::clone(&controller),
-        shutdown.clone(),
-    ));
-
-    let forwarders = crate::forward::Forwarders::start(Arc::clone(&fleet), Arc::clone(&metrics));
-    let state = AppState {
-        forwarders,
-        controller: Arc::clone(&controller),
-        api_token: api_token.map(Arc::from),
-        source: Some(watch.handle),
-        webhook_secret: webhook_secret.map(|s| Arc::from(s.into_bytes())),
-    };
     println!(
         "troupe is serving {described} on http://{addr}  (dashboard: http://{addr}/  API: http://{addr}/api/v1/schedulers)"
     );
-    tracing::info!(%addr, source = %described, runtime = ?args.runtime, poll = ?poll, webhooks = state.webhook_secret.is_some(), "serving");
+    tracing::info!(%addr, source = %described, runtime = ?args.runtime, poll = ?poll, webhooks = server.state.webhook_secret.is_some(), "serving");
 
-    let http_shutdown = shutdown.clone();
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down");
-        http_shutdown.cancel();
+        on_signal.cancel();
     });
-    crate::http::serve(listener, router(state), shutdown.clone())
-        .await
-        .context("HTTP server failed")?;
-    shutdown.cancel();
+    let result = server.run(listener, watch.into(), shutdown).await;
     if args.stop_rooms_on_exit {
         for room in fleet.registry.list(None) {
             fleet
@@ -269,30 +200,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .await;
         }
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Longest wait between two attempts to adopt the rooms recorded before.
-const MAX_ADOPT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
-
-async fn start_reconciling(
-    fleet: Arc<Fleet>,
-    ops: Arc<Operations>,
-    controller: Arc<Controller>,
-    snapshots: tokio::sync::watch::Receiver<crate::source::Observed>,
-    shutdown: CancellationToken,
-) {
-    let mut backoff = std::time::Duration::from_millis(500);
-    while let Err(e) = fleet.adopt().await {
-        tracing::warn!(error = %e, retry_in = ?backoff, "cannot adopt the rooms recorded before yet; the rooms API keeps serving");
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.cancelled() => return,
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            tracing::error!(error = %e, "troupe serve stopped");
+            eprintln!("troupe serve: {e}");
+            Ok(ExitCode::FAILURE)
         }
-        backoff = (backoff * 2).min(MAX_ADOPT_BACKOFF);
     }
-    ops.start(Arc::clone(&fleet) as Arc<dyn crate::ops::Executor>);
-    controller.run(snapshots, shutdown).await;
 }
 
 async fn wait_for_signal() {

@@ -18,7 +18,7 @@ use crate::ops::converge::{self, Target};
 use crate::ops::{OpContext, OpError, OpKind, Operation};
 use crate::plan::live::{LiveRoom, LiveScheduler, LiveState};
 use crate::rooms::token::room_token;
-use crate::rooms::{Registry, Room, RoomEvent, RoomStatus, now_ms};
+use crate::rooms::{Registry, RegistryError, Room, RoomEvent, RoomStatus, now_ms};
 use crate::runtime::{Runtime, RuntimeEvent, StartRoom};
 use crate::spec::Scheduler;
 use crate::store::{Journal, StoreError};
@@ -188,15 +188,27 @@ impl Fleet {
         for room in rooms.iter().filter(|r| !alive.contains(&r.id)) {
             let gone = room.runtime_ref.is_none() || room.status == RoomStatus::Terminating;
             if gone && room.status != RoomStatus::Error {
-                let _ = self.registry.remove(&room.id);
-            } else if room.status != RoomStatus::Error {
-                let _ = self.registry.apply(
-                    &room.scheduler,
+                logged(
+                    "forget a room that is gone",
                     &room.id,
-                    &RoomEvent::Exited { clean: false },
-                    Some("room ended while the controller was down"),
+                    self.registry.remove(&room.id),
                 );
-                let _ = self.registry.update(&room.id, |r| r.runtime_ref = None);
+            } else if room.status != RoomStatus::Error {
+                logged(
+                    "record a room that ended while the controller was down",
+                    &room.id,
+                    self.registry.apply(
+                        &room.scheduler,
+                        &room.id,
+                        &RoomEvent::Exited { clean: false },
+                        Some("room ended while the controller was down"),
+                    ),
+                );
+                logged(
+                    "clear the process of a room that ended",
+                    &room.id,
+                    self.registry.update(&room.id, |r| r.runtime_ref = None),
+                );
             }
         }
         tracing::info!(
@@ -211,9 +223,12 @@ impl Fleet {
     pub fn handle_event(&self, event: RuntimeEvent) {
         match event {
             RuntimeEvent::Running { scheduler, room } => {
-                let _ = self
-                    .registry
-                    .apply(&scheduler, &room, &RoomEvent::Started, None);
+                logged(
+                    "record a room running",
+                    &room,
+                    self.registry
+                        .apply(&scheduler, &room, &RoomEvent::Started, None),
+                );
             }
             RuntimeEvent::Placed {
                 scheduler,
@@ -226,10 +241,14 @@ impl Fleet {
                     .get(&room)
                     .is_some_and(|r| r.scheduler == scheduler)
                 {
-                    let _ = self.registry.update(&room, |r| {
-                        r.host = host;
-                        r.ports = ports;
-                    });
+                    logged(
+                        "record where a room was placed",
+                        &room,
+                        self.registry.update(&room, |r| {
+                            r.host = host;
+                            r.ports = ports;
+                        }),
+                    );
                 }
             }
             RuntimeEvent::Exited {
@@ -239,14 +258,20 @@ impl Fleet {
                 reason,
             } => {
                 tracing::info!(%scheduler, %room, clean, %reason, "room ended");
-                if let Ok(out) = self.registry.apply(
+                let exited = self.registry.apply(
                     &scheduler,
                     &room,
                     &RoomEvent::Exited { clean },
                     Some(&reason),
-                ) && out.to == RoomStatus::Error
+                );
+                if logged("record a room's end", &room, exited)
+                    .is_some_and(|out| out.to == RoomStatus::Error)
                 {
-                    let _ = self.registry.update(&room, |r| r.runtime_ref = None);
+                    logged(
+                        "clear the process of a room that ended",
+                        &room,
+                        self.registry.update(&room, |r| r.runtime_ref = None),
+                    );
                 }
             }
             RuntimeEvent::Failed {
@@ -255,9 +280,12 @@ impl Fleet {
                 reason,
             } => {
                 tracing::warn!(%scheduler, %room, %reason, "room failed");
-                let _ = self
-                    .registry
-                    .apply(&scheduler, &room, &RoomEvent::Failed, Some(&reason));
+                logged(
+                    "record a room's failure",
+                    &room,
+                    self.registry
+                        .apply(&scheduler, &room, &RoomEvent::Failed, Some(&reason)),
+                );
             }
         }
     }
@@ -311,9 +339,12 @@ impl Fleet {
                 _ => continue,
             };
             tracing::warn!(scheduler = %room.scheduler, room = %room.id, %reason, "room timed out");
-            let _ =
+            logged(
+                "record a room's timeout",
+                &room.id,
                 self.registry
-                    .apply(&room.scheduler, &room.id, &RoomEvent::Failed, Some(&reason));
+                    .apply(&room.scheduler, &room.id, &RoomEvent::Failed, Some(&reason)),
+            );
         }
         expired
     }
@@ -346,27 +377,46 @@ impl Fleet {
             token: room_token(&self.config.secret, &spec.name, &id),
             rooms_url: self.config.rooms_url.clone(),
         };
-        match self.runtime.start(req).await {
-            Ok(started) => {
-                let _ = self.registry.update(&id, |r| {
-                    // A runtime that places rooms later reports the address by `Placed`, which
-                    // may have come first: never overwrite it.
-                    if r.host.is_empty() {
-                        r.host = started.host;
-                        r.ports = started.ports;
-                    }
-                    // An exit reported before this point already cleared the room's process.
-                    if r.status != RoomStatus::Error {
-                        r.runtime_ref = Some(started.runtime_ref);
-                    }
-                });
-                Ok(id)
-            }
+        let started = match self.runtime.start(req).await {
+            Ok(started) => started,
             Err(e) => {
                 let reason = e.to_string();
-                let _ = self
-                    .registry
-                    .apply(&spec.name, &id, &RoomEvent::Failed, Some(&reason));
+                logged(
+                    "record a room that failed to start",
+                    &id,
+                    self.registry
+                        .apply(&spec.name, &id, &RoomEvent::Failed, Some(&reason)),
+                );
+                return Err(reason);
+            }
+        };
+        let recorded = self.registry.update(&id, |r| {
+            // A runtime that places rooms later reports the address by `Placed`, which
+            // may have come first: never overwrite it.
+            if r.host.is_empty() {
+                r.host = started.host.clone();
+                r.ports = started.ports.clone();
+            }
+            // An exit reported before this point already cleared the room's process.
+            if r.status != RoomStatus::Error {
+                r.runtime_ref = Some(started.runtime_ref.clone());
+            }
+        });
+        match recorded {
+            Ok(Some(_)) => Ok(id),
+            Ok(None) => Err(format!("room {id} was forgotten while it started")),
+            Err(e) => {
+                // A room whose process is not recorded would be killed as unknown by the next
+                // controller: stop it now and fail the operation with the reason instead.
+                let reason = format!("cannot record the process of room {id}: {e}");
+                tracing::error!(room = %id, %reason, "stopping the room it started");
+                let room = Room {
+                    runtime_ref: Some(started.runtime_ref),
+                    ..Room::pending(&id, &spec.name, version, now)
+                };
+                if let Err(e) = self.runtime.stop(&room, Duration::ZERO).await {
+                    tracing::warn!(room = %id, error = %e, "stopping the unrecorded room failed");
+                }
                 Err(reason)
             }
         }
@@ -375,7 +425,11 @@ impl Fleet {
     /// Stop a room (or forget it when it has no process left).
     pub async fn stop_room(&self, room: &Room, grace: Duration) {
         if room.runtime_ref.is_none() {
-            let _ = self.registry.remove(&room.id);
+            logged(
+                "forget a room with no process",
+                &room.id,
+                self.registry.remove(&room.id),
+            );
             return;
         }
         if self
@@ -609,6 +663,24 @@ impl crate::ops::Executor for Fleet {
     }
 }
 
+/// The value of a registry change, or `None` with a log line saying what could not be done. A
+/// refused transition (the room had moved on, say stopped before its start was reported) is
+/// expected and logged at debug level; a journal that refused the write is an error (counted by
+/// the registry, in `troupe_store_write_failures_total`).
+fn logged<T, E: Into<RegistryError>>(what: &str, room: &str, result: Result<T, E>) -> Option<T> {
+    match result.map_err(Into::into) {
+        Ok(v) => Some(v),
+        Err(e @ (RegistryError::Transition { .. } | RegistryError::UnknownRoom { .. })) => {
+            tracing::debug!(%room, error = %e, "cannot {what}");
+            None
+        }
+        Err(e @ RegistryError::Store(_)) => {
+            tracing::error!(%room, error = %e, "cannot {what}");
+            None
+        }
+    }
+}
+
 /// Live state for the planner from applied schedulers and their rooms.
 pub fn live_state_of(applied: BTreeMap<String, Applied>, rooms: Vec<Room>) -> LiveState {
     let mut by_scheduler: BTreeMap<String, Vec<LiveRoom>> = BTreeMap::new();
@@ -637,4 +709,63 @@ pub fn live_state_of(applied: BTreeMap<String, Applied>, rooms: Vec<Room>) -> Li
         })
         .collect();
     LiveState { schedulers }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::local::{LocalConfig, LocalRuntime};
+
+    fn sleeper() -> Scheduler {
+        serde_json::from_value(serde_json::json!({
+            "name": "arena",
+            "game": "arena",
+            "roomsReplicas": 1,
+            "portRange": {"start": 47100, "end": 47200},
+            "spec": {"containers": [{"name": "server", "image": "x"}]},
+            "local": {"command": ["sleep", "30"]}
+        }))
+        .unwrap()
+    }
+
+    /// Regression: when the room's process could not be recorded, the failure was dropped and
+    /// the start reported a success; the next controller then killed the room as never recorded.
+    #[tokio::test]
+    async fn a_room_whose_process_cannot_be_recorded_is_stopped_and_its_start_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut events) = tokio::sync::mpsc::channel(16);
+        let runtime = Arc::new(LocalRuntime::new(
+            LocalConfig::for_current_exe(dir.path()).unwrap(),
+            tx,
+        ));
+        let fleet = Fleet::open(
+            dir.path(),
+            runtime,
+            FleetConfig {
+                secret: b"s".to_vec(),
+                rooms_url: "http://127.0.0.1:1".into(),
+                allocation_ttl: Duration::from_secs(30),
+            },
+        )
+        .unwrap();
+        // The `pending` record goes through; the record of its process does not.
+        fleet.registry.fail_writes_after(Some(1));
+        let spec = Arc::new(sleeper());
+        let err = fleet.start_room(&spec, "v1").await.unwrap_err();
+        assert!(err.contains("cannot record the process of room"), "{err}");
+        // The process it started is stopped, not left for the next controller to kill.
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match events.recv().await {
+                    Some(RuntimeEvent::Exited { room, .. }) => return room,
+                    Some(_) => continue,
+                    None => panic!("runtime events ended"),
+                }
+            }
+        })
+        .await
+        .expect("the unrecorded room was stopped");
+        assert!(ended.starts_with("arena-"), "{ended}");
+        assert!(fleet.registry.store_failures() >= 1);
+    }
 }

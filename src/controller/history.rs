@@ -96,8 +96,7 @@ impl History {
             inner.revisions_journal.remove(&oldest)?;
             inner.revisions.remove(&oldest);
         }
-        let live = inner.revisions.len();
-        if inner.revisions_journal.wants_compaction(live) {
+        if inner.revisions_journal.wants_compaction() {
             let Inner {
                 revisions,
                 revisions_journal,

@@ -66,6 +66,10 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
     }
     fill_scrape_gauges(c);
+    c.metrics
+        .set_store_failures("rooms", c.fleet.registry.store_failures());
+    c.metrics
+        .set_store_failures("operations", c.ops.store_failures());
     if let Some(source) = &state.source {
         let status = source.status();
         c.metrics

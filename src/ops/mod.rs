@@ -13,7 +13,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use std::panic::AssertUnwindSafe;
+
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -190,6 +193,28 @@ impl OpContext {
     }
 }
 
+/// Retry delays of a journal write an operation's progress depends on.
+const STORE_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+const STORE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Frees a scheduler's worker slot however its worker ends (a panic, an abort at shutdown), so
+/// that the scheduler can get a new worker; disarmed when the worker deregisters itself.
+struct WorkerGuard {
+    ops: Arc<Operations>,
+    scheduler: String,
+    armed: bool,
+}
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut inner = self.ops.lock();
+            inner.workers.remove(&self.scheduler);
+            inner.running.remove(&self.scheduler);
+        }
+    }
+}
+
 /// Summary of how many operations there are per scheduler and status.
 pub type OpCounts = BTreeMap<String, BTreeMap<OpStatus, u32>>;
 
@@ -204,6 +229,8 @@ struct Inner {
 pub struct Operations {
     inner: Mutex<Inner>,
     journal: Mutex<Journal<Operation>>,
+    /// Journal writes that failed (the change they carried was not made).
+    store_failures: std::sync::atomic::AtomicU64,
     executor: OnceLock<Arc<dyn Executor>>,
     changes: watch::Sender<u64>,
     finished: tokio::sync::broadcast::Sender<Operation>,
@@ -239,6 +266,7 @@ impl Operations {
                 next,
             }),
             journal: Mutex::new(journal),
+            store_failures: Default::default(),
             executor: OnceLock::new(),
             changes: watch::channel(0).0,
             finished: tokio::sync::broadcast::channel(256).0,
@@ -264,11 +292,25 @@ impl Operations {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn persist(&self, op: &Operation) {
+    /// Journal `op`, then make it visible: the only way an operation changes. Called with the
+    /// operations locked (lock order everywhere: operations, then journal). On a failed write
+    /// nothing changes, the failure is logged and counted, and the error returned.
+    fn commit(&self, inner: &mut Inner, op: Operation) -> Result<(), StoreError> {
         let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = journal.put(&op.id, op) {
-            tracing::error!(op = %op.id, error = %e, "cannot journal operation");
+        if let Err(e) = journal.put(&op.id, &op) {
+            self.store_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(op = %op.id, error = %e, "cannot journal operation; it is left as it was");
+            return Err(e);
         }
+        inner.ops.insert(op.id.clone(), op);
+        Ok(())
+    }
+
+    /// Journal writes that failed since start.
+    pub fn store_failures(&self) -> u64 {
+        self.store_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn notify(&self) {
@@ -335,12 +377,8 @@ impl Operations {
                 error: None,
                 events: vec![],
             };
-            self.journal
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .put(&id, &op)?;
+            self.commit(&mut inner, op.clone())?;
             inner.next += 1;
-            inner.ops.insert(id, op.clone());
             op
         };
         tracing::info!(scheduler, op = %op.id, kind = kind.as_str(), "operation queued");
@@ -397,33 +435,35 @@ impl Operations {
     }
 
     /// Cancel a pending or running operation. A running one stops at its next consistent point.
+    /// The cancel is journaled before anything changes: a failed write cancels nothing.
     pub fn cancel(&self, id: &str, by: &str) -> Result<Operation, OpsError> {
         let mut inner = self.lock();
-        let op = inner
+        let mut op = inner
             .ops
-            .get_mut(id)
+            .get(id)
+            .cloned()
             .ok_or_else(|| OpsError::NotFound(id.to_string()))?;
+        let now = now_ms();
         match op.status {
             OpStatus::Pending => {
                 op.status = OpStatus::Canceled;
-                op.finished_at = Some(now_ms());
+                op.finished_at = Some(now);
                 op.events.push(OpEvent {
-                    at: now_ms(),
+                    at: now,
                     message: format!("canceled by {by} before it started"),
                 });
-                let op = op.clone();
+                self.commit(&mut inner, op.clone())?;
                 drop(inner);
-                self.persist(&op);
                 self.notify();
                 let _ = self.finished.send(op.clone());
                 Ok(op)
             }
             OpStatus::Running => {
                 op.events.push(OpEvent {
-                    at: now_ms(),
+                    at: now,
                     message: format!("cancel requested by {by}"),
                 });
-                let op = op.clone();
+                self.commit(&mut inner, op.clone())?;
                 if let Some((_, token)) = inner
                     .running
                     .get(&op.scheduler)
@@ -432,7 +472,6 @@ impl Operations {
                     token.cancel();
                 }
                 drop(inner);
-                self.persist(&op);
                 self.notify();
                 Ok(op)
             }
@@ -443,9 +482,11 @@ impl Operations {
         }
     }
 
+    /// Add an event to an operation, journaled first. An event that cannot be journaled is
+    /// logged and counted, and the operation goes on: its history misses one line.
     fn add_event(&self, id: &str, message: String) {
         let mut inner = self.lock();
-        let Some(op) = inner.ops.get_mut(id) else {
+        let Some(mut op) = inner.ops.get(id).cloned() else {
             return;
         };
         // Repeating the same wait message every step says nothing new.
@@ -459,10 +500,10 @@ impl Operations {
         if op.events.len() > MAX_EVENTS {
             op.events.remove(1);
         }
-        let op = op.clone();
-        drop(inner);
-        self.persist(&op);
-        self.notify();
+        if self.commit(&mut inner, op).is_ok() {
+            drop(inner);
+            self.notify();
+        }
     }
 
     fn ensure_worker(self: &Arc<Self>, scheduler: &str) {
@@ -480,45 +521,24 @@ impl Operations {
         );
     }
 
-    /// Run the scheduler's pending operations one after the other, then exit.
+    /// Run the scheduler's pending operations one after the other, then exit. An executor that
+    /// panics fails its operation (with the panic's message) and the worker goes on with the
+    /// next one; whatever ends the worker, its scheduler is free for a new one.
     async fn work(self: Arc<Self>, scheduler: &str) {
         let Some(executor) = self.executor.get().cloned() else {
+            self.lock().workers.remove(scheduler);
             return;
         };
+        let mut guard = WorkerGuard {
+            ops: Arc::clone(&self),
+            scheduler: scheduler.to_string(),
+            armed: true,
+        };
         loop {
-            let next = {
-                let mut inner = self.lock();
-                let next = inner
-                    .ops
-                    .values_mut()
-                    .find(|o| o.scheduler == scheduler && o.status == OpStatus::Pending)
-                    .map(|op| {
-                        op.status = OpStatus::Running;
-                        op.started_at = Some(now_ms());
-                        op.clone()
-                    });
-                match &next {
-                    Some(op) => {
-                        inner.running.insert(
-                            scheduler.to_string(),
-                            (op.id.clone(), CancellationToken::new()),
-                        );
-                    }
-                    None => {
-                        inner.workers.remove(scheduler);
-                    }
-                }
-                next
+            let Some((op, cancel)) = self.next_pending(scheduler).await else {
+                guard.armed = false;
+                return;
             };
-            let Some(op) = next else { return };
-            self.persist(&op);
-            self.notify();
-            let cancel = self
-                .lock()
-                .running
-                .get(scheduler)
-                .map(|(_, t)| t.clone())
-                .unwrap_or_default();
             let ctx = OpContext {
                 cancel,
                 ops: Arc::clone(&self),
@@ -526,16 +546,62 @@ impl Operations {
             };
             let span = tracing::info_span!("op", op = %op.id, kind = op.kind.as_str());
             tracing::info!(parent: &span, "operation started");
-            let result = executor.execute(&op, &ctx).instrument(span.clone()).await;
-            self.finish(&op.id, result);
+            let run = AssertUnwindSafe(executor.execute(&op, &ctx)).catch_unwind();
+            let result = match run.instrument(span.clone()).await {
+                Ok(result) => result,
+                Err(panic) => {
+                    let message = crate::supervise::panic_message(&*panic);
+                    tracing::error!(parent: &span, panic = %message, "operation panicked");
+                    Err(OpError::Failed(format!("internal error: {message}")))
+                }
+            };
+            let mut delays = crate::supervise::backoff(STORE_RETRY_MIN, STORE_RETRY_MAX);
+            while self.finish(&op.id, result.clone()).is_err() {
+                // The outcome must be recorded before the next operation may start.
+                tokio::time::sleep(delays.next().unwrap_or(STORE_RETRY_MAX)).await;
+            }
             self.lock().running.remove(scheduler);
         }
     }
 
-    fn finish(&self, id: &str, result: Result<String, OpError>) {
+    /// Mark the scheduler's next pending operation running (journaled first) and hand it out with
+    /// its cancel token; `None` (and the worker deregistered, under the same lock) when there is
+    /// none. A journal that refuses the write is retried with backoff.
+    async fn next_pending(&self, scheduler: &str) -> Option<(Operation, CancellationToken)> {
+        let mut delays = crate::supervise::backoff(STORE_RETRY_MIN, STORE_RETRY_MAX);
+        loop {
+            {
+                let mut inner = self.lock();
+                let Some(mut op) = inner
+                    .ops
+                    .values()
+                    .find(|o| o.scheduler == scheduler && o.status == OpStatus::Pending)
+                    .cloned()
+                else {
+                    inner.workers.remove(scheduler);
+                    return None;
+                };
+                op.status = OpStatus::Running;
+                op.started_at = Some(now_ms());
+                if self.commit(&mut inner, op.clone()).is_ok() {
+                    let cancel = CancellationToken::new();
+                    inner
+                        .running
+                        .insert(scheduler.to_string(), (op.id.clone(), cancel.clone()));
+                    drop(inner);
+                    self.notify();
+                    return Some((op, cancel));
+                }
+            }
+            tokio::time::sleep(delays.next().unwrap_or(STORE_RETRY_MAX)).await;
+        }
+    }
+
+    /// Record how an operation ended (journaled first; on a failed write nothing changes).
+    fn finish(&self, id: &str, result: Result<String, OpError>) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        let Some(op) = inner.ops.get_mut(id) else {
-            return;
+        let Some(mut op) = inner.ops.get(id).cloned() else {
+            return Ok(());
         };
         let now = now_ms();
         op.finished_at = Some(now);
@@ -563,26 +629,28 @@ impl Operations {
                 op.error = Some(reason);
             }
         }
-        let op = op.clone();
+        self.commit(&mut inner, op.clone())?;
         tracing::info!(scheduler = %op.scheduler, op = %op.id, status = op.status.as_str(), "operation finished");
         let evicted = Self::evict(&mut inner);
         {
-            // Lock order everywhere: operations, then journal.
             let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-            let mut result = journal.put(&op.id, &op);
+            let mut result = Ok(());
             for id in &evicted {
                 result = result.and_then(|_| journal.remove(id));
             }
-            if result.is_ok() && journal.wants_compaction(inner.ops.len()) {
+            if result.is_ok() && journal.wants_compaction() {
                 result = journal.compact(inner.ops.iter());
             }
+            // Forgetting old history is housekeeping: a failure leaves it in the journal, to be
+            // forgotten again after the next restart.
             if let Err(e) = result {
-                tracing::error!(op = %op.id, error = %e, "cannot journal operation");
+                tracing::error!(error = %e, "cannot journal the end of old operations");
             }
         }
         drop(inner);
         self.notify();
         let _ = self.finished.send(op);
+        Ok(())
     }
 
     /// Forget the oldest finished operations beyond the history bound.
@@ -767,6 +835,74 @@ mod tests {
             format!("op-{:010}", 2),
             "ids continue after a restart"
         );
+    }
+
+    /// Panics in its first operation, succeeds afterwards.
+    struct PanicsOnce(std::sync::atomic::AtomicBool);
+
+    #[async_trait]
+    impl Executor for PanicsOnce {
+        async fn execute(&self, _: &Operation, _: &OpContext) -> Result<String, OpError> {
+            if !self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                panic!("executor bug");
+            }
+            Ok("done".into())
+        }
+    }
+
+    /// Regression: a panicking executor took its worker down with the scheduler still listed in
+    /// `workers`, so that scheduler never ran another operation.
+    #[tokio::test]
+    async fn a_panicking_executor_fails_its_operation_and_the_scheduler_runs_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let ops = Operations::open(dir.path().join("ops.jsonl")).unwrap();
+        ops.start(Arc::new(PanicsOnce(Default::default())));
+        let first = heal(&ops, "a");
+        let failed = wait_finished(&ops, &first.id).await;
+        assert_eq!(failed.status, OpStatus::Failed);
+        assert_eq!(
+            failed.error.as_deref(),
+            Some("internal error: executor bug")
+        );
+        let second = heal(&ops, "a");
+        assert_eq!(
+            wait_finished(&ops, &second.id).await.status,
+            OpStatus::Succeeded
+        );
+        assert!(!ops.busy("a"));
+    }
+
+    /// Regression: a cancel changed the operation in memory before journaling it, so a failed
+    /// write showed a cancel that a restart would forget.
+    #[tokio::test]
+    async fn a_cancel_that_cannot_be_journaled_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ops.jsonl");
+        let ops = Operations::open(&path).unwrap();
+        let op = heal(&ops, "a");
+        ops.journal.lock().unwrap().fail_after = Some(0);
+        let err = ops.cancel(&op.id, "test").unwrap_err();
+        assert!(matches!(err, OpsError::Store(_)), "{err}");
+        assert_eq!(ops.get(&op.id).unwrap(), op, "memory unchanged");
+        assert_eq!(ops.store_failures(), 1);
+        ops.journal.lock().unwrap().fail_after = None;
+        drop(ops);
+        let reopened = Operations::open(&path).unwrap();
+        assert_eq!(reopened.get(&op.id).unwrap().status, OpStatus::Pending);
+    }
+
+    /// Regression: operation events were pushed in memory and then journaled (or not).
+    #[tokio::test]
+    async fn an_event_that_cannot_be_journaled_is_not_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let ops = Operations::open(dir.path().join("ops.jsonl")).unwrap();
+        let op = heal(&ops, "a");
+        ops.journal.lock().unwrap().fail_after = Some(0);
+        ops.add_event(&op.id, "lost".into());
+        assert!(ops.get(&op.id).unwrap().events.is_empty());
+        ops.journal.lock().unwrap().fail_after = None;
+        ops.add_event(&op.id, "kept".into());
+        assert_eq!(ops.get(&op.id).unwrap().events.len(), 1);
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::Protocol;
-pub use registry::Registry;
+pub use registry::{Registry, RegistryError};
 pub use status::{PingStatus, RoomEvent, RoomStatus, TransitionError, transition};
 
 /// One port a room was given: the declared name and protocol, and the host port it listens on.

@@ -124,6 +124,8 @@ pub type TransitionHook = Box<dyn Fn(&Room) + Send + Sync>;
 pub struct Registry {
     rooms: Mutex<Rooms>,
     journal: Mutex<Journal<Room>>,
+    /// Journal writes that failed (each refused the change it carried).
+    store_failures: std::sync::atomic::AtomicU64,
     changes: watch::Sender<u64>,
     statuses: tokio::sync::broadcast::Sender<StatusChange>,
     on_transition: OnceLock<TransitionHook>,
@@ -142,6 +144,7 @@ impl Registry {
                 rooms
             }),
             journal: Mutex::new(journal),
+            store_failures: Default::default(),
             changes: watch::channel(0).0,
             statuses: tokio::sync::broadcast::channel(STATUS_CHANGES).0,
             on_transition: OnceLock::new(),
@@ -183,15 +186,55 @@ impl Registry {
     }
 
     fn persist(&self, room: &Room) -> Result<(), StoreError> {
-        self.journal
+        let result = self
+            .journal
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .put(&room.id, room)
+            .put(&room.id, room);
+        self.count_failure(result)
     }
 
     fn forget(&self, id: &str) -> Result<(), StoreError> {
+        let result = self
+            .journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.count_failure(result)
+    }
+
+    fn count_failure(&self, result: Result<(), StoreError>) -> Result<(), StoreError> {
+        if let Err(e) = &result {
+            self.store_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(error = %e, "cannot journal a room change; it was not made");
+        }
+        result
+    }
+
+    /// Journal writes that failed since start.
+    pub fn store_failures(&self) -> u64 {
+        self.store_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Make journal writes fail after `n` more (tests of what a broken disk does).
+    #[cfg(test)]
+    pub(crate) fn fail_writes_after(&self, n: Option<u32>) {
+        self.journal.lock().unwrap().fail_after = n;
+    }
+
+    /// Rewrite the journal to the rooms in memory once it has grown enough: called after every
+    /// journaled change, with memory already holding it, so the rewrite loses nothing. A server
+    /// that runs for weeks keeps its journal near the size of its fleet. A failed rewrite leaves
+    /// the old journal, which stays correct, and is tried again after the next change.
+    fn compact_if_due(&self, rooms: &Rooms) {
         let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-        journal.remove(id)
+        if journal.wants_compaction()
+            && let Err(e) = journal.compact(rooms.by_id.iter())
+        {
+            tracing::error!(error = %e, "cannot compact the rooms journal; it keeps growing until a retry succeeds");
+        }
     }
 
     /// Add a new room (journaled before it is visible).
@@ -200,6 +243,7 @@ impl Registry {
         self.persist(&room)?;
         self.status_changed(&room, None);
         rooms.put(room);
+        self.compact_if_due(&rooms);
         drop(rooms);
         self.notify();
         Ok(())
@@ -219,6 +263,7 @@ impl Registry {
         change(&mut next);
         self.persist(&next)?;
         rooms.put(next.clone());
+        self.compact_if_due(&rooms);
         drop(rooms);
         self.notify();
         Ok(Some(next))
@@ -232,6 +277,7 @@ impl Registry {
         }
         self.forget(id)?;
         let room = rooms.take(id);
+        self.compact_if_due(&rooms);
         drop(rooms);
         self.notify();
         Ok(room)
@@ -353,6 +399,7 @@ impl Registry {
             self.persist(&next)?;
             let n = next.players.len();
             rooms.put(next);
+            self.compact_if_due(&rooms);
             return Ok(n);
         }
         Ok(room.players.len())
@@ -379,6 +426,7 @@ impl Registry {
         self.persist(&room)?;
         self.status_changed(&room, Some(from));
         rooms.put(room.clone());
+        self.compact_if_due(&rooms);
         drop(rooms);
         if let Some(hook) = self.on_transition.get() {
             hook(&room);
@@ -429,6 +477,7 @@ impl Registry {
         if to != from {
             self.status_changed(&next, Some(from));
         }
+        self.compact_if_due(&rooms);
         drop(rooms);
         if let (Some(room), Some(hook)) = (recorded, self.on_transition.get()) {
             hook(&room);
@@ -538,6 +587,40 @@ mod tests {
                 (RoomStatus::Active, 1),
                 (RoomStatus::Terminating, 1),
             ]
+        );
+    }
+
+    /// Regression: the journal was compacted only when opened, so a server under steady pings
+    /// grew it by hundreds of megabytes a minute until its next restart.
+    #[test]
+    fn the_rooms_journal_stays_bounded_while_rooms_ping_status_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rooms.jsonl");
+        let reg = Registry::open(&path).unwrap();
+        let ids: Vec<String> = (0..50).map(|i| format!("arena-{i:02}")).collect();
+        for id in &ids {
+            reg.insert(room(id)).unwrap();
+            reg.apply("arena", id, &RoomEvent::Started, None).unwrap();
+        }
+        for round in 0..2_000 {
+            let status = if round % 2 == 0 {
+                PingStatus::Occupied
+            } else {
+                PingStatus::Ready
+            };
+            for id in &ids {
+                reg.ping("arena", id, status, None, 1, None).unwrap();
+            }
+        }
+        let size = std::fs::metadata(&path).unwrap().len();
+        let bound = crate::store::COMPACT_SLACK_BYTES + 64 * 1024;
+        assert!(size < bound, "rooms.jsonl is {size} bytes for 50 rooms");
+        drop(reg);
+        let reg = Registry::open(&path).unwrap();
+        assert_eq!(reg.list(None).len(), 50, "no room lost by a compaction");
+        assert!(
+            reg.list(None).iter().all(|r| r.status == RoomStatus::Ready),
+            "the newest status of every room survives"
         );
     }
 

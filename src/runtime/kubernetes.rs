@@ -665,21 +665,18 @@ impl Inner {
     async fn watch_pods(self: Arc<Self>, writer: Writer<Pod>) {
         let api: Api<Pod> = Api::all(self.client.clone());
         let config = watcher::Config::default().labels(MANAGED_SELECTOR);
-        let stream = watcher::watcher(api, config)
-            .default_backoff()
-            .modify(|pod| pod.managed_fields_mut().clear())
-            .reflect(writer);
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(Event::Apply(pod) | Event::InitApply(pod)) => self.on_pod(&pod).await,
-                Ok(Event::Delete(pod)) => self.on_deleted(&pod).await,
-                Ok(Event::InitDone) => self.on_relisted().await,
-                Ok(Event::Init) => {}
-                Err(e) => warn!(error = %e, "watching pods failed; retrying with backoff"),
+        follow(api, config, writer, "pods", |event| {
+            let this = Arc::clone(&self);
+            async move {
+                match event {
+                    Event::Apply(pod) | Event::InitApply(pod) => this.on_pod(&pod).await,
+                    Event::Delete(pod) => this.on_deleted(&pod).await,
+                    Event::InitDone => this.on_relisted().await,
+                    Event::Init => {}
+                }
             }
-        }
-        warn!("pod watch ended; no more room events");
+        })
+        .await
     }
 
     async fn on_pod(self: &Arc<Self>, pod: &Pod) {
@@ -1037,14 +1034,58 @@ fn internal_ip(node: &Node) -> Option<String> {
 /// Follow nodes for their addresses.
 async fn watch_nodes(client: Client, writer: Writer<Node>) {
     let api: Api<Node> = Api::all(client);
-    let stream = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(|node| node.managed_fields_mut().clear())
-        .reflect(writer);
-    let mut stream = std::pin::pin!(stream);
-    while let Some(event) = stream.next().await {
-        if let Err(e) = event {
-            warn!(error = %e, "watching nodes failed; retrying with backoff");
+    follow(
+        api,
+        watcher::Config::default(),
+        writer,
+        "nodes",
+        |_| async {},
+    )
+    .await
+}
+
+/// First and longest pause before a watch whose stream ended starts again.
+const REWATCH_MIN: Duration = Duration::from_millis(200);
+const REWATCH_MAX: Duration = Duration::from_secs(10);
+
+/// Keep `writer`'s store in step with the objects of `api` and hand every event to `on_event`,
+/// for as long as the runtime lives. The watcher retries API errors with backoff by itself;
+/// should its stream ever end, a new watch starts (listing everything again, which `on_event`
+/// sees as `Init`…`InitDone`) instead of events stopping for good.
+async fn follow<K, F, Fut>(
+    api: Api<K>,
+    config: watcher::Config,
+    mut writer: Writer<K>,
+    what: &'static str,
+    mut on_event: F,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    F: FnMut(Event<K>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut delays = crate::supervise::backoff(REWATCH_MIN, REWATCH_MAX);
+    loop {
+        let stream = watcher::watcher(api.clone(), config.clone())
+            .default_backoff()
+            .modify(|o| o.managed_fields_mut().clear());
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(event) => {
+                    writer.apply_watcher_event(&event);
+                    on_event(event).await;
+                }
+                Err(e) => warn!(error = %e, what, "watch failed; retrying with backoff"),
+            }
         }
+        let pause = delays.next().unwrap_or(REWATCH_MAX);
+        warn!(what, ?pause, "watch ended; watching again");
+        tokio::time::sleep(pause).await;
     }
 }

@@ -199,10 +199,20 @@ impl Runtime for LocalRuntime {
         RUNTIME_NAME
     }
 
+    /// Forks, reads `/proc`, opens the log and probes ports: blocking work, done on the blocking
+    /// pool so that an operation's starts run side by side and no async thread waits on them.
     async fn start(&self, req: StartRoom) -> Result<Started, RuntimeError> {
         let span = info_span!("room", scheduler = %req.scheduler.name, room = %req.room_id);
-        let _entered = span.enter();
-        self.inner.start(&req)
+        let room = req.room_id.clone();
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || span.in_scope(|| inner.start(&req)))
+            .await
+            .unwrap_or_else(|e| {
+                Err(RuntimeError::Start {
+                    room,
+                    reason: format!("the start task failed: {e}"),
+                })
+            })
     }
 
     async fn stop(&self, room: &Room, grace: std::time::Duration) -> Result<(), RuntimeError> {

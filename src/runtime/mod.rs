@@ -64,6 +64,18 @@ pub enum RuntimeEvent {
     },
 }
 
+impl RuntimeEvent {
+    /// The event's name in metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RuntimeEvent::Running { .. } => "running",
+            RuntimeEvent::Placed { .. } => "placed",
+            RuntimeEvent::Exited { .. } => "exited",
+            RuntimeEvent::Failed { .. } => "failed",
+        }
+    }
+}
+
 /// Errors of a runtime call.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

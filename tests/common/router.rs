@@ -1,5 +1,6 @@
-//! A controller with no runtime behind it and its router, for `tower::ServiceExt::oneshot` tests:
-//! state lives in a temp directory; operations are queued but never run (no executor).
+//! A server built by the composition root (`troupe::app::Server`), not running, and its router,
+//! for `tower::ServiceExt::oneshot` tests: state lives in a temp directory; operations are
+//! queued but never run (no executor).
 
 use std::sync::Arc;
 
@@ -8,11 +9,12 @@ use axum::http::{Request, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use troupe::controller::{Controller, ControllerOptions, Fleet, FleetConfig, History, SyncMode};
+use troupe::app::{Server, ServerConfig};
+use troupe::controller::{Controller, ControllerOptions, FleetConfig, SyncMode};
 use troupe::http::{AppState, router};
 use troupe::metrics::Metrics;
-use troupe::ops::Operations;
 use troupe::runtime::local::{LocalConfig, LocalRuntime};
+use troupe::runtime::{Runtime, RuntimeEvent};
 use troupe::source::{Snapshot, SourceFile};
 
 pub const SECRET: &[u8] = b"test-secret";
@@ -22,55 +24,50 @@ pub struct Fixture {
     pub state: AppState,
 }
 
+/// The server configuration the router fixtures use: everything in `dir`, operations queued
+/// but no autoscaler tick worth waiting for.
+pub fn config(dir: &std::path::Path, api_token: Option<&str>, sync: SyncMode) -> ServerConfig {
+    ServerConfig {
+        state_dir: dir.to_path_buf(),
+        fleet: FleetConfig {
+            secret: SECRET.to_vec(),
+            rooms_url: "http://x".into(),
+            allocation_ttl: std::time::Duration::from_secs(30),
+        },
+        controller: ControllerOptions {
+            prune: false,
+            sync,
+            autoscale_interval: std::time::Duration::from_secs(3600),
+        },
+        api_token: api_token.map(str::to_string),
+        webhook_secret: None,
+    }
+}
+
+/// A local runtime whose `troupe` is `/bin/false`: no test here starts a room.
+pub fn idle_runtime(
+    dir: &std::path::Path,
+) -> impl FnOnce(tokio::sync::mpsc::Sender<RuntimeEvent>) -> Arc<dyn Runtime> {
+    let config = LocalConfig {
+        state_dir: dir.to_path_buf(),
+        self_exe: "/bin/false".into(),
+        host: "127.0.0.1".into(),
+    };
+    move |events| Arc::new(LocalRuntime::new(config, events)) as Arc<dyn Runtime>
+}
+
 impl Fixture {
     pub fn new(api_token: Option<&str>, sync: SyncMode) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, _rx) = tokio::sync::mpsc::channel(16);
-        let runtime = Arc::new(LocalRuntime::new(
-            LocalConfig {
-                state_dir: dir.path().to_path_buf(),
-                self_exe: "/bin/false".into(),
-                host: "127.0.0.1".into(),
-            },
-            tx,
-        ));
-        let fleet = Arc::new(
-            Fleet::open(
-                dir.path(),
-                runtime,
-                FleetConfig {
-                    secret: SECRET.to_vec(),
-                    rooms_url: "http://x".into(),
-                    allocation_ttl: std::time::Duration::from_secs(30),
-                },
-            )
-            .unwrap(),
-        );
-        let ops = Operations::open(dir.path().join("operations.jsonl")).unwrap();
-        let controller = Arc::new(Controller::new(
-            fleet,
-            ops,
+        let server = Server::open(
+            config(dir.path(), api_token, sync),
             Arc::new(Metrics::new()),
-            ControllerOptions {
-                prune: false,
-                sync,
-                autoscale_interval: std::time::Duration::from_secs(3600),
-            },
-            History::open(dir.path()).unwrap(),
-        ));
-        let forwarders = troupe::forward::Forwarders::start(
-            Arc::clone(&controller.fleet),
-            Arc::clone(&controller.metrics),
-        );
+            idle_runtime(dir.path()),
+        )
+        .unwrap();
         Self {
             dir,
-            state: AppState {
-                controller,
-                api_token: api_token.map(Arc::from),
-                forwarders,
-                source: None,
-                webhook_secret: None,
-            },
+            state: server.state,
         }
     }
 

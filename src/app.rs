@@ -1,0 +1,311 @@
+//! The composition root: the one place a server is wired together. `troupe serve`, the router
+//! tests and the benchmarks all build their server here, so what they test is what runs.
+//!
+//! [`Server::open`] opens the state directory's records and builds the controller, the fleet and
+//! the HTTP state around a runtime. [`Server::run`] starts every long-running task under one
+//! [`Supervisor`] and serves HTTP until shutdown, or until a critical task dies (then it returns
+//! the [`TaskFailed`] that names it, and the binary exits non-zero).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::controller::{Controller, ControllerOptions, Fleet, FleetConfig, History};
+use crate::http::AppState;
+use crate::metrics::Metrics;
+use crate::ops::{Operation, Operations};
+use crate::runtime::{Runtime, RuntimeEvent};
+use crate::source::{Observed, WatchHandle};
+use crate::store::StoreError;
+use crate::supervise::{Supervisor, TaskFailed};
+
+/// Room events waiting for the controller; exits are never dropped (the runtime waits).
+pub const RUNTIME_EVENT_QUEUE: usize = 4096;
+
+/// First and longest wait between two attempts to adopt the rooms recorded before.
+const ADOPT_RETRY_MIN: Duration = Duration::from_millis(500);
+const ADOPT_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Everything a server is configured with, besides its runtime and its source.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Where rooms, operations, revisions and logs are kept across restarts.
+    pub state_dir: PathBuf,
+    pub fleet: FleetConfig,
+    pub controller: ControllerOptions,
+    /// Bearer token required on management write routes, when set.
+    pub api_token: Option<String>,
+    /// Secret authenticating `POST /hooks/git`; webhooks are off without it.
+    pub webhook_secret: Option<Vec<u8>>,
+}
+
+/// A server, wired and not yet running.
+pub struct Server {
+    pub controller: Arc<Controller>,
+    /// What the HTTP routers are built from.
+    pub state: AppState,
+    events: mpsc::Receiver<RuntimeEvent>,
+}
+
+/// Where a running server takes its revisions from.
+pub struct SourceFeed {
+    pub snapshots: watch::Receiver<Observed>,
+    /// The watcher's freshness and webhook trigger (`None`: revisions come from elsewhere).
+    pub handle: Option<WatchHandle>,
+    /// The watcher's task, supervised as critical (`None`: nothing to supervise).
+    pub task: Option<JoinHandle<()>>,
+}
+
+impl From<crate::source::Watch> for SourceFeed {
+    fn from(w: crate::source::Watch) -> Self {
+        Self {
+            snapshots: w.snapshots,
+            handle: Some(w.handle),
+            task: Some(w.task),
+        }
+    }
+}
+
+impl Server {
+    /// Open the records in `config.state_dir` and build the server around the runtime that
+    /// `runtime` makes from the sender its room events go to. Must be called within a Tokio
+    /// runtime (the event forwarders start here).
+    pub fn open(
+        config: ServerConfig,
+        metrics: Arc<Metrics>,
+        runtime: impl FnOnce(mpsc::Sender<RuntimeEvent>) -> Arc<dyn Runtime>,
+    ) -> Result<Self, StoreError> {
+        let (events_tx, events) = mpsc::channel(RUNTIME_EVENT_QUEUE);
+        let runtime = runtime(events_tx);
+        let fleet = Arc::new(Fleet::open(&config.state_dir, runtime, config.fleet)?);
+        let ops = Operations::open(config.state_dir.join("operations.jsonl"))?;
+        let controller = Arc::new(Controller::new(
+            Arc::clone(&fleet),
+            ops,
+            Arc::clone(&metrics),
+            config.controller,
+            History::open(&config.state_dir)?,
+        ));
+        let forwarders = crate::forward::Forwarders::start(fleet, metrics);
+        let state = AppState {
+            forwarders,
+            controller: Arc::clone(&controller),
+            api_token: config.api_token.map(Arc::from),
+            source: None,
+            webhook_secret: config.webhook_secret.map(Arc::from),
+        };
+        Ok(Self {
+            controller,
+            state,
+            events,
+        })
+    }
+
+    /// Serve HTTP on `listener` and run the controller on `source` until `shutdown` is
+    /// cancelled, or until a critical task dies. Rooms are left running either way.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        source: SourceFeed,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServeError> {
+        let Server {
+            controller,
+            mut state,
+            events,
+        } = self;
+        state.source = source.handle;
+        let metrics = Arc::clone(&controller.metrics);
+        let mut tasks = Supervisor::new(shutdown.clone(), Some(metrics.task_restarts.clone()));
+        tasks.critical(
+            "runtime-events",
+            pump_runtime_events(
+                events,
+                Arc::clone(&controller.fleet),
+                Arc::clone(&metrics),
+                shutdown.clone(),
+            ),
+        );
+        tasks.critical(
+            "controller",
+            reconcile_after_adoption(Arc::clone(&controller), source.snapshots, shutdown.clone()),
+        );
+        if let Some(task) = source.task {
+            tasks.critical("source-watch", follow(task, shutdown.clone()));
+        }
+        {
+            let (ops, metrics) = (Arc::clone(&controller.ops), Arc::clone(&metrics));
+            tasks.restarting("operation-metrics", move || {
+                count_operations(ops.subscribe_finished(), Arc::clone(&metrics))
+            });
+        }
+        {
+            let (c, token) = (Arc::clone(&controller), shutdown.clone());
+            tasks.restarting("samples", move || {
+                crate::controller::samples::run(Arc::clone(&c), token.clone())
+            });
+        }
+        let http = crate::http::serve(listener, crate::http::router(state), shutdown.clone());
+        let (http, supervised) = tokio::join!(
+            async {
+                let r = http.await;
+                // An HTTP server that failed takes the rest down with it.
+                shutdown.cancel();
+                r
+            },
+            tasks.wait()
+        );
+        supervised?;
+        http.map_err(ServeError::Http)
+    }
+}
+
+/// Why a running server stopped before it was asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A critical task ended or panicked.
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
+    /// The HTTP server failed.
+    #[error("HTTP server failed: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+/// Hand every runtime event to the fleet, in order.
+async fn pump_runtime_events(
+    mut events: mpsc::Receiver<RuntimeEvent>,
+    fleet: Arc<Fleet>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => e,
+            _ = shutdown.cancelled() => return,
+        };
+        let Some(event) = event else {
+            tracing::error!("the runtime's event stream ended");
+            return;
+        };
+        metrics
+            .runtime_events
+            .with_label_values(&[event.kind()])
+            .inc();
+        fleet.handle_event(event);
+    }
+}
+
+/// Operations and reconciling start once the rooms recorded before are taken back; until then
+/// (a cluster that cannot be reached yet) the rooms API serves from the journal and adoption is
+/// retried with backoff.
+async fn reconcile_after_adoption(
+    controller: Arc<Controller>,
+    snapshots: watch::Receiver<Observed>,
+    shutdown: CancellationToken,
+) {
+    let mut delays = crate::supervise::backoff(ADOPT_RETRY_MIN, ADOPT_RETRY_MAX);
+    while let Err(e) = controller.fleet.adopt().await {
+        let retry_in = delays.next().unwrap_or(ADOPT_RETRY_MAX);
+        tracing::warn!(error = %e, ?retry_in, "cannot adopt the rooms recorded before yet; the rooms API keeps serving");
+        tokio::select! {
+            _ = tokio::time::sleep(retry_in) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+    controller
+        .ops
+        .start(Arc::clone(&controller.fleet) as Arc<dyn crate::ops::Executor>);
+    controller.run(snapshots, shutdown).await;
+}
+
+/// Wait for a task spawned elsewhere, passing its panic on; abort it at shutdown.
+async fn follow(mut task: JoinHandle<()>, shutdown: CancellationToken) {
+    tokio::select! {
+        joined = &mut task => {
+            if let Err(e) = joined
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+        _ = shutdown.cancelled() => task.abort(),
+    }
+}
+
+/// Count finished operations by kind and outcome, and their durations. A burst that outruns
+/// this loop skips operations (counted in `troupe_operation_events_missed_total`) and goes on.
+pub async fn count_operations(mut finished: broadcast::Receiver<Operation>, m: Arc<Metrics>) {
+    loop {
+        let op = match finished.recv().await {
+            Ok(op) => op,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "operation metrics fell behind");
+                m.operation_events_missed.inc_by(n);
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        m.operations
+            .with_label_values(&[op.kind.as_str(), op.status.as_str()])
+            .inc();
+        if let (Some(s), Some(f)) = (op.started_at, op.finished_at) {
+            m.operation_seconds
+                .with_label_values(&[op.kind.as_str()])
+                .observe((f - s) as f64 / 1000.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{Cause, OpKind};
+
+    /// Regression: the loop that feeds `troupe_operations_total` ended for good on the first
+    /// `Lagged` of its broadcast receiver, and the counters froze.
+    #[tokio::test]
+    async fn operation_metrics_go_on_after_falling_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let ops = Operations::open(dir.path().join("ops.jsonl")).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let finished = ops.subscribe_finished();
+        let cause = || Cause::User { name: "t".into() };
+        // More operations finish than the broadcast buffers before the loop first runs.
+        for _ in 0..300 {
+            let op = ops
+                .enqueue("a", OpKind::Heal, cause(), None, false)
+                .unwrap();
+            ops.cancel(&op.id, "t").unwrap();
+        }
+        let counter = tokio::spawn(count_operations(finished, Arc::clone(&metrics)));
+        let canceled = || {
+            metrics
+                .operations
+                .with_label_values(&["heal", "canceled"])
+                .get()
+        };
+        let op = ops
+            .enqueue("a", OpKind::Heal, cause(), None, false)
+            .unwrap();
+        ops.cancel(&op.id, "t").unwrap();
+        let seen = || canceled() + metrics.operation_events_missed.get();
+        for _ in 0..10_000 {
+            if seen() == 301 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(metrics.operation_events_missed.get() > 0, "it fell behind");
+        assert_eq!(
+            seen(),
+            301,
+            "every operation is counted or counted as missed"
+        );
+        assert!(canceled() > 1, "operations after the lag are counted");
+        counter.abort();
+    }
+}
