@@ -179,21 +179,27 @@ async fn run(kubeconfig: &str, wanted: u32) {
         .iter()
         .map(|r| {
             let id = r["id"].as_str().unwrap().to_string();
-            let token = troupe::rooms::token::room_token(secret.trim().as_bytes(), "scale", &id);
+            let token =
+                troupe::domain::room::token::room_token(secret.trim().as_bytes(), "scale", &id);
             ("scale".to_string(), id, token)
         })
         .collect();
-    let load = |clients, seconds, mode| troupe::loadgen::Load {
+    let load = |clients, seconds, mode| troupe::tools::loadgen::Load {
         base_url: url.clone(),
         clients,
         duration: Duration::from_secs(seconds),
         mode,
     };
-    troupe::loadgen::run(load(16, 3, troupe::loadgen::Mode::Ping { rooms: tokens })).await;
-    let alloc = troupe::loadgen::run(load(
+    troupe::tools::loadgen::run(load(
+        16,
+        3,
+        troupe::tools::loadgen::Mode::Ping { rooms: tokens },
+    ))
+    .await;
+    let alloc = troupe::tools::loadgen::run(load(
         64,
         30,
-        troupe::loadgen::Mode::Allocate {
+        troupe::tools::loadgen::Mode::Allocate {
             scheduler: "scale".into(),
             api_token: None,
         },

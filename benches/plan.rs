@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
-use troupe::plan::{LiveRoom, LiveScheduler, LiveState, PlanOptions, plan, render};
-use troupe::rooms::RoomStatus;
-use troupe::spec::Scheduler;
+use troupe::domain::plan::{LiveRoom, LiveScheduler, LiveState, PlanOptions, plan, render};
+use troupe::domain::room::RoomStatus;
+use troupe::domain::spec::Scheduler;
 
 const SCHEDULERS: usize = 1_000;
 const ROOMS_PER_SCHEDULER: usize = 100;

@@ -1,5 +1,5 @@
 //! Benchmark: pings and allocations per second over loopback HTTP, with the load generator
-//! (`troupe::loadgen`, the code behind `troupe load`) on the same machine.
+//! (`troupe::tools::loadgen`, the code behind `troupe load`) on the same machine.
 //!
 //! The server is the real router (`troupe::http::router`) served by axum on 127.0.0.1, with the
 //! local runtime behind it; its rooms are recorded in the registry as ready without processes,
@@ -12,14 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use troupe::app::{Server, ServerConfig};
-use troupe::controller::{Applied, ControllerOptions, FleetConfig, SyncMode};
+use troupe::controller::{ControllerOptions, FleetConfig, SyncMode};
+use troupe::domain::Applied;
+use troupe::domain::room::token::room_token;
+use troupe::domain::room::{Room, RoomStatus};
 use troupe::http::router;
-use troupe::loadgen::{self, Load, Mode};
 use troupe::metrics::Metrics;
-use troupe::rooms::token::room_token;
-use troupe::rooms::{Room, RoomStatus};
 use troupe::runtime::Runtime;
 use troupe::runtime::local::{LocalConfig, LocalRuntime};
+use troupe::tools::loadgen::{self, Load, Mode};
 
 const SECRET: &[u8] = b"bench-secret";
 const PING_ROOMS: usize = 1_000;
@@ -59,13 +60,13 @@ fn main() {
         let local = LocalConfig { state_dir: dir.path().into(), self_exe: "/bin/false".into(), host: "127.0.0.1".into() };
         let server = Server::open(config, Arc::new(Metrics::new()), |tx| Arc::new(LocalRuntime::new(local, tx)) as Arc<dyn Runtime>).unwrap();
         let fleet = Arc::clone(&server.controller.fleet);
-        let spec: troupe::spec::Scheduler = serde_json::from_value(serde_json::json!({
+        let spec: troupe::domain::spec::Scheduler = serde_json::from_value(serde_json::json!({
             "name": "bench", "game": "bench", "roomsReplicas": 0, "portRange": {"start": 1, "end": 2},
             "spec": {"containers": [{"name": "s", "image": "i"}]}
         }))
         .unwrap();
         for name in ["ping", "alloc"] {
-            let spec = troupe::spec::Scheduler { name: name.into(), ..spec.clone() };
+            let spec = troupe::domain::spec::Scheduler { name: name.into(), ..spec.clone() };
             let applied = Applied { version: spec.version(), target_rooms: 0, spec, previous: None };
             fleet.set_applied(name, Some(applied)).unwrap();
         }

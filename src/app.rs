@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use crate::controller::{Controller, ControllerOptions, Fleet, FleetConfig, History};
 use crate::http::AppState;
 use crate::metrics::Metrics;
-use crate::ops::{Operation, Operations};
 use crate::runtime::{Runtime, RuntimeEvent};
 use crate::source::{Observed, WatchHandle};
-use crate::store::StoreError;
+use crate::state::journal::StoreError;
+use crate::state::ops::{Operation, Operations};
 use crate::supervise::{Supervisor, TaskFailed};
 
 /// Room events waiting for the controller; exits are never dropped (the runtime waits).
@@ -90,7 +90,7 @@ impl Server {
             config.controller,
             History::open(&config.state_dir)?,
         ));
-        let forwarders = crate::forward::Forwarders::start(fleet, metrics);
+        let forwarders = crate::http::forward::Forwarders::start(fleet, metrics);
         let state = AppState {
             forwarders,
             controller: Arc::clone(&controller),
@@ -218,7 +218,7 @@ async fn reconcile_after_adoption(
     }
     controller
         .ops
-        .start(Arc::clone(&controller.fleet) as Arc<dyn crate::ops::Executor>);
+        .start(Arc::clone(&controller.fleet) as Arc<dyn crate::state::ops::Executor>);
     controller.run(snapshots, shutdown).await;
 }
 
@@ -263,7 +263,7 @@ pub async fn count_operations(mut finished: broadcast::Receiver<Operation>, m: A
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::{Cause, OpKind};
+    use crate::state::ops::{Cause, OpKind};
 
     /// Regression: the loop that feeds `troupe_operations_total` ended for good on the first
     /// `Lagged` of its broadcast receiver, and the counters froze.

@@ -16,7 +16,7 @@ use common::router::Fixture;
 use common::scheduler_yaml;
 use troupe::controller::SyncMode;
 use troupe::controller::samples::sample_now;
-use troupe::rooms::{PingStatus, Room, RoomEvent};
+use troupe::domain::room::{PingStatus, Room, RoomEvent};
 
 /// A fixture with scheduler `arena` declared (not applied: nothing runs operations here) and
 /// `rooms` rooms of it, the first `ready` of them ready and the next `busy` occupied.
@@ -265,8 +265,8 @@ async fn the_event_stream_says_what_changed_at_most_twice_a_second() {
         .ops
         .enqueue(
             "arena",
-            troupe::ops::OpKind::Heal,
-            troupe::ops::Cause::User { name: "t".into() },
+            troupe::state::ops::OpKind::Heal,
+            troupe::state::ops::Cause::User { name: "t".into() },
             None,
             false,
         )
@@ -317,7 +317,8 @@ async fn the_page_and_its_assets_are_served_with_types_and_cache_headers() {
 #[tokio::test]
 async fn metrics_export_occupancy_revision_age_and_ping_latency() {
     let f = arena(3, 1, 2);
-    let token = troupe::rooms::token::room_token(common::router::SECRET, "arena", "arena-0000");
+    let token =
+        troupe::domain::room::token::room_token(common::router::SECRET, "arena", "arena-0000");
     let (status, body) = f
         .call(
             Request::put("/scheduler/arena/rooms/arena-0000/ping")

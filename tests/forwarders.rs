@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::routing::post;
 use common::*;
 use serde_json::{Value, json};
-use troupe::rooms::token::room_token;
+use troupe::domain::room::token::room_token;
 
 const T: Duration = Duration::from_secs(60);
 

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use common::router::{Fixture, SECRET};
 use troupe::controller::SyncMode;
-use troupe::rooms::token::room_token;
-use troupe::rooms::{Room, RoomEvent, RoomStatus};
+use troupe::domain::room::token::room_token;
+use troupe::domain::room::{Room, RoomEvent, RoomStatus};
 
 /// A fixture with two pending rooms of scheduler `arena`.
 fn fixture(api_token: Option<&str>) -> Fixture {
@@ -193,8 +193,8 @@ async fn management_reads_and_writes() {
         .ops
         .enqueue(
             "arena",
-            troupe::ops::OpKind::Heal,
-            troupe::ops::Cause::User { name: "t".into() },
+            troupe::state::ops::OpKind::Heal,
+            troupe::state::ops::Cause::User { name: "t".into() },
             None,
             false,
         )

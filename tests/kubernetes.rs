@@ -245,7 +245,7 @@ impl Game {
                     } else {
                         "ready"
                     };
-                    let token = troupe::rooms::token::room_token(&secret, &scheduler, &id);
+                    let token = troupe::domain::room::token::room_token(&secret, &scheduler, &id);
                     let resp = http
                         .put(format!("{url}/scheduler/{scheduler}/rooms/{id}/ping"))
                         .bearer_auth(token)
@@ -422,7 +422,7 @@ async fn rooms_run_as_pods_get_their_address_and_become_ready_when_they_ping() {
         };
         assert_eq!(
             env_of("TROUPE_ROOM_TOKEN"),
-            troupe::rooms::token::room_token(&env.secret(), "arena", &pod.name_any())
+            troupe::domain::room::token::room_token(&env.secret(), "arena", &pod.name_any())
         );
         assert_eq!(env_of("TROUPE_ROOMS_URL"), server.url);
         assert_eq!(env_of("TROUPE_PORT_GAME"), game_port(room).to_string());
@@ -1136,7 +1136,7 @@ async fn an_unreachable_cluster_at_start_up_degrades_to_retries_and_the_apis_kee
         "not ready while the cluster cannot be reached"
     );
     // The rooms API answers (from the journal): an unknown room is a clear 404, not a hang.
-    let token = troupe::rooms::token::room_token(&server.secret(), "arena", "arena-zzzzz");
+    let token = troupe::domain::room::token::room_token(&server.secret(), "arena", "arena-zzzzz");
     let resp = server
         .http
         .put(format!(

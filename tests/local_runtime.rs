@@ -13,10 +13,10 @@ use std::time::Duration;
 use rustix::process::{Pid, Signal};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
-use troupe::rooms::{Room, RoomPort, RoomStatus};
+use troupe::domain::room::{Room, RoomPort, RoomStatus};
+use troupe::domain::spec::Scheduler;
 use troupe::runtime::local::{LocalConfig, LocalRuntime, ProcRef};
 use troupe::runtime::{Runtime, RuntimeError, RuntimeEvent, StartRoom, Started};
-use troupe::spec::Scheduler;
 
 /// Longest a test waits for something that should happen at once.
 const PATIENCE: Duration = Duration::from_secs(5);
@@ -819,8 +819,8 @@ mod demo_room {
     use axum::routing::put;
     use tokio::sync::{mpsc, oneshot};
     use tokio::time::{Instant, timeout};
-    use troupe::demo_room::{DemoRoomArgs, run_until};
-    use troupe::spec::Duration;
+    use troupe::domain::spec::Duration;
+    use troupe::tools::demo_room::{DemoRoomArgs, run_until};
 
     use super::PATIENCE;
 

@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use troupe::plan::{Action, LiveRoom, LiveScheduler, LiveState, PlanOptions, plan};
-use troupe::rooms::RoomStatus;
-use troupe::spec::Scheduler;
+use troupe::domain::plan::{Action, LiveRoom, LiveScheduler, LiveState, PlanOptions, plan};
+use troupe::domain::room::RoomStatus;
+use troupe::domain::spec::Scheduler;
 
 const CASES: u64 = 2_000;
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use troupe::spec::{scheduler_schema, schema::render};
+use troupe::domain::spec::{scheduler_schema, schema::render};
 
 #[test]
 fn committed_scheduler_schema_is_fresh() {

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use troupe::domain::spec::load_documents;
 use troupe::source::{DirSource, Source};
-use troupe::spec::load_documents;
 
 #[test]
 fn fleets_example_loads_and_its_fleets_fit_on_one_machine() {

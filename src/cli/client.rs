@@ -6,9 +6,9 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde::de::DeserializeOwned;
 
+use crate::domain::room::Room;
 use crate::http::api::SchedulerSummary;
-use crate::ops::Operation;
-use crate::rooms::Room;
+use crate::state::ops::Operation;
 
 /// Where the server is.
 #[derive(Debug, Clone, Args)]
@@ -154,7 +154,7 @@ pub async fn rooms(args: RoomsArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&rooms)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let now = crate::rooms::now_ms();
+    let now = crate::domain::room::now_ms();
     let rows: Vec<Vec<String>> = rooms
         .iter()
         .map(|r| {

@@ -8,10 +8,10 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 
 use super::client::{Client, ServerArgs};
-use crate::loadgen::{self, Load, Mode};
-use crate::rooms::Room;
-use crate::rooms::token::room_token;
-use crate::spec::Duration;
+use crate::domain::room::Room;
+use crate::domain::room::token::room_token;
+use crate::domain::spec::Duration;
+use crate::tools::loadgen::{self, Load, Mode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LoadMode {
@@ -69,7 +69,7 @@ async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
                 .await?;
             let rooms: Vec<(String, String, String)> = rooms
                 .into_iter()
-                .filter(|r| r.status == crate::rooms::RoomStatus::Ready)
+                .filter(|r| r.status == crate::domain::room::RoomStatus::Ready)
                 .map(|r| {
                     let token = room_token(&secret, &r.scheduler, &r.id);
                     (r.scheduler, r.id, token)

@@ -46,7 +46,7 @@ enum Command {
     /// Load-test the rooms API or allocation of a running server.
     Load(load::LoadArgs),
     /// Run a simulated game room (what the example fleets run).
-    DemoRoom(crate::demo_room::DemoRoomArgs),
+    DemoRoom(crate::tools::demo_room::DemoRoomArgs),
     /// Write the JSON Schemas under schema/ (or check they are fresh).
     Schema(schema::SchemaArgs),
 }
@@ -70,9 +70,11 @@ pub fn main() -> ExitCode {
         Command::Rooms(args) => block_on(client::rooms(args)),
         Command::Ops(args) => block_on(client::ops(args)),
         Command::Load(args) => load::main(args),
-        Command::DemoRoom(args) => {
-            block_on(async { crate::demo_room::run(args).await.map(|_| ExitCode::SUCCESS) })
-        }
+        Command::DemoRoom(args) => block_on(async {
+            crate::tools::demo_room::run(args)
+                .await
+                .map(|_| ExitCode::SUCCESS)
+        }),
     };
     match result {
         Ok(code) => code,

@@ -14,11 +14,11 @@ use clap::{Args, ValueEnum};
 
 use super::client::{Client, ServerArgs};
 use super::git_auth::{GitAuthArgs, open_source};
-use crate::plan::live::{LiveRoom, LiveScheduler, LiveState};
-use crate::plan::saved::SavedPlan;
-use crate::plan::{Plan, PlanOptions, render};
-use crate::rooms::{RoomStatus, now_ms};
-use crate::spec::{Duration, Scheduler};
+use crate::domain::plan::live::{LiveRoom, LiveScheduler, LiveState};
+use crate::domain::plan::saved::SavedPlan;
+use crate::domain::plan::{Plan, PlanOptions, render};
+use crate::domain::room::{RoomStatus, now_ms};
+use crate::domain::spec::{Duration, Scheduler};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -140,7 +140,7 @@ fn load_blocking(
     let cache = tempfile::tempdir().context("creating a temporary directory for the clone")?;
     let source = open_source(source, branch, sub_path, cache.path(), git)?;
     let snapshot = source.load()?;
-    match crate::spec::load_documents(&snapshot.files) {
+    match crate::domain::spec::load_documents(&snapshot.files) {
         Ok(docs) => Ok((
             snapshot.revision,
             docs.into_iter().map(|d| d.scheduler).collect(),
@@ -181,7 +181,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
                     .context("reading live state")?,
                 (None, None) => LiveState::default(),
             };
-            crate::plan::plan(
+            crate::domain::plan::plan(
                 &desired,
                 &live,
                 &PlanOptions {
@@ -232,13 +232,13 @@ async fn live_from_cluster(prefix: &str) -> anyhow::Result<LiveState> {
         .context("reading live state from the cluster")?;
     let mut applied = std::collections::BTreeMap::new();
     for (name, value) in found.schedulers {
-        let a: crate::controller::Applied = serde_json::from_value(value)
+        let a: crate::domain::Applied = serde_json::from_value(value)
             .with_context(|| format!("reading the applied spec of scheduler {name}"))?;
         applied.insert(name, a);
     }
     let mut rooms = found.rooms;
     rooms.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-    Ok(crate::controller::fleet::live_state_of(applied, rooms))
+    Ok(crate::domain::plan::LiveState::of(applied, rooms))
 }
 
 #[derive(Debug, Args)]
@@ -259,7 +259,7 @@ pub struct ApplyArgs {
 #[derive(serde::Deserialize)]
 struct AppliedPlan {
     plan: String,
-    operations: Vec<crate::ops::Operation>,
+    operations: Vec<crate::state::ops::Operation>,
 }
 
 pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
@@ -326,7 +326,7 @@ pub async fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     let live = settled(&before);
-    let plan = crate::plan::plan(
+    let plan = crate::domain::plan::plan(
         &after,
         &live,
         &PlanOptions {

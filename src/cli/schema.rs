@@ -9,8 +9,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-pub use crate::spec::scheduler_schema;
-use crate::spec::schema::render;
+pub use crate::domain::spec::scheduler_schema;
+use crate::domain::spec::schema::render;
 
 /// Write (or check) the JSON Schemas of Troupe's file formats.
 #[derive(Debug, Clone, clap::Args)]
@@ -27,10 +27,10 @@ pub struct SchemaArgs {
 pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
     vec![
         ("scheduler.schema.json", scheduler_schema()),
-        ("plan.schema.json", crate::plan::plan_schema()),
+        ("plan.schema.json", crate::domain::plan::plan_schema()),
         (
             "saved-plan.schema.json",
-            serde_json::to_value(schemars::schema_for!(crate::plan::saved::SavedPlan))
+            serde_json::to_value(schemars::schema_for!(crate::domain::plan::saved::SavedPlan))
                 .expect("a schema serialises"),
         ),
     ]

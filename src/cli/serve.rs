@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 use super::git_auth::{GitAuthArgs, open_source, read_secret, secret_from};
 use crate::app::{Server, ServerConfig};
 use crate::controller::{ControllerOptions, FleetConfig, SyncMode};
+use crate::domain::spec::Duration;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::runtime::kubernetes::{KubeConfig, KubernetesRuntime};
 use crate::runtime::local::{LocalConfig, LocalRuntime};
-use crate::spec::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RuntimeKind {

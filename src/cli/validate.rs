@@ -13,8 +13,8 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::git_auth::{GitAuthArgs, open_source};
+use crate::domain::spec::{Document, LoadError, Located, load_documents};
 use crate::source::{self, CommitInfo};
-use crate::spec::{Document, LoadError, Located, load_documents};
 
 const ERROR: Style = AnsiColor::Red.on_default().bold();
 const OK: Style = AnsiColor::Green.on_default().bold();

@@ -12,31 +12,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
-use crate::ops::converge::{self, Target};
-use crate::ops::{OpContext, OpError, OpKind, Operation};
-use crate::plan::live::{LiveRoom, LiveScheduler, LiveState};
-use crate::rooms::token::room_token;
-use crate::rooms::{Registry, RegistryError, Room, RoomEvent, RoomStatus, now_ms};
+use crate::domain::Applied;
+use crate::domain::converge::{self, Target};
+use crate::domain::plan::LiveState;
+use crate::domain::room::token::room_token;
+use crate::domain::room::{Room, RoomEvent, RoomStatus, now_ms};
+use crate::domain::spec::Scheduler;
 use crate::runtime::{Runtime, RuntimeEvent, StartRoom};
-use crate::spec::Scheduler;
-use crate::store::{Journal, StoreError};
+use crate::state::journal::{Journal, StoreError};
+use crate::state::ops::{OpContext, OpError, OpKind, Operation};
+use crate::state::{Registry, RegistryError};
 
 /// How often an operation re-checks its rooms when nothing told it to.
 const STEP_TICK: Duration = Duration::from_millis(500);
-
-/// A scheduler as applied: the spec rooms are driven to, and how many rooms it should have.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Applied {
-    pub spec: Scheduler,
-    pub version: String,
-    pub target_rooms: u32,
-    /// The spec of the version this one replaces, while a rollout may still fall back to it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous: Option<Box<Scheduler>>,
-}
 
 /// Settings of the fleet that come from `troupe serve`.
 #[derive(Clone)]
@@ -136,7 +125,7 @@ impl Fleet {
 
     /// Live state for the planner.
     pub fn live_state(&self) -> LiveState {
-        live_state_of(self.applied_all(), self.registry.list(None))
+        LiveState::of(self.applied_all(), self.registry.list(None))
     }
 
     /// Take from the runtime what the state directory does not know: applied schedulers and
@@ -319,7 +308,7 @@ impl Fleet {
                 continue;
             };
             let t = &a.spec.timeouts;
-            let ms = |d: crate::spec::Duration| d.as_std().as_millis() as u64;
+            let ms = |d: crate::domain::spec::Duration| d.as_std().as_millis() as u64;
             let reason = match room.status {
                 RoomStatus::Pending if age > ms(t.pending) => {
                     format!("pending for more than {} (timeouts.pending)", t.pending)
@@ -592,28 +581,10 @@ impl Fleet {
         self.set_applied(name, Some(back))
             .map_err(|e| OpError::Failed(e.to_string()))
     }
-
-    /// The room target for a spec being applied: git's replica count, or for an autoscaled
-    /// scheduler its current target (the autoscaler's), kept within the new bounds.
-    fn target_for(&self, spec: &Scheduler) -> u32 {
-        if let Some(n) = spec.fixed_replicas() {
-            return n;
-        }
-        let a = spec
-            .autoscaling
-            .as_ref()
-            .expect("autoscaled specs have autoscaling");
-        let current = self
-            .applied(&spec.name)
-            .map(|x| x.target_rooms)
-            .unwrap_or(a.min);
-        let max = if a.max < 0 { u32::MAX } else { a.max as u32 };
-        current.clamp(a.min, max.max(a.min))
-    }
 }
 
 #[async_trait]
-impl crate::ops::Executor for Fleet {
+impl crate::state::ops::Executor for Fleet {
     async fn execute(&self, op: &Operation, ctx: &OpContext) -> Result<String, OpError> {
         match op.kind {
             OpKind::Delete => self.delete(&op.scheduler, op.force, ctx).await,
@@ -641,7 +612,7 @@ impl crate::ops::Executor for Fleet {
                 };
                 let applied = Applied {
                     version,
-                    target_rooms: self.target_for(&spec),
+                    target_rooms: spec.target_rooms(previous.as_ref().map(|p| p.target_rooms)),
                     spec,
                     previous: fallback,
                 };
@@ -679,36 +650,6 @@ fn logged<T, E: Into<RegistryError>>(what: &str, room: &str, result: Result<T, E
             None
         }
     }
-}
-
-/// Live state for the planner from applied schedulers and their rooms.
-pub fn live_state_of(applied: BTreeMap<String, Applied>, rooms: Vec<Room>) -> LiveState {
-    let mut by_scheduler: BTreeMap<String, Vec<LiveRoom>> = BTreeMap::new();
-    for r in rooms {
-        by_scheduler
-            .entry(r.scheduler.clone())
-            .or_default()
-            .push(LiveRoom {
-                id: r.id,
-                version: r.version,
-                status: r.status,
-            });
-    }
-    let schedulers = applied
-        .into_iter()
-        .map(|(name, a)| {
-            let rooms = by_scheduler.remove(&name).unwrap_or_default();
-            (
-                name,
-                LiveScheduler {
-                    applied: a.spec,
-                    target_rooms: a.target_rooms,
-                    rooms,
-                },
-            )
-        })
-        .collect();
-    LiveState { schedulers }
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 //! or was canceled is left alone until a new revision or an explicit apply.
 
 pub mod fleet;
-pub mod history;
 pub mod samples;
 
 use std::sync::{Arc, Mutex};
@@ -18,16 +17,16 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::autoscale;
+use crate::domain::autoscale;
+use crate::domain::plan::saved::SavedPlan;
+use crate::domain::plan::{self, Action, Plan, PlanOptions};
+use crate::domain::room::now_ms;
+use crate::domain::spec::{Located, Scheduler, load_documents};
 use crate::metrics::Metrics;
-use crate::ops::{Cause, OpKind, OpStatus, Operation, Operations};
-use crate::plan::saved::SavedPlan;
-use crate::plan::{self, Action, Plan, PlanOptions};
-use crate::rooms::now_ms;
 use crate::source::{CommitInfo, Observed, Snapshot};
-use crate::spec::{Located, Scheduler, load_documents};
-pub use fleet::{Applied, Fleet, FleetConfig};
-pub use history::{History, RevisionRecord};
+pub use crate::state::history::{History, RevisionRecord};
+use crate::state::ops::{Cause, OpKind, OpStatus, Operation, Operations};
+pub use fleet::{Fleet, FleetConfig};
 
 /// Least time between two reconciles: bursts of room changes are planned once.
 const RECONCILE_MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -134,7 +133,7 @@ pub enum ApplyError {
     )]
     Busy { scheduler: String },
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::state::journal::StoreError),
 }
 
 impl Controller {

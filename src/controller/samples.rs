@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::Controller;
-use crate::rooms::{Room, RoomStatus, now_ms};
+use crate::domain::room::{Room, RoomStatus, now_ms};
 
 /// Time between two samples: fine enough to see a rollout or a scale-up in the chart.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(10);

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
-use crate::rooms::{Room, RoomPort};
+use crate::domain::room::{Room, RoomPort};
 
 pub fn router(state: AppState) -> Router {
     Router::new()

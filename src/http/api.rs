@@ -16,10 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, bearer};
 use crate::controller::{ApplyError, DesiredState};
-use crate::ops::{OpStatus, Operation, OpsError};
-use crate::plan::live::LiveState;
-use crate::rooms::{Room, RoomStatus};
+use crate::domain::plan::live::LiveState;
+use crate::domain::room::{Room, RoomStatus};
 use crate::source::SourceStatus;
+use crate::state::ops::{OpStatus, Operation, OpsError};
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -110,7 +110,7 @@ pub struct SchedulerSummary {
 #[serde(rename_all = "camelCase")]
 pub struct OperationBrief {
     pub id: String,
-    pub kind: crate::ops::OpKind,
+    pub kind: crate::state::ops::OpKind,
     pub status: OpStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -130,7 +130,7 @@ fn fill_scrape_gauges(c: &crate::controller::Controller) {
             .set(f64::from(counts.running_matches));
     }
     let seen_at = c.desired().revision.map(|r| r.seen_at);
-    let age_ms = seen_at.map_or(0, |t| crate::rooms::now_ms().saturating_sub(t));
+    let age_ms = seen_at.map_or(0, |t| crate::domain::room::now_ms().saturating_sub(t));
     m.revision_age_seconds.set(age_ms as f64 / 1000.0);
 }
 
@@ -211,10 +211,10 @@ struct SchedulerDetail {
     summary: SchedulerSummary,
     /// The spec rooms are driven to.
     #[serde(skip_serializing_if = "Option::is_none")]
-    applied: Option<crate::spec::Scheduler>,
+    applied: Option<crate::domain::spec::Scheduler>,
     /// The spec in the current good revision.
     #[serde(skip_serializing_if = "Option::is_none")]
-    desired: Option<crate::spec::Scheduler>,
+    desired: Option<crate::domain::spec::Scheduler>,
 }
 
 async fn scheduler(
@@ -261,7 +261,7 @@ struct OpsQuery {
 
 /// Operations listed at most by default and at the most.
 const DEFAULT_OPS_LIMIT: usize = 100;
-const MAX_OPS_LIMIT: usize = crate::ops::MAX_HISTORY;
+const MAX_OPS_LIMIT: usize = crate::state::ops::MAX_HISTORY;
 
 async fn operations(
     State(state): State<AppState>,
@@ -317,7 +317,7 @@ async fn cancel(
     }
 }
 
-async fn plan(State(state): State<AppState>) -> Result<Json<crate::plan::Plan>, ApiError> {
+async fn plan(State(state): State<AppState>) -> Result<Json<crate::domain::plan::Plan>, ApiError> {
     state.controller.desired().plan.map(Json).ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -341,7 +341,7 @@ async fn apply(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Option<Json<ApplyBody>>,
-) -> Result<Json<crate::plan::Plan>, ApiError> {
+) -> Result<Json<crate::domain::plan::Plan>, ApiError> {
     let by = authorize_write(&state, &headers)?;
     let body = body.map(|Json(b)| b).unwrap_or_default();
     Ok(Json(state.controller.apply(
@@ -382,7 +382,10 @@ struct AppliedPlan {
 async fn apply_saved(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<crate::plan::saved::SavedPlan>, axum::extract::rejection::JsonRejection>,
+    body: Result<
+        Json<crate::domain::plan::saved::SavedPlan>,
+        axum::extract::rejection::JsonRejection,
+    >,
 ) -> Result<Json<AppliedPlan>, ApiError> {
     let by = authorize_write(&state, &headers)?;
     let Json(saved) = body?;

@@ -10,6 +10,7 @@ pub mod allocate;
 pub mod api;
 pub mod dashboard;
 pub mod events;
+pub mod forward;
 pub mod hooks;
 pub mod rooms;
 pub mod views;
@@ -34,7 +35,7 @@ pub struct AppState {
     /// Bearer token required on management write routes, when set.
     pub api_token: Option<Arc<str>>,
     /// Where room and player events go.
-    pub forwarders: crate::forward::Forwarders,
+    pub forwarders: crate::http::forward::Forwarders,
     /// The source watcher: its freshness for `GET /api/v1/revision`, and the trigger webhooks
     /// pull.
     pub source: Option<crate::source::WatchHandle>,

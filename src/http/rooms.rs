@@ -12,10 +12,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, bearer};
-use crate::forward::Event;
-use crate::rooms::PingStatus;
-use crate::rooms::registry::RegistryError;
-use crate::rooms::token::verify_room_token;
+use crate::domain::room::PingStatus;
+use crate::domain::room::token::verify_room_token;
+use crate::http::forward::Event;
+use crate::state::registry::RegistryError;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -133,7 +133,7 @@ pub struct PingBody {
 #[serde(rename_all = "camelCase")]
 pub struct PingAnswer {
     pub room: String,
-    pub status: crate::rooms::RoomStatus,
+    pub status: crate::domain::room::RoomStatus,
 }
 
 /// Refuse unless the request carries the room's token.

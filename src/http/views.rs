@@ -18,9 +18,9 @@ use super::api::{OperationBrief, SchedulerSummary, ensure_scheduler, summaries};
 use super::{ApiError, AppState};
 use crate::controller::samples::{self, Sample};
 use crate::controller::{RevisionError, SyncMode};
-use crate::ops::OpStatus;
-use crate::plan::{Action, Change, Summary};
-use crate::rooms::{Room, RoomStatus};
+use crate::domain::plan::{Action, Change, Summary};
+use crate::domain::room::{Room, RoomStatus};
+use crate::state::ops::OpStatus;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -157,7 +157,7 @@ async fn overview(State(state): State<AppState>) -> Json<Overview> {
     let desired = c.desired();
     let counts = samples::tally(&c.fleet.registry.list(None));
     let applied = c.fleet.applied_all();
-    let specs: BTreeMap<String, crate::spec::Scheduler> = desired
+    let specs: BTreeMap<String, crate::domain::spec::Scheduler> = desired
         .schedulers
         .iter()
         .map(|s| (s.name.clone(), s.clone()))
@@ -314,8 +314,8 @@ async fn history(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::OpKind;
-    use crate::plan::Impact;
+    use crate::domain::plan::Impact;
+    use crate::state::ops::OpKind;
 
     fn change(action: Action) -> Change {
         Change {

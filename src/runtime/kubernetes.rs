@@ -42,7 +42,7 @@ use tokio::task::AbortHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Discovered, Runtime, RuntimeError, RuntimeEvent, StartRoom, Started};
-use crate::rooms::{Room, RoomStatus, now_ms};
+use crate::domain::room::{Room, RoomStatus, now_ms};
 use observe::{Action, Track, read_pod};
 use pod::{
     ANNOTATION_APPLIED, ANNOTATION_MATCHES, ANNOTATION_STATUS_SINCE, LABEL_SCHEDULER, LABEL_STATUS,
@@ -121,7 +121,7 @@ impl State {
     fn pick_ports(
         &mut self,
         scheduler: &str,
-        range: crate::spec::PortRange,
+        range: crate::domain::spec::PortRange,
         n: usize,
         used: &HashSet<u16>,
         avoid: &std::collections::BTreeSet<u16>,

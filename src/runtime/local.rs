@@ -39,8 +39,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::port_env_name;
 use super::{Runtime, RuntimeError, RuntimeEvent, StartRoom, Started};
-use crate::rooms::{Room, RoomPort};
-use crate::spec::{LocalSpec, Protocol};
+use crate::domain::room::{Room, RoomPort};
+use crate::domain::spec::{LocalSpec, Protocol};
 pub use process::{BadProcRef, ProcRef};
 use process::{ExitStatus, Stat};
 
@@ -712,7 +712,7 @@ fn room_env(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::Scheduler;
+    use crate::domain::spec::Scheduler;
 
     fn scheduler() -> Scheduler {
         serde_json::from_value(serde_json::json!({

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::rooms::{Room, RoomPort};
-use crate::spec::Scheduler;
+use crate::domain::room::{Room, RoomPort};
+use crate::domain::spec::Scheduler;
 
 /// What a runtime needs to start one room.
 #[derive(Debug, Clone)]

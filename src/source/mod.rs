@@ -3,7 +3,7 @@
 //! revisions.
 //!
 //! This is an adapter around the spec layer: it reads bytes and names revisions; it never parses
-//! YAML (that is [`crate::spec::load_documents`]). Must hold:
+//! YAML (that is [`crate::domain::spec::load_documents`]). Must hold:
 //! - A [`Snapshot`] is one consistent revision: every file comes from the same commit (git) or the
 //!   same read of the directory, and its `revision` changes whenever any file's path or content
 //!   does (and only then, for a directory).
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use crate::spec::SourceFile;
+pub use crate::domain::spec::SourceFile;
 pub use dir::DirSource;
 pub use git::GitSource;
 pub use remote::{DEFAULT_TOKEN_USERNAME, GitAuth, GitUrl, RemoteSource, Token, strip_userinfo};
@@ -270,7 +270,7 @@ fn normalize_subpath(raw: &str) -> Result<Option<String>, SourceError> {
 /// Whether a path relative to the source root (with `/` separators) is a scheduler file that
 /// sources deliver: a `.yaml`/`.yml` file outside hidden directories.
 fn wanted(relative: &str) -> bool {
-    crate::spec::load::is_scheduler_file(relative)
+    crate::domain::spec::load::is_scheduler_file(relative)
         && !relative.split('/').any(|part| part.starts_with('.'))
 }
 

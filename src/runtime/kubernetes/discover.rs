@@ -12,7 +12,7 @@ use super::pod::{
     ANNOTATION_APPLIED, ANNOTATION_MATCHES, ANNOTATION_STATUS_SINCE, LABEL_ROOM, LABEL_SCHEDULER,
     LABEL_VERSION, namespace_of,
 };
-use crate::rooms::{Room, RoomStatus};
+use crate::domain::room::{Room, RoomStatus};
 
 /// The room a pod belongs to, when it belongs to this runtime: `(scheduler, room)`.
 pub fn owner(pod: &Pod, prefix: &str) -> Option<(String, String)> {

@@ -11,9 +11,9 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::Pod;
 
 use super::pod::{ANNOTATION_PORTS, LABEL_SCHEDULER, LABEL_STATUS};
-use crate::rooms::RoomPort;
+use crate::domain::room::RoomPort;
+use crate::domain::spec::Protocol;
 use crate::runtime::RuntimeEvent;
-use crate::spec::Protocol;
 
 /// Container waiting reasons that mean the room will not start by itself: reported at once.
 pub const FATAL_WAITING_REASONS: [&str; 5] = [

@@ -16,10 +16,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::rooms::{RoomPort, RoomStatus};
+use crate::domain::room::{RoomPort, RoomStatus};
+use crate::domain::spec::{Protocol, Resources};
 use crate::runtime::StartRoom;
 use crate::runtime::port_env_name;
-use crate::spec::{Protocol, Resources};
 
 /// Label every Troupe pod and namespace carries; the watcher selects on it.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -289,7 +289,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::spec::Scheduler;
+    use crate::domain::spec::Scheduler;
 
     fn scheduler(extra: serde_json::Value) -> Scheduler {
         let mut doc = serde_json::json!({

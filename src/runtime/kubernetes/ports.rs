@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use crate::spec::PortRange;
+use crate::domain::spec::PortRange;
 
 /// `n` distinct free ports of `range`, scanning from `offset` (taken modulo the range's length)
 /// and wrapping around. Ports in `avoid` are used only when nothing else is left.

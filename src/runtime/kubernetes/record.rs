@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
-use crate::rooms::RoomStatus;
+use crate::domain::room::RoomStatus;
 
 /// Where a write goes: a pod (`Some(name)`) or the namespace itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

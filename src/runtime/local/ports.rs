@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 
-use crate::spec::{PortRange, Protocol};
+use crate::domain::spec::{PortRange, Protocol};
 
 /// Ports booked by live rooms, and where each scheduler's next search starts.
 #[derive(Debug, Default)]

@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::spec::Duration;
+use crate::domain::spec::Duration;
 
 /// Arguments of `troupe demo-room`. The local runtime passes the room's identity and ports in the
 /// environment, so `troupe demo-room` alone is a complete `local.command`.

@@ -669,7 +669,7 @@ fn is_env_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{FixedBuffer, Policy, PolicyParameters, RoomOccupancy};
+    use crate::domain::spec::{FixedBuffer, Policy, PolicyParameters, RoomOccupancy};
 
     const BASE: &str = r#"
 name: arena-eu
@@ -722,7 +722,7 @@ forwarders:
             enabled: true,
             min: 2,
             max: 20,
-            cooldown: crate::spec::Duration::from_secs(60),
+            cooldown: crate::domain::spec::Duration::from_secs(60),
             policy: Policy { kind, parameters },
         }
     }
@@ -814,7 +814,7 @@ forwarders:
     #[test]
     fn timeouts_must_be_positive() {
         let mut s = base();
-        s.timeouts.ping = crate::spec::Duration::from_millis(0);
+        s.timeouts.ping = crate::domain::spec::Duration::from_millis(0);
         one_issue(&s, "timeouts.ping", "greater than zero");
     }
 
@@ -1058,7 +1058,7 @@ forwarders:
         s.forwarders[0].url = "https://".into();
         one_issue(&s, "forwarders[0].url", "must name a host");
         let mut s = base();
-        s.forwarders[0].timeout = crate::spec::Duration::from_millis(0);
+        s.forwarders[0].timeout = crate::domain::spec::Duration::from_millis(0);
         one_issue(&s, "forwarders[0].timeout", "greater than zero");
     }
 
@@ -1136,7 +1136,7 @@ forwarders:
     #[test]
     fn node_selector_requirement_operators() {
         let path = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0]";
-        let edit = |f: &mut dyn FnMut(&mut crate::spec::NodeSelectorRequirement)| {
+        let edit = |f: &mut dyn FnMut(&mut crate::domain::spec::NodeSelectorRequirement)| {
             let mut s = base();
             let req = s
                 .spec
@@ -1174,22 +1174,22 @@ forwarders:
     #[test]
     fn label_selector_requirements_take_no_numeric_operators() {
         let mut s = base();
-        let term = crate::spec::PodAffinityTerm {
+        let term = crate::domain::spec::PodAffinityTerm {
             topology_key: "kubernetes.io/hostname".into(),
             label_selector: Some(LabelSelector {
-                match_expressions: vec![crate::spec::LabelSelectorRequirement {
+                match_expressions: vec![crate::domain::spec::LabelSelectorRequirement {
                     key: "mode".into(),
                     operator: "Gt".into(),
                     values: vec!["1".into()],
                 }],
                 ..LabelSelector::default()
             }),
-            ..crate::spec::PodAffinityTerm::default()
+            ..crate::domain::spec::PodAffinityTerm::default()
         };
         s.spec.affinity = Some(Affinity {
-            pod_anti_affinity: Some(crate::spec::PodAffinity {
+            pod_anti_affinity: Some(crate::domain::spec::PodAffinity {
                 required_during_scheduling_ignored_during_execution: vec![term],
-                ..crate::spec::PodAffinity::default()
+                ..crate::domain::spec::PodAffinity::default()
             }),
             ..Affinity::default()
         });

@@ -5,8 +5,8 @@
 //! `min`..=`max` (`max: -1`: no ceiling), and a scale-down happens only when the policy allows it
 //! (occupancy: the needed free slots are a small enough part of the free slots there are).
 
-use crate::rooms::{Room, RoomStatus};
-use crate::spec::{Autoscaling, PolicyKind};
+use crate::domain::room::{Room, RoomStatus};
+use crate::domain::spec::{Autoscaling, PolicyKind};
 
 /// What the autoscaler looks at, counted over a scheduler's rooms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -51,14 +51,14 @@ pub fn decide(a: &Autoscaling, max_matches: u32, o: &Occupancy, current: u32) ->
     let max_matches = max_matches.max(1);
     let (wanted, mut reason) = match a.policy.kind {
         PolicyKind::RoomOccupancy => {
-            let p = a
-                .policy
-                .parameters
-                .room_occupancy
-                .unwrap_or(crate::spec::RoomOccupancy {
-                    ready_target: 0.5,
-                    down_threshold: 0.9,
-                });
+            let p =
+                a.policy
+                    .parameters
+                    .room_occupancy
+                    .unwrap_or(crate::domain::spec::RoomOccupancy {
+                        ready_target: 0.5,
+                        down_threshold: 0.9,
+                    });
             let slots = (f64::from(o.running_matches) / (1.0 - p.ready_target)).ceil();
             let desired = (slots / f64::from(max_matches)).ceil() as u32;
             let reason = format!(
@@ -95,8 +95,7 @@ pub fn decide(a: &Autoscaling, max_matches: u32, o: &Occupancy, current: u32) ->
 }
 
 fn clamp(a: &Autoscaling, wanted: u32, reason: String) -> Decision {
-    let max = if a.max < 0 { u32::MAX } else { a.max as u32 };
-    let target = wanted.clamp(a.min, max.max(a.min));
+    let target = a.clamp(wanted);
     let reason = if target != wanted {
         format!(
             "{reason}; clamped to {target} by min {} / max {}",
@@ -111,7 +110,7 @@ fn clamp(a: &Autoscaling, wanted: u32, reason: String) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{Duration, FixedBuffer, Policy, PolicyParameters, RoomOccupancy};
+    use crate::domain::spec::{Duration, FixedBuffer, Policy, PolicyParameters, RoomOccupancy};
 
     fn occupancy(ready_target: f64, down_threshold: f64, min: u32, max: i64) -> Autoscaling {
         Autoscaling {

@@ -10,8 +10,8 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::rooms::now_ms;
-use crate::store::{Journal, StoreError};
+use crate::domain::room::now_ms;
+use crate::state::journal::{Journal, StoreError};
 
 /// Revisions remembered.
 pub const MAX_REVISIONS: usize = 200;

@@ -262,6 +262,19 @@ impl Autoscaling {
     fn default_cooldown() -> Duration {
         Duration::from_secs(60)
     }
+
+    /// The most rooms the autoscaler may ask for: `None` for `max: -1` (no ceiling).
+    pub fn ceiling(&self) -> Option<u32> {
+        (self.max >= 0).then(|| u32::try_from(self.max).unwrap_or(u32::MAX))
+    }
+
+    /// `n` kept within `min`..=`max`; where the two disagree (validation refuses it), `min` wins.
+    /// The one place the bounds are applied: the autoscaler, the planner and the executor all
+    /// call it.
+    pub fn clamp(&self, n: u32) -> u32 {
+        let max = self.ceiling().unwrap_or(u32::MAX);
+        n.clamp(self.min, max.max(self.min))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -375,6 +388,17 @@ impl Scheduler {
             None
         } else {
             Some(self.rooms_replicas.unwrap_or(0))
+        }
+    }
+
+    /// Rooms the scheduler should have when applied over a fleet whose target is `current`
+    /// (`None`: a new scheduler): git's `roomsReplicas`, or for an autoscaled scheduler the
+    /// autoscaler's current target kept within the bounds (a new one starts at `min`). The
+    /// planner and the executor both ask here, so a plan shows the count that is applied.
+    pub fn target_rooms(&self, current: Option<u32>) -> u32 {
+        match self.autoscaling.as_ref().filter(|a| a.enabled) {
+            Some(a) => a.clamp(current.unwrap_or(0)),
+            None => self.rooms_replicas.unwrap_or(0),
         }
     }
 

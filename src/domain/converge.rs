@@ -7,7 +7,7 @@
 //! the target version plus free rooms of other versions never exceed target + surge; a free
 //! serving room of an old version is removed only while enough other rooms serve.
 
-use crate::rooms::{Room, RoomStatus};
+use crate::domain::room::{Room, RoomStatus};
 
 /// What the rooms of a scheduler should look like.
 #[derive(Debug, Clone, PartialEq, Eq)]

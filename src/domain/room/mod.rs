@@ -1,19 +1,17 @@
-//! Rooms: the record Troupe keeps of every room, the status machine, and the registry that holds
-//! them.
+//! Rooms: the record Troupe keeps of every room, its status machine, and its token. The
+//! registry that holds them is [`crate::state::registry`].
 //!
 //! Must always hold: a room's status only changes through [`status::transition`]; a room
 //! that is busy (`active`, `occupied`, `allocated`) is never chosen for removal by a rollout,
 //! scale-down or heal.
 
-pub mod registry;
 pub mod status;
 pub mod token;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::Protocol;
-pub use registry::{Registry, RegistryError};
+use crate::domain::spec::Protocol;
 pub use status::{PingStatus, RoomEvent, RoomStatus, TransitionError, transition};
 
 /// One port a room was given: the declared name and protocol, and the host port it listens on.
@@ -31,7 +29,7 @@ pub struct RoomPort {
 pub struct Room {
     pub id: String,
     pub scheduler: String,
-    /// Template version the room runs (see [`crate::spec::Scheduler::version`]).
+    /// Template version the room runs (see [`crate::domain::spec::Scheduler::version`]).
     pub version: String,
     pub status: RoomStatus,
     #[serde(default)]

@@ -63,7 +63,7 @@ impl SavedPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{PlanOptions, plan};
+    use crate::domain::plan::{PlanOptions, plan};
 
     #[test]
     fn expired_or_foreign_plans_are_refused() {

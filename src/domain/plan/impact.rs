@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::live::LiveRoom;
-use crate::rooms::RoomStatus;
+use crate::domain::room::RoomStatus;
 
 /// Room counts a change moves. See [`assess`] for how they are computed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -22,7 +22,7 @@ pub struct Impact {
     /// Busy ones among them are replaced only once free, and are also counted in `kept_busy`.
     pub replace: u32,
     /// Free rooms removed without a successor (scale-down, delete), worst first
-    /// ([`crate::rooms::RoomStatus::removal_rank`]).
+    /// (broken rooms, then starting ones, then free ones).
     pub remove: u32,
     /// Busy rooms the change would retire or that are above the target: left running until free.
     pub kept_busy: u32,
@@ -138,28 +138,10 @@ pub fn assess(t: &Tally, target: u32) -> (Impact, bool) {
     (i, actionable)
 }
 
-/// Free rooms in the order a scale-down removes them: errors first, then starting rooms, then
-/// ready ones; rooms of an old version before current ones; then by id, so the order is
-/// deterministic. Busy and leaving rooms are never candidates.
-pub fn removal_order<'a>(rooms: &'a [LiveRoom], version: &str) -> Vec<&'a LiveRoom> {
-    let mut free: Vec<_> = rooms
-        .iter()
-        .filter(|r| r.status.removal_rank().is_some())
-        .collect();
-    free.sort_by(|a, b| {
-        (a.status.removal_rank(), a.version == version, &a.id).cmp(&(
-            b.status.removal_rank(),
-            b.version == version,
-            &b.id,
-        ))
-    });
-    free
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rooms::RoomStatus::*;
+    use crate::domain::room::RoomStatus::*;
 
     fn rooms(spec: &[(&str, RoomStatus, u32)]) -> Vec<LiveRoom> {
         let mut out = Vec::new();
@@ -281,51 +263,5 @@ mod tests {
             let t = Tally::of(&rooms(spec), "v1");
             assert_eq!(assess(&t, *target), (*want, *actionable), "{case}");
         }
-    }
-
-    #[test]
-    fn removal_order_takes_broken_rooms_first_and_never_busy_ones() {
-        let rs = vec![
-            LiveRoom {
-                id: "a".into(),
-                version: "v1".into(),
-                status: Ready,
-            },
-            LiveRoom {
-                id: "b".into(),
-                version: "v1".into(),
-                status: Occupied,
-            },
-            LiveRoom {
-                id: "c".into(),
-                version: "v0".into(),
-                status: Ready,
-            },
-            LiveRoom {
-                id: "d".into(),
-                version: "v1".into(),
-                status: Error,
-            },
-            LiveRoom {
-                id: "e".into(),
-                version: "v1".into(),
-                status: Pending,
-            },
-            LiveRoom {
-                id: "f".into(),
-                version: "v1".into(),
-                status: Allocated,
-            },
-            LiveRoom {
-                id: "g".into(),
-                version: "v1".into(),
-                status: Terminating,
-            },
-        ];
-        let ids: Vec<_> = removal_order(&rs, "v1")
-            .iter()
-            .map(|r| r.id.as_str())
-            .collect();
-        assert_eq!(ids, ["d", "e", "c", "a"]);
     }
 }

@@ -13,8 +13,8 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::controller::Fleet;
+use crate::domain::room::now_ms;
 use crate::metrics::Metrics;
-use crate::rooms::now_ms;
 
 /// Events waiting for delivery; beyond this they are dropped (and counted).
 pub const QUEUE: usize = 10_000;

@@ -346,9 +346,9 @@ pub fn json(plan: &Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::tests::{base, edit, image, live, replicas, state};
-    use crate::plan::{PlanOptions, plan};
-    use crate::rooms::RoomStatus::*;
+    use crate::domain::plan::tests::{base, edit, image, live, replicas, state};
+    use crate::domain::plan::{PlanOptions, plan};
+    use crate::domain::room::RoomStatus::*;
 
     fn sample() -> Plan {
         let named = |n: &str| edit(base(), |s| s.name = n.to_string());

@@ -6,7 +6,7 @@
 
 use similar::TextDiff;
 
-use crate::spec::Scheduler;
+use crate::domain::spec::Scheduler;
 
 /// Lines of unchanged YAML shown around each change.
 const CONTEXT_LINES: usize = 3;

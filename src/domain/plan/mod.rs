@@ -30,10 +30,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use compare::canonical;
-pub use impact::{Impact, removal_order};
+pub use impact::Impact;
 pub use live::{LiveRoom, LiveScheduler, LiveState};
 
-use crate::spec::{Autoscaling, Scheduler};
+use crate::domain::spec::Scheduler;
 use compare::{Delta, classify, sort_fields};
 use impact::{RoomCounts, Tally, assess};
 
@@ -283,9 +283,11 @@ pub fn plan(desired: &[Scheduler], live: &LiveState, opts: &PlanOptions) -> Plan
 
 fn create(d: &Scheduler) -> Change {
     let cd = canonical(d).into_owned();
-    let (target, how) = match &cd.autoscaling {
-        Some(a) if a.enabled => (within_bounds(a, 0), "autoscaled, starting at min"),
-        _ => (cd.rooms_replicas.unwrap_or(0), "roomsReplicas"),
+    let target = cd.target_rooms(None);
+    let how = if cd.autoscaled() {
+        "autoscaled, starting at min"
+    } else {
+        "roomsReplicas"
     };
     let version = cd.version();
     Change {
@@ -377,14 +379,8 @@ fn update(d: &Scheduler, l: &LiveScheduler, same: bool, counts: &RoomCounts) -> 
     };
 
     let autoscaled = cd.autoscaled();
-    let target = match &cd.autoscaling {
-        // The autoscaler owns the count; only new bounds move it.
-        Some(a) if a.enabled && ca.autoscaling != cd.autoscaling => {
-            within_bounds(a, l.target_rooms)
-        }
-        Some(a) if a.enabled => l.target_rooms,
-        _ => cd.rooms_replicas.unwrap_or(0),
-    };
+    // The autoscaler owns the count; only new bounds move it.
+    let target = cd.target_rooms(Some(l.target_rooms));
     // A new `roomsReplicas` is a scale even when the live target already matches it: the applied
     // spec must still record it.
     let rescaled =
@@ -469,16 +465,6 @@ fn with_template_of(mut s: Scheduler, applied: &Scheduler) -> Scheduler {
         s.local.clone_from(&applied.local);
     }
     s
-}
-
-/// `n` kept within the autoscaler's bounds (`max < 0`: no ceiling).
-fn within_bounds(a: &Autoscaling, n: u32) -> u32 {
-    let n = n.max(a.min);
-    if a.max < 0 {
-        n
-    } else {
-        n.min(u32::try_from(a.max).unwrap_or(u32::MAX))
-    }
 }
 
 /// Why the rooms disagree with a spec that did not change.

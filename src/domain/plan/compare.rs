@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Display;
 
-use crate::spec::{
+use crate::domain::spec::{
     Affinity, Autoscaling, Container, EnvVar, Forwarder, LocalSpec, PolicyKind, Protocol,
     Resources, Scheduler,
 };
@@ -424,7 +424,7 @@ fn env_reason(label: &str, old: &[EnvVar], new: &[EnvVar]) -> String {
 }
 
 fn resources_reason(label: &str, old: &Resources, new: &Resources) -> String {
-    let show = |q: &Option<crate::spec::Quantity>| {
+    let show = |q: &Option<crate::domain::spec::Quantity>| {
         q.as_ref()
             .map_or_else(|| "unset".to_string(), |q| q.to_string())
     };
@@ -469,11 +469,9 @@ fn autoscaling_reasons(
 ) {
     let on = |a: Option<&Autoscaling>| a.is_some_and(|a| a.enabled);
     let bounds = |a: &Autoscaling| {
-        let max = if a.max < 0 {
-            "no ceiling".to_string()
-        } else {
-            format!("max {}", a.max)
-        };
+        let max = a
+            .ceiling()
+            .map_or_else(|| "no ceiling".to_string(), |m| format!("max {m}"));
         format!("min {}, {max}", a.min)
     };
     match (on(old), on(new)) {

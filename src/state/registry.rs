@@ -11,8 +11,10 @@ use std::sync::{Mutex, OnceLock};
 
 use tokio::sync::watch;
 
-use super::{PingStatus, Room, RoomEvent, RoomStatus, TransitionError, now_ms, transition};
-use crate::store::{Journal, StoreError};
+use crate::domain::room::{
+    PingStatus, Room, RoomEvent, RoomStatus, TransitionError, now_ms, transition,
+};
+use crate::state::journal::{Journal, StoreError};
 
 /// Errors of registry calls.
 #[derive(Debug, thiserror::Error)]
@@ -613,7 +615,7 @@ mod tests {
             }
         }
         let size = std::fs::metadata(&path).unwrap().len();
-        let bound = crate::store::COMPACT_SLACK_BYTES + 64 * 1024;
+        let bound = crate::state::journal::COMPACT_SLACK_BYTES + 64 * 1024;
         assert!(size < bound, "rooms.jsonl is {size} bytes for 50 rooms");
         drop(reg);
         let reg = Registry::open(&path).unwrap();

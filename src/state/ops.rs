@@ -7,8 +7,6 @@
 //! running is resumed (its executor works from live state, so running it again is safe).
 //! History is bounded: the oldest finished operations are forgotten past [`MAX_HISTORY`].
 
-pub mod converge;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,146 +15,19 @@ use std::panic::AssertUnwindSafe;
 
 use async_trait::async_trait;
 use futures_util::FutureExt;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::rooms::now_ms;
-use crate::spec::Scheduler;
-use crate::store::{Journal, StoreError};
+pub use crate::domain::operation::{Cause, OpError, OpEvent, OpKind, OpStatus, Operation};
+use crate::domain::room::now_ms;
+use crate::domain::spec::Scheduler;
+use crate::state::journal::{Journal, StoreError};
 
 /// Finished operations kept in history (all schedulers together).
 pub const MAX_HISTORY: usize = 2_000;
 /// Events kept per operation; a long wait does not grow an operation without bound.
 pub const MAX_EVENTS: usize = 200;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum OpKind {
-    Create,
-    Update,
-    Rollout,
-    Scale,
-    Delete,
-    Heal,
-}
-
-impl OpKind {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            OpKind::Create => "create",
-            OpKind::Update => "update",
-            OpKind::Rollout => "rollout",
-            OpKind::Scale => "scale",
-            OpKind::Delete => "delete",
-            OpKind::Heal => "heal",
-        }
-    }
-}
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "camelCase")]
-pub enum OpStatus {
-    Pending,
-    Running,
-    Succeeded,
-    Failed,
-    Canceled,
-}
-
-impl OpStatus {
-    pub fn is_finished(&self) -> bool {
-        matches!(
-            self,
-            OpStatus::Succeeded | OpStatus::Failed | OpStatus::Canceled
-        )
-    }
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            OpStatus::Pending => "pending",
-            OpStatus::Running => "running",
-            OpStatus::Succeeded => "succeeded",
-            OpStatus::Failed => "failed",
-            OpStatus::Canceled => "canceled",
-        }
-    }
-}
-
-/// Why an operation exists.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", tag = "type")]
-pub enum Cause {
-    /// A git revision (or directory state) asked for it.
-    Revision {
-        revision: String,
-        /// Author and first line of the commit message, for git revisions.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        commit: Option<String>,
-    },
-    /// Somebody asked through the CLI or API.
-    User { name: String },
-    /// A saved plan was applied.
-    Plan {
-        plan: String,
-        revision: Option<String>,
-        user: String,
-    },
-    /// The autoscaler changed the target.
-    Autoscaler { reason: String },
-    /// Rooms died or went missing and are replaced.
-    Health { reason: String },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct OpEvent {
-    /// Unix milliseconds.
-    pub at: u64,
-    pub message: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Operation {
-    /// `op-` and a sequence number: sorting by id is sorting by enqueue order.
-    pub id: String,
-    pub scheduler: String,
-    pub kind: OpKind,
-    pub cause: Cause,
-    pub status: OpStatus,
-    pub created_at: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<u64>,
-    /// The spec the operation applies (create, update, rollout, scale).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spec: Option<Scheduler>,
-    /// Delete without waiting for busy rooms.
-    #[serde(default)]
-    pub force: bool,
-    /// The room count an autoscaler scale sets.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub events: Vec<OpEvent>,
-}
-
-/// How an operation ended, when not successfully.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OpError {
-    /// Somebody canceled it; it stopped at a consistent point.
-    #[error("canceled")]
-    Canceled,
-    /// It could not finish; the message says why (the room, its status, its last log line).
-    #[error("{0}")]
-    Failed(String),
-}
 
 /// Errors of operation calls.
 #[derive(Debug, thiserror::Error)]

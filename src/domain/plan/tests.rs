@@ -2,7 +2,7 @@
 //! the properties of a whole plan (ordering, id, summary, diffs, schema).
 
 use super::*;
-use crate::rooms::RoomStatus::{self, *};
+use crate::domain::room::RoomStatus::{self, *};
 
 const BASE: &str = r#"
 name: arena-eu
@@ -223,7 +223,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "rollout on a toleration change",
             desired: Some(edit(base(), |s| {
-                s.spec.tolerations.push(crate::spec::Toleration {
+                s.spec.tolerations.push(crate::domain::spec::Toleration {
                     key: Some("dedicated".into()),
                     ..Default::default()
                 })
@@ -241,7 +241,7 @@ fn cases() -> Vec<Case> {
             desired: Some(edit(base(), |s| {
                 s.labels.insert("team".into(), "arena".into());
                 s.spec.host_network = true;
-                s.local = Some(crate::spec::LocalSpec {
+                s.local = Some(crate::domain::spec::LocalSpec {
                     command: vec!["troupe".into(), "demo-room".into()],
                     env: vec![],
                 });
@@ -298,7 +298,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "update in place: timeouts",
             desired: Some(edit(base(), |s| {
-                s.timeouts.ping = crate::spec::Duration::from_secs(30)
+                s.timeouts.ping = crate::domain::spec::Duration::from_secs(30)
             })),
             live: Some(busy_mix()),
             want: Some(Action::UpdateInPlace),
@@ -310,7 +310,9 @@ fn cases() -> Vec<Case> {
         Case {
             name: "update in place carries a replica change",
             desired: Some(replicas(
-                edit(base(), |s| s.max_surge = crate::spec::Surge::Count(2)),
+                edit(base(), |s| {
+                    s.max_surge = crate::domain::spec::Surge::Count(2)
+                }),
                 5,
             )),
             live: Some(ready4()),
@@ -325,10 +327,10 @@ fn cases() -> Vec<Case> {
             name: "update in place: forwarders and game",
             desired: Some(edit(base(), |s| {
                 s.game = "arena2".into();
-                s.forwarders.push(crate::spec::Forwarder {
+                s.forwarders.push(crate::domain::spec::Forwarder {
                     name: "mm".into(),
                     url: "http://mm.internal/events".into(),
-                    timeout: crate::spec::Duration::from_millis(500),
+                    timeout: crate::domain::spec::Duration::from_millis(500),
                 });
             })),
             live: Some(ready4()),
@@ -431,7 +433,7 @@ fn cases() -> Vec<Case> {
             name: "autoscaled: an in-place change keeps the autoscaler's target",
             desired: Some(replicas(
                 edit(autoscaled(), |s| {
-                    s.timeouts.pending = crate::spec::Duration::from_secs(60)
+                    s.timeouts.pending = crate::domain::spec::Duration::from_secs(60)
                 }),
                 50,
             )),
