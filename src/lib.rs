@@ -15,6 +15,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod controller;
 pub mod domain;
 pub mod http;

@@ -69,7 +69,7 @@ async fn manual_sync_waits_for_approval_and_saved_plans_apply_exactly_or_are_ref
     })
     .await;
     assert_eq!(plan["changes"][0]["action"], "create");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.next_reconcile().await;
     assert!(
         server.ops("arena").await.is_empty(),
         "nothing applied without approval"
@@ -267,7 +267,7 @@ async fn drift_is_corrected_orphans_are_listed_without_prune_and_suspension_hold
             .then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.next_reconcile().await;
     assert_eq!(
         server.ops("arena").await.len(),
         ops_before,
@@ -294,7 +294,7 @@ async fn drift_is_corrected_orphans_are_listed_without_prune_and_suspension_hold
             .then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.next_reconcile().await;
     assert_eq!(
         ids(&server.rooms("racer").await),
         racer,

@@ -446,11 +446,13 @@ async fn rooms_run_as_pods_get_their_address_and_become_ready_when_they_ping() {
 
     // Pings that change nothing make no API call.
     let before = kube_requests(&server).await;
-    tokio::time::sleep(PING_EVERY * 10).await;
+    server
+        .metric_grows(r#"troupe_pings_total{outcome="ok""#, 30.0, T)
+        .await;
     assert_eq!(
         kube_requests(&server).await,
         before,
-        "about 30 pings sent no request to the API server"
+        "30 pings that change nothing sent no request to the API server"
     );
     assert!(game.refused.lock().unwrap().is_empty());
 
@@ -854,7 +856,10 @@ async fn a_controller_restarted_without_its_state_directory_rebuilds_the_fleet_f
     // The game servers carry on with their tokens; nothing is replaced.
     let game = Game::start(&server, env.secret(), "arena");
     game.occupy(&busy);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    server
+        .metric_grows(r#"troupe_pings_total{outcome="ok""#, 10.0, T)
+        .await;
+    server.next_reconcile().await;
     let after: BTreeMap<String, String> = env
         .pods("arena")
         .await
@@ -1117,7 +1122,15 @@ async fn an_unreachable_cluster_at_start_up_degrades_to_retries_and_the_apis_kee
         &["--runtime", "kubernetes"],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Adoption is retried, and the server is still up after the second failure.
+    wait_for("two failed adoptions", T, || async {
+        let log = server.log();
+        (log.matches("cannot adopt the rooms recorded before yet")
+            .count()
+            >= 2)
+            .then_some(())
+    })
+    .await;
     assert!(
         server.child.as_mut().unwrap().try_wait().unwrap().is_none(),
         "serve exited: {}",

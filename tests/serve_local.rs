@@ -355,7 +355,7 @@ async fn a_bad_commit_is_reported_with_file_and_line_and_changes_nothing() {
     assert_eq!(port["file"], "arena.yaml");
     assert_eq!(port["line"], 5, "{port:#}");
 
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.next_reconcile().await;
     assert_eq!(ids(&server.rooms("arena").await), before, "no room changed");
     assert_eq!(
         server.ops("arena").await.len(),
@@ -485,9 +485,12 @@ async fn a_canceled_rollout_stops_cleanly_waits_and_an_apply_finishes_it() {
 
     // Consistent: every room recorded runs, nothing runs unrecorded, and the old version still
     // serves. Held: no new operation starts by itself.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let rooms = server.rooms("arena").await;
-    assert_eq!(server.room_processes(), ids(&rooms), "{rooms:#?}");
+    let rooms = wait_for("recorded rooms and room processes to agree", T, || async {
+        let rooms = server.rooms("arena").await;
+        (server.room_processes() == ids(&rooms)).then_some(rooms)
+    })
+    .await;
+    server.next_reconcile().await;
     let serving = rooms.iter().filter(|r| status_of(r) == "ready").count();
     assert!(serving >= 4, "capacity kept at the target: {rooms:#?}");
     assert!(
@@ -573,7 +576,7 @@ async fn a_validation_room_that_fails_stops_the_rollout_and_keeps_the_old_versio
         plan["changes"][0]["action"], "rollout",
         "the plan still shows the rollout: {plan:#}"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.next_reconcile().await;
     assert_eq!(
         server
             .ops("arena")

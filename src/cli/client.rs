@@ -154,7 +154,7 @@ pub async fn rooms(args: RoomsArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&rooms)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let now = crate::domain::room::now_ms();
+    let now = crate::clock::now_ms();
     let rows: Vec<Vec<String>> = rooms
         .iter()
         .map(|r| {

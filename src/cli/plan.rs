@@ -14,10 +14,11 @@ use clap::{Args, ValueEnum};
 
 use super::client::{Client, ServerArgs};
 use super::git_auth::{GitAuthArgs, open_source};
+use crate::clock::now_ms;
 use crate::domain::plan::live::{LiveRoom, LiveScheduler, LiveState};
 use crate::domain::plan::saved::SavedPlan;
 use crate::domain::plan::{Plan, PlanOptions, render};
-use crate::domain::room::{RoomStatus, now_ms};
+use crate::domain::room::RoomStatus;
 use crate::domain::spec::{Duration, Scheduler};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -212,30 +213,11 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
 /// Live state read from the cluster alone: the applied specs recorded on the schedulers'
 /// namespaces and the rooms recorded on their pods.
 async fn live_from_cluster(prefix: &str) -> anyhow::Result<LiveState> {
-    use crate::runtime::Runtime;
-    use crate::runtime::kubernetes::{KubeConfig, KubernetesRuntime};
-
     let client = super::kube::connect(None).await?;
-    // Events are not read: discovery lists once and watches nothing.
-    let (events, _) = tokio::sync::mpsc::channel(1);
-    let runtime = KubernetesRuntime::new(
-        client,
-        KubeConfig {
-            namespace_prefix: prefix.to_owned(),
-            ..KubeConfig::default()
-        },
-        events,
-    );
-    let found = runtime
-        .discover()
+    let found = crate::runtime::kubernetes::discover(&client, prefix)
         .await
         .context("reading live state from the cluster")?;
-    let mut applied = std::collections::BTreeMap::new();
-    for (name, value) in found.schedulers {
-        let a: crate::domain::Applied = serde_json::from_value(value)
-            .with_context(|| format!("reading the applied spec of scheduler {name}"))?;
-        applied.insert(name, a);
-    }
+    let applied = found.schedulers;
     let mut rooms = found.rooms;
     rooms.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     Ok(crate::domain::plan::LiveState::of(applied, rooms))

@@ -13,12 +13,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::clock::now_ms;
 use crate::domain::Applied;
 use crate::domain::converge::{self, Target};
 use crate::domain::plan::LiveState;
 use crate::domain::room::token::room_token;
-use crate::domain::room::{Room, RoomEvent, RoomStatus, now_ms};
+use crate::domain::room::{Room, RoomEvent, RoomStatus};
 use crate::domain::spec::Scheduler;
+use crate::domain::timeouts::{self, Expiry};
 use crate::runtime::{Runtime, RuntimeEvent, StartRoom};
 use crate::state::journal::{Journal, StoreError};
 use crate::state::ops::{OpContext, OpError, OpKind, Operation};
@@ -99,8 +101,7 @@ impl Fleet {
         match applied {
             Some(a) => {
                 journal.put(name, &a)?;
-                self.runtime
-                    .record_scheduler(name, serde_json::to_value(&a).ok());
+                self.runtime.record_scheduler(name, Some(&a));
                 map.insert(name.to_string(), a);
             }
             None => {
@@ -134,20 +135,13 @@ impl Fleet {
     async fn discover(&self) -> Result<(usize, usize), crate::runtime::RuntimeError> {
         let found = self.runtime.discover().await?;
         let mut schedulers = 0;
-        for (name, value) in found.schedulers {
+        for (name, applied) in found.schedulers {
             if self.applied(&name).is_some() {
                 continue;
             }
-            match serde_json::from_value::<Applied>(value) {
-                Ok(applied) => {
-                    self.set_applied(&name, Some(applied))
-                        .map_err(|e| crate::runtime::RuntimeError::Backend(e.to_string()))?;
-                    schedulers += 1;
-                }
-                Err(e) => {
-                    tracing::warn!(scheduler = %name, error = %e, "applied spec recorded in the runtime is unreadable; ignored")
-                }
-            }
+            self.set_applied(&name, Some(applied))
+                .map_err(|e| crate::runtime::RuntimeError::Backend(e.to_string()))?;
+            schedulers += 1;
         }
         let mut rooms = 0;
         for room in found.rooms {
@@ -280,60 +274,38 @@ impl Fleet {
     }
 
     /// Mark rooms that outstayed their scheduler's timeouts as failed, with the reason, and give
-    /// back allocations that were not confirmed in time. Returns the allocations given back.
-    pub fn check_timeouts(&self) -> u32 {
+    /// back allocations that were not confirmed in time ([`timeouts::due`] decides). Returns
+    /// the allocations given back.
+    pub fn check_timeouts(&self, now: u64) -> u32 {
         let applied = self.applied_all();
-        let now = now_ms();
-        let ttl = self.config.allocation_ttl.as_millis() as u64;
+        let specs = applied.iter().map(|(n, a)| (n.clone(), &a.spec)).collect();
+        let rooms = self.registry.list(None);
         let mut expired = 0;
-        for room in self.registry.list(None) {
-            let age = now.saturating_sub(room.status_since);
-            if room.status == RoomStatus::Allocated && age > ttl {
-                tracing::info!(scheduler = %room.scheduler, room = %room.id, "allocation not confirmed in time: room is free again");
-                if self
-                    .registry
-                    .apply(
-                        &room.scheduler,
-                        &room.id,
-                        &RoomEvent::AllocationExpired,
-                        None,
-                    )
-                    .is_ok()
-                {
-                    expired += 1;
+        for expiry in timeouts::due(&rooms, &specs, now, self.config.allocation_ttl) {
+            match expiry {
+                Expiry::Allocation { scheduler, room } => {
+                    tracing::info!(%scheduler, %room, "allocation not confirmed in time: room is free again");
+                    let given_back =
+                        self.registry
+                            .apply(&scheduler, &room, &RoomEvent::AllocationExpired, None);
+                    if logged("give back an allocation", &room, given_back).is_some() {
+                        expired += 1;
+                    }
                 }
-                continue;
+                Expiry::Room {
+                    scheduler,
+                    room,
+                    reason,
+                } => {
+                    tracing::warn!(%scheduler, %room, %reason, "room timed out");
+                    logged(
+                        "record a room's timeout",
+                        &room,
+                        self.registry
+                            .apply(&scheduler, &room, &RoomEvent::Failed, Some(&reason)),
+                    );
+                }
             }
-            let Some(a) = applied.get(&room.scheduler) else {
-                continue;
-            };
-            let t = &a.spec.timeouts;
-            let ms = |d: crate::domain::spec::Duration| d.as_std().as_millis() as u64;
-            let reason = match room.status {
-                RoomStatus::Pending if age > ms(t.pending) => {
-                    format!("pending for more than {} (timeouts.pending)", t.pending)
-                }
-                RoomStatus::Unready if age > ms(t.unready) => {
-                    format!(
-                        "no ready ping within {} of starting (timeouts.unready)",
-                        t.unready
-                    )
-                }
-                s if s.is_serving()
-                    && now.saturating_sub(room.last_ping.unwrap_or(room.status_since))
-                        > ms(t.ping) =>
-                {
-                    format!("no ping for more than {} (timeouts.ping)", t.ping)
-                }
-                _ => continue,
-            };
-            tracing::warn!(scheduler = %room.scheduler, room = %room.id, %reason, "room timed out");
-            logged(
-                "record a room's timeout",
-                &room.id,
-                self.registry
-                    .apply(&room.scheduler, &room.id, &RoomEvent::Failed, Some(&reason)),
-            );
         }
         expired
     }

@@ -17,15 +17,15 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::autoscale;
+use crate::clock::now_ms;
 use crate::domain::plan::saved::SavedPlan;
 use crate::domain::plan::{self, Action, Plan, PlanOptions};
-use crate::domain::room::now_ms;
 use crate::domain::spec::{Located, Scheduler, load_documents};
+use crate::domain::{autoscale, reconcile};
 use crate::metrics::Metrics;
 use crate::source::{CommitInfo, Observed, Snapshot};
 pub use crate::state::history::{History, RevisionRecord};
-use crate::state::ops::{Cause, OpKind, OpStatus, Operation, Operations};
+use crate::state::ops::{Cause, OpStatus, Operation, Operations};
 pub use fleet::{Fleet, FleetConfig};
 
 /// Least time between two reconciles: bursts of room changes are planned once.
@@ -89,6 +89,10 @@ pub struct DesiredState {
     pub plan: Option<Plan>,
     /// Unix milliseconds of the last explicit apply (lifts holds on failed schedulers).
     pub last_apply_at: u64,
+    /// Reconciles completed since the controller started. A client that read `n` and then sees
+    /// `n + 1` knows the controller has since planned and acted on everything it held when
+    /// the client read `n` (tests wait on it instead of sleeping).
+    pub reconciles: u64,
 }
 
 pub struct Controller {
@@ -285,7 +289,8 @@ impl Controller {
         Some(plan::plan(&desired, &live, &opts))
     }
 
-    /// Plan the last good revision against live state, store the plan, and act on it.
+    /// Plan the last good revision against live state, store the plan, and act on it:
+    /// observe the facts, let [`reconcile::decide`] choose the operations, queue them.
     pub fn reconcile(&self) {
         let Some(plan) = self.current_plan() else {
             return;
@@ -299,64 +304,47 @@ impl Controller {
                     .map(|c| format!("{}: {}", c.author, first_line(&c.message))),
             )
         };
-        let revision = plan.revision.clone().unwrap_or_default();
         for (name, a) in self.fleet.applied_all() {
             self.metrics
                 .rooms_desired
                 .with_label_values(&[&name])
                 .set(f64::from(a.target_rooms));
         }
-        let auto = self.options.sync == SyncMode::Auto;
-        // Git changes that wait (manual sync, suspended) must not stop the fleet from healing:
-        // those schedulers are also planned against their own applied spec, which yields only
-        // the repairs (missing, crashed or outdated free rooms).
-        let waiting: Vec<&str> = plan
-            .changes
-            .iter()
-            .filter(|c| !matches!(c.action, Action::Orphan | Action::Converge))
-            .filter(|c| !auto || self.history.is_suspended(&c.scheduler))
-            .map(|c| c.scheduler.as_str())
-            .collect();
+        let named = plan.changes.iter().map(|c| c.scheduler.clone());
+        let names: std::collections::BTreeSet<String> = named.collect();
+        let facts = reconcile::Facts {
+            auto: self.options.sync == SyncMode::Auto,
+            suspended: names
+                .iter()
+                .filter(|s| self.history.is_suspended(s))
+                .cloned()
+                .collect(),
+            busy: names.iter().filter(|s| self.ops.busy(s)).cloned().collect(),
+            held: names
+                .iter()
+                .filter(|s| self.held(s, hold_since))
+                .cloned()
+                .collect(),
+            revision: Some(Cause::Revision {
+                revision: plan.revision.clone().unwrap_or_default(),
+                commit,
+            }),
+        };
+        let waiting = reconcile::waiting(&plan, &facts);
         let repairs = self.repairs(&waiting);
-        for change in plan
-            .changes
-            .iter()
-            .chain(repairs.iter().flat_map(|p| p.changes.iter()))
-        {
-            let (kind, cause) = match change.action {
-                Action::Orphan => continue,
-                Action::Converge => (
-                    OpKind::Heal,
-                    Cause::Health {
-                        reason: change.reasons.join("; "),
-                    },
-                ),
-                _ if !auto || self.history.is_suspended(&change.scheduler) => continue,
-                a => (
-                    op_kind(a),
-                    Cause::Revision {
-                        revision: revision.clone(),
-                        commit: commit.clone(),
-                    },
-                ),
-            };
-            if self.ops.busy(&change.scheduler) || self.held(&change.scheduler, hold_since) {
-                continue;
-            }
-            if let Err(e) = self.ops.enqueue(
-                &change.scheduler,
-                kind,
-                cause,
-                change.desired.clone(),
-                false,
-            ) {
-                tracing::error!(scheduler = %change.scheduler, error = %e, "cannot enqueue operation");
+        for e in reconcile::decide(&plan, repairs.as_ref(), &facts) {
+            if let Err(err) = self
+                .ops
+                .enqueue(&e.scheduler, e.kind, e.cause, e.spec, false)
+            {
+                tracing::error!(scheduler = %e.scheduler, error = %err, "cannot enqueue operation");
             }
         }
         let new_plan = {
             let mut s = self.lock();
             let new_plan = s.plan.as_ref().is_none_or(|p| p.id != plan.id);
             s.plan = Some(plan);
+            s.reconciles += 1;
             new_plan
         };
         if new_plan {
@@ -366,48 +354,62 @@ impl Controller {
     }
 
     /// Let the autoscaler look at every autoscaled scheduler and queue a scale where its target
-    /// should move. Scale-downs wait for the scheduler's cooldown.
-    pub fn autoscale(&self) {
-        let now = now_ms();
-        for (name, applied) in self.fleet.applied_all() {
-            let Some(a) = applied.spec.autoscaling.as_ref().filter(|a| a.enabled) else {
-                continue;
+    /// should move ([`autoscale::scales`] decides; scale-downs wait for the cooldown).
+    pub fn autoscale(&self, now: u64) {
+        let applied = self.fleet.applied_all();
+        let rooms = self.fleet.registry.list(None);
+        let last_down = self
+            .scaled_down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let observed: Vec<autoscale::Observed<'_>> = applied
+            .iter()
+            .filter_map(|(name, a)| {
+                let autoscaling = a.spec.autoscaling.as_ref()?;
+                let own: Vec<_> = rooms
+                    .iter()
+                    .filter(|r| &r.scheduler == name)
+                    .cloned()
+                    .collect();
+                Some(autoscale::Observed {
+                    scheduler: name,
+                    autoscaling,
+                    max_matches: a.spec.match_allocation.max_matches,
+                    target: a.target_rooms,
+                    occupancy: autoscale::Occupancy::of(&own),
+                    busy: self.ops.busy(name),
+                    last_scale_down: *last_down.get(name).unwrap_or(&self.started_at),
+                })
+            })
+            .collect();
+        for scale in autoscale::scales(&observed, now) {
+            tracing::info!(scheduler = %scale.scheduler, from = scale.from, to = scale.to, reason = %scale.reason, "autoscaling");
+            let cause = Cause::Autoscaler {
+                reason: scale.reason.clone(),
             };
-            if self.ops.busy(&name) {
-                continue;
-            }
-            let occupancy = autoscale::Occupancy::of(&self.fleet.registry.list(Some(&name)));
-            let max_matches = applied.spec.match_allocation.max_matches;
-            let d = autoscale::decide(a, max_matches, &occupancy, applied.target_rooms);
-            if d.target == applied.target_rooms {
-                continue;
-            }
-            if d.target < applied.target_rooms {
-                let mut last = self.scaled_down.lock().unwrap_or_else(|p| p.into_inner());
-                let since = *last.get(&name).unwrap_or(&self.started_at);
-                if now.saturating_sub(since) < a.cooldown.as_std().as_millis() as u64 {
-                    continue;
+            match self.ops.enqueue_scale(&scale.scheduler, scale.to, cause) {
+                Ok(_) if scale.is_down() => {
+                    self.scaled_down
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(scale.scheduler, now);
                 }
-                last.insert(name.clone(), now);
-            }
-            tracing::info!(scheduler = %name, from = applied.target_rooms, to = d.target, reason = %d.reason, "autoscaling");
-            if let Err(e) =
-                self.ops
-                    .enqueue_scale(&name, d.target, Cause::Autoscaler { reason: d.reason })
-            {
-                tracing::error!(scheduler = %name, error = %e, "cannot enqueue operation");
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(scheduler = %scale.scheduler, error = %e, "cannot enqueue operation")
+                }
             }
         }
     }
 
     /// The repairs live schedulers `names` need against their own applied spec.
-    fn repairs(&self, names: &[&str]) -> Option<Plan> {
+    fn repairs(&self, names: &[String]) -> Option<Plan> {
         if names.is_empty() {
             return None;
         }
         let mut live = self.fleet.live_state();
-        live.schedulers
-            .retain(|name, _| names.contains(&name.as_str()));
+        live.schedulers.retain(|name, _| names.contains(name));
         let applied: Vec<Scheduler> = live
             .schedulers
             .values()
@@ -451,7 +453,7 @@ impl Controller {
             };
             ops.push(self.ops.enqueue(
                 &c.scheduler,
-                op_kind(c.action),
+                reconcile::op_kind(c.action),
                 cause,
                 c.desired.clone(),
                 false,
@@ -507,7 +509,7 @@ impl Controller {
             }
             self.ops.enqueue(
                 &change.scheduler,
-                op_kind(change.action),
+                reconcile::op_kind(change.action),
                 Cause::User {
                     name: user.to_string(),
                 },
@@ -551,9 +553,9 @@ impl Controller {
                 }
                 _ = rooms.changed() => {}
                 _ = ops.changed() => {}
-                _ = autoscale.tick() => self.autoscale(),
+                _ = autoscale.tick() => self.autoscale(now_ms()),
                 _ = health.tick() => {
-                    let expired = self.fleet.check_timeouts();
+                    let expired = self.fleet.check_timeouts(now_ms());
                     self.metrics.allocations_expired.inc_by(u64::from(expired));
                 }
             }
@@ -563,15 +565,4 @@ impl Controller {
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
-}
-
-fn op_kind(action: Action) -> OpKind {
-    match action {
-        Action::Create => OpKind::Create,
-        Action::UpdateInPlace => OpKind::Update,
-        Action::Rollout => OpKind::Rollout,
-        Action::Scale => OpKind::Scale,
-        Action::Delete => OpKind::Delete,
-        Action::Converge | Action::Orphan => OpKind::Heal,
-    }
 }

@@ -14,7 +14,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::Controller;
-use crate::domain::room::{Room, RoomStatus, now_ms};
+use crate::clock::now_ms;
+use crate::domain::room::{Room, RoomStatus};
 
 /// Time between two samples: fine enough to see a rollout or a scale-up in the chart.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(10);

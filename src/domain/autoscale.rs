@@ -107,6 +107,57 @@ fn clamp(a: &Autoscaling, wanted: u32, reason: String) -> Decision {
     Decision { target, reason }
 }
 
+/// One autoscaled scheduler, as the autoscaler sees it on a tick.
+#[derive(Debug, Clone)]
+pub struct Observed<'a> {
+    pub scheduler: &'a str,
+    pub autoscaling: &'a Autoscaling,
+    pub max_matches: u32,
+    /// Its room target now.
+    pub target: u32,
+    pub occupancy: Occupancy,
+    /// It has an operation pending or running: the autoscaler waits for it.
+    pub busy: bool,
+    /// When it last scaled down (Unix ms; the controller's start when it never did, so that a
+    /// restart never scales down early).
+    pub last_scale_down: u64,
+}
+
+/// A change of room target the autoscaler asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scale {
+    pub scheduler: String,
+    pub from: u32,
+    pub to: u32,
+    pub reason: String,
+}
+
+impl Scale {
+    pub fn is_down(&self) -> bool {
+        self.to < self.from
+    }
+}
+
+/// The scales due at `now` (Unix ms): every scheduler without an operation in flight whose
+/// policy moves its target, a scale-down only once its `cooldown` has passed since the last one.
+pub fn scales(observed: &[Observed<'_>], now: u64) -> Vec<Scale> {
+    observed
+        .iter()
+        .filter(|o| !o.busy && o.autoscaling.enabled)
+        .filter_map(|o| {
+            let d = decide(o.autoscaling, o.max_matches, &o.occupancy, o.target);
+            let cooldown = o.autoscaling.cooldown.as_std().as_millis() as u64;
+            let cooled = now.saturating_sub(o.last_scale_down) >= cooldown;
+            (d.target > o.target || (d.target < o.target && cooled)).then(|| Scale {
+                scheduler: o.scheduler.to_string(),
+                from: o.target,
+                to: d.target,
+                reason: d.reason,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,5 +295,42 @@ mod tests {
         })
         .collect();
         assert_eq!(Occupancy::of(&rooms), occ(3, 2, 2));
+    }
+
+    #[test]
+    fn scales_wait_for_operations_and_scale_downs_wait_for_the_cooldown() {
+        let a = buffer(2, 1, 50);
+        let busy_rooms = |busy| Occupancy {
+            rooms: 10,
+            busy,
+            running_matches: busy,
+        };
+        let observed = |name, target, busy_now, op, last| Observed {
+            scheduler: name,
+            autoscaling: &a,
+            max_matches: 1,
+            target,
+            occupancy: busy_rooms(busy_now),
+            busy: op,
+            last_scale_down: last,
+        };
+        let now = 1_000_000;
+        let cooldown = a.cooldown.as_std().as_millis() as u64;
+        let got = scales(
+            &[
+                observed("up", 5, 8, false, now),
+                observed("up-but-busy", 5, 8, true, 0),
+                observed("down-cooled", 10, 1, false, now - cooldown),
+                observed("down-too-soon", 10, 1, false, now - cooldown + 1),
+                observed("steady", 5, 3, false, 0),
+            ],
+            now,
+        );
+        let moves: Vec<(&str, u32, u32)> = got
+            .iter()
+            .map(|s| (s.scheduler.as_str(), s.from, s.to))
+            .collect();
+        assert_eq!(moves, [("up", 5, 10), ("down-cooled", 10, 3)]);
+        assert!(got[1].is_down() && !got[0].is_down());
     }
 }

@@ -10,7 +10,9 @@ pub mod autoscale;
 pub mod converge;
 pub mod operation;
 pub mod plan;
+pub mod reconcile;
 pub mod room;
 pub mod spec;
+pub mod timeouts;
 
 pub use applied::Applied;

@@ -130,7 +130,7 @@ fn fill_scrape_gauges(c: &crate::controller::Controller) {
             .set(f64::from(counts.running_matches));
     }
     let seen_at = c.desired().revision.map(|r| r.seen_at);
-    let age_ms = seen_at.map_or(0, |t| crate::domain::room::now_ms().saturating_sub(t));
+    let age_ms = seen_at.map_or(0, |t| crate::clock::now_ms().saturating_sub(t));
     m.revision_age_seconds.set(age_ms as f64 / 1000.0);
 }
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::clock::now_ms;
 use crate::controller::Fleet;
-use crate::domain::room::now_ms;
 use crate::metrics::Metrics;
 
 /// Events waiting for delivery; beyond this they are dropped (and counted).

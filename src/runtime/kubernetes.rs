@@ -42,7 +42,9 @@ use tokio::task::AbortHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Discovered, Runtime, RuntimeError, RuntimeEvent, StartRoom, Started};
-use crate::domain::room::{Room, RoomStatus, now_ms};
+use crate::clock::now_ms;
+use crate::domain::Applied;
+use crate::domain::room::{Room, RoomStatus};
 use observe::{Action, Track, read_pod};
 use pod::{
     ANNOTATION_APPLIED, ANNOTATION_MATCHES, ANNOTATION_STATUS_SINCE, LABEL_SCHEDULER, LABEL_STATUS,
@@ -164,6 +166,17 @@ fn backend(what: &str, e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Backend(format!("{what}: {e}"))
 }
 
+/// Why a pod could not be created.
+#[derive(Debug, thiserror::Error)]
+enum CreatePodError {
+    /// A pod of that name still exists (the old pod of a room whose ports move is going away).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The spec cannot become a pod, or the API server refused it.
+    #[error("{0}")]
+    Failed(String),
+}
+
 fn is_status(e: &kube::Error, check: impl Fn(&kube::core::Status) -> bool) -> bool {
     matches!(e, kube::Error::Api(s) if check(s))
 }
@@ -260,7 +273,7 @@ impl Runtime for KubernetesRuntime {
         );
     }
 
-    fn record_scheduler(&self, name: &str, applied: Option<serde_json::Value>) {
+    fn record_scheduler(&self, name: &str, applied: Option<&Applied>) {
         self.inner.records.push(
             Target {
                 namespace: self.inner.namespace(name),
@@ -268,7 +281,7 @@ impl Runtime for KubernetesRuntime {
             },
             What::Scheduler {
                 scheduler: name.to_owned(),
-                applied: applied.map(|v| v.to_string()),
+                applied: applied.and_then(|a| serde_json::to_string(a).ok()),
             },
         );
     }
@@ -439,7 +452,8 @@ impl Inner {
         };
         let created = match self.create_pod(&req, &namespace, &host_ports).await {
             Ok(created) => created,
-            Err(reason) => {
+            Err(e) => {
+                let reason = e.to_string();
                 self.lock().rooms.remove(&key);
                 warn!(%reason, "room failed to start");
                 return Err(start_error(reason));
@@ -468,18 +482,23 @@ impl Inner {
         req: &StartRoom,
         namespace: &str,
         host_ports: &[u16],
-    ) -> Result<Pod, String> {
-        let pod =
-            pod::build_pod(req, namespace, host_ports, now_ms()).map_err(|e| e.to_string())?;
+    ) -> Result<Pod, CreatePodError> {
+        let pod = pod::build_pod(req, namespace, host_ports, now_ms())
+            .map_err(|e| CreatePodError::Failed(e.to_string()))?;
         self.pod_api(namespace)
             .create(&PostParams::default(), &pod)
             .await
             .map_err(|e| {
-                format!(
+                let reason = format!(
                     "creating pod {namespace}/{}: {}",
                     req.room_id,
                     api_reason(&e)
-                )
+                );
+                if is_status(&e, |s| s.reason == "AlreadyExists" || s.code == 409) {
+                    CreatePodError::AlreadyExists(reason)
+                } else {
+                    CreatePodError::Failed(reason)
+                }
             })
     }
 
@@ -628,37 +647,7 @@ impl Inner {
     }
 
     async fn discover(&self) -> Result<Discovered, RuntimeError> {
-        let prefix = &self.config.namespace_prefix;
-        let selector = ListParams::default().labels(MANAGED_SELECTOR);
-        let pods = Api::<Pod>::all(self.client.clone())
-            .list(&selector)
-            .await
-            .map_err(|e| backend("listing pods", api_reason(&e)))?;
-        let nodes = Api::<Node>::all(self.client.clone())
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| backend("listing nodes", api_reason(&e)))?;
-        let namespaces = Api::<Namespace>::all(self.client.clone())
-            .list(&selector)
-            .await
-            .map_err(|e| backend("listing namespaces", api_reason(&e)))?;
-        let node_ips: HashMap<String, String> = nodes
-            .items
-            .iter()
-            .filter_map(|n| Some((n.name_any(), internal_ip(n)?)))
-            .collect();
-        let now = now_ms();
-        let rooms = pods
-            .items
-            .iter()
-            .filter_map(|p| discover::room_from_pod(p, prefix, |n| node_ips.get(n).cloned(), now))
-            .collect();
-        let schedulers = namespaces
-            .items
-            .iter()
-            .filter_map(|ns| discover::applied_from_namespace(ns, prefix))
-            .collect();
-        Ok(Discovered { rooms, schedulers })
+        discover(&self.client, &self.config.namespace_prefix).await
     }
 
     /// Follow every Troupe pod; the store is what ports, adoption and events are decided from.
@@ -907,11 +896,11 @@ impl Inner {
                     }
                     return again;
                 }
-                Err(reason) if attempt < RECREATE_ATTEMPTS && reason.contains("already exists") => {
+                Err(CreatePodError::AlreadyExists(_)) if attempt < RECREATE_ATTEMPTS => {
                     tokio::time::sleep(RECREATE_PAUSE).await;
                 }
-                Err(reason) => {
-                    self.move_failed(key, reason).await;
+                Err(e) => {
+                    self.move_failed(key, e.to_string()).await;
                     return None;
                 }
             }
@@ -1029,6 +1018,42 @@ fn internal_ip(node: &Node) -> Option<String> {
         .iter()
         .find(|a| a.type_ == "InternalIP")
         .map(|a| a.address.clone())
+}
+
+/// Rooms and applied specs recorded in the cluster, read with three lists and no watch: what
+/// `troupe plan --runtime kubernetes` needs, and what a controller takes at start-up that its
+/// state directory does not know.
+pub async fn discover(client: &Client, prefix: &str) -> Result<Discovered, RuntimeError> {
+    let selector = ListParams::default().labels(MANAGED_SELECTOR);
+    let pods = Api::<Pod>::all(client.clone())
+        .list(&selector)
+        .await
+        .map_err(|e| backend("listing pods", api_reason(&e)))?;
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| backend("listing nodes", api_reason(&e)))?;
+    let namespaces = Api::<Namespace>::all(client.clone())
+        .list(&selector)
+        .await
+        .map_err(|e| backend("listing namespaces", api_reason(&e)))?;
+    let node_ips: HashMap<String, String> = nodes
+        .items
+        .iter()
+        .filter_map(|n| Some((n.name_any(), internal_ip(n)?)))
+        .collect();
+    let now = now_ms();
+    let rooms = pods
+        .items
+        .iter()
+        .filter_map(|p| discover::room_from_pod(p, prefix, |n| node_ips.get(n).cloned(), now))
+        .collect();
+    let schedulers = namespaces
+        .items
+        .iter()
+        .filter_map(|ns| discover::applied_from_namespace(ns, prefix))
+        .collect();
+    Ok(Discovered { rooms, schedulers })
 }
 
 /// Follow nodes for their addresses.

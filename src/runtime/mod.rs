@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::domain::Applied;
 use crate::domain::room::{Room, RoomPort};
 use crate::domain::spec::Scheduler;
 
@@ -110,7 +111,7 @@ pub enum RuntimeError {
 pub struct Discovered {
     pub rooms: Vec<Room>,
     /// Applied specs by scheduler name, as recorded by [`Runtime::record_scheduler`].
-    pub schedulers: BTreeMap<String, serde_json::Value>,
+    pub schedulers: BTreeMap<String, Applied>,
 }
 
 /// The variable a room finds its port `name` in: `TROUPE_PORT_<NAME>`, upper-cased, every
@@ -153,7 +154,7 @@ pub trait Runtime: Send + Sync + 'static {
     fn record(&self, _room: &Room) {}
 
     /// A scheduler's applied spec changed (`None`: removed). Same rules as [`Runtime::record`].
-    fn record_scheduler(&self, _name: &str, _applied: Option<serde_json::Value>) {}
+    fn record_scheduler(&self, _name: &str, _applied: Option<&Applied>) {}
 
     /// Rooms and applied specs as recorded by [`Runtime::record`] and
     /// [`Runtime::record_scheduler`], read back from where the rooms run. By default, nothing.

@@ -55,6 +55,8 @@ pub struct SourceStatus {
     pub revision: Option<String>,
     /// When the last check started.
     pub last_attempt: Option<u64>,
+    /// Checks completed since the watch began (polls, triggers and retries alike).
+    pub checks: u64,
     /// When a check last succeeded.
     pub last_success: Option<u64>,
     /// Failed checks since the last success.
@@ -174,6 +176,7 @@ fn after_check(
     branch: Option<String>,
 ) -> SourceStatus {
     status.last_attempt = Some(started);
+    status.checks += 1;
     if branch.is_some() {
         status.branch = branch;
     }

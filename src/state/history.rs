@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::room::now_ms;
+use crate::clock::now_ms;
 use crate::state::journal::{Journal, StoreError};
 
 /// Revisions remembered.

@@ -19,8 +19,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::clock::now_ms;
 pub use crate::domain::operation::{Cause, OpError, OpEvent, OpKind, OpStatus, Operation};
-use crate::domain::room::now_ms;
 use crate::domain::spec::Scheduler;
 use crate::state::journal::{Journal, StoreError};
 

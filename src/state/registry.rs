@@ -11,9 +11,8 @@ use std::sync::{Mutex, OnceLock};
 
 use tokio::sync::watch;
 
-use crate::domain::room::{
-    PingStatus, Room, RoomEvent, RoomStatus, TransitionError, now_ms, transition,
-};
+use crate::clock::now_ms;
+use crate::domain::room::{PingStatus, Room, RoomEvent, RoomStatus, TransitionError, transition};
 use crate::state::journal::{Journal, StoreError};
 
 /// Errors of registry calls.

@@ -110,6 +110,7 @@ local:
 /// A running `troupe serve`.
 pub struct Server {
     pub child: Option<Child>,
+    /// The port it listens on: 0 until the first start has bound one and said which.
     pub port: u16,
     pub url: String,
     pub state_dir: PathBuf,
@@ -132,11 +133,10 @@ impl Server {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        let port = free_port();
         let mut s = Self {
             child: None,
-            port,
-            url: format!("http://127.0.0.1:{port}"),
+            port: 0,
+            url: String::new(),
             state_dir: state_dir.to_path_buf(),
             source: source.to_path_buf(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -150,7 +150,9 @@ impl Server {
         s
     }
 
-    /// (Re)start the server process on the same port and state directory.
+    /// (Re)start the server process on the same state directory. The first start listens on
+    /// port 0 and reads the port it was given from the server's first line; a restart asks for
+    /// that port again, since its rooms know the URL.
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -167,6 +169,7 @@ impl Server {
             .arg("serve")
             .arg(&self.source)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .env_remove("TROUPE_LISTEN")
             .arg("--state-dir")
             .arg(&self.state_dir)
             .args(poll)
@@ -181,11 +184,24 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
+        let port = line
+            .split(" on http://127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "unexpected first line from serve: {line:?} (log: {})",
+                    self.log()
+                )
+            });
         assert!(
-            line.contains(&self.url),
-            "unexpected first line from serve: {line:?} (log: {})",
-            self.log()
+            self.port == 0 || self.port == port,
+            "restarted on port {port}, not {}",
+            self.port
         );
+        self.port = port;
+        self.url = format!("http://127.0.0.1:{port}");
         self.child = Some(child);
     }
 
@@ -232,6 +248,46 @@ impl Server {
             .unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The sum of the `/metrics` samples whose series starts with `series` (a name, or a name
+    /// and the start of its labels: `troupe_pings_total{outcome="ok"`).
+    pub async fn metric(&self, series: &str) -> f64 {
+        self.text("/metrics")
+            .await
+            .lines()
+            .filter(|l| l.starts_with(series))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Wait until `series` (see [`Server::metric`]) has grown by at least `by`.
+    pub async fn metric_grows(&self, series: &str, by: f64, within: Duration) {
+        let start = self.metric(series).await;
+        wait_for(&format!("{series} to grow by {by}"), within, || async {
+            (self.metric(series).await >= start + by).then_some(())
+        })
+        .await;
+    }
+
+    /// Reconciles the controller has completed (`reconciles` of `GET /api/v1/revision`).
+    pub async fn reconciles(&self) -> u64 {
+        self.get("/api/v1/revision").await["reconciles"]
+            .as_u64()
+            .expect("the revision view counts reconciles")
+    }
+
+    /// Wait until the controller has completed a whole reconcile that started after this call:
+    /// whatever it would do about the state seen before the call, it has done. Tests that check
+    /// that something did *not* happen wait on this instead of sleeping.
+    pub async fn next_reconcile(&self) {
+        let seen = self.reconciles().await;
+        // `seen + 1` may be a reconcile that was already running; the one after it started
+        // after this call.
+        wait_for("two more reconciles", Duration::from_secs(30), || async {
+            (self.reconciles().await >= seen + 2).then_some(())
+        })
+        .await;
     }
 
     pub async fn rooms(&self, scheduler: &str) -> Vec<Value> {

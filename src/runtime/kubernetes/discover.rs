@@ -12,6 +12,7 @@ use super::pod::{
     ANNOTATION_APPLIED, ANNOTATION_MATCHES, ANNOTATION_STATUS_SINCE, LABEL_ROOM, LABEL_SCHEDULER,
     LABEL_VERSION, namespace_of,
 };
+use crate::domain::Applied;
 use crate::domain::room::{Room, RoomStatus};
 
 /// The room a pod belongs to, when it belongs to this runtime: `(scheduler, room)`.
@@ -88,15 +89,21 @@ pub fn room_from_pod(
     })
 }
 
-/// The applied spec recorded on a scheduler's namespace: `(scheduler, applied JSON)`.
-pub fn applied_from_namespace(ns: &Namespace, prefix: &str) -> Option<(String, serde_json::Value)> {
+/// The applied spec recorded on a scheduler's namespace: `(scheduler, applied)`. A record that
+/// cannot be read (written by another version, edited by hand) is skipped with a warning.
+pub fn applied_from_namespace(ns: &Namespace, prefix: &str) -> Option<(String, Applied)> {
     let scheduler = ns.metadata.labels.as_ref()?.get(LABEL_SCHEDULER)?;
     if ns.metadata.name.as_deref() != Some(&namespace_of(prefix, scheduler)) {
         return None;
     }
     let text = ns.metadata.annotations.as_ref()?.get(ANNOTATION_APPLIED)?;
-    let applied = serde_json::from_str(text).ok()?;
-    Some((scheduler.clone(), applied))
+    match serde_json::from_str(text) {
+        Ok(applied) => Some((scheduler.clone(), applied)),
+        Err(e) => {
+            tracing::warn!(%scheduler, error = %e, "applied spec recorded on the namespace is unreadable; ignored");
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -195,16 +202,28 @@ mod tests {
     }
 
     #[test]
-    fn the_applied_spec_is_read_from_the_namespace() {
-        let ns: Namespace = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "t1-arena", "labels": {"troupe.dev/scheduler": "arena"},
-                "annotations": {"troupe.dev/applied": "{\"version\":\"v1\"}"}}
+    fn the_applied_spec_is_read_from_the_namespace_and_a_bad_one_is_skipped() {
+        let applied: Applied = serde_json::from_value(serde_json::json!({
+            "version": "v1", "targetRooms": 2,
+            "spec": {"name": "arena", "game": "arena", "roomsReplicas": 2,
+                "portRange": {"start": 1, "end": 2},
+                "spec": {"containers": [{"name": "s", "image": "i"}]}}
         }))
         .unwrap();
+        let namespace = |annotation: String| -> Namespace {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "t1-arena", "labels": {"troupe.dev/scheduler": "arena"},
+                    "annotations": {"troupe.dev/applied": annotation}}
+            }))
+            .unwrap()
+        };
+        let ns = namespace(serde_json::to_string(&applied).unwrap());
         assert_eq!(
             applied_from_namespace(&ns, "t1-"),
-            Some(("arena".into(), serde_json::json!({"version": "v1"})))
+            Some(("arena".into(), applied))
         );
-        assert_eq!(applied_from_namespace(&ns, ""), None);
+        assert_eq!(applied_from_namespace(&ns, ""), None, "another prefix");
+        let bad = namespace("{\"version\":\"v1\"}".into());
+        assert_eq!(applied_from_namespace(&bad, "t1-"), None);
     }
 }
