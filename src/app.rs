@@ -195,6 +195,7 @@ async fn pump_runtime_events(
             .runtime_events
             .with_label_values(&[event.kind()])
             .inc();
+        metrics.runtime_event_queue.set(events.len() as i64);
         fleet.handle_event(event);
     }
 }

@@ -60,6 +60,11 @@ pub struct Metrics {
     pub source_last_success: Gauge,
     /// Requests sent to the Kubernetes API server, by HTTP method.
     pub kube_requests: IntCounterVec,
+    /// Runtime events waiting for the controller (the queue holds [`crate::app::RUNTIME_EVENT_QUEUE`]).
+    pub runtime_event_queue: prometheus::IntGauge,
+    /// Room and scheduler records waiting to be written where the rooms run (filled at scrape
+    /// time).
+    pub runtime_records_pending: prometheus::IntGauge,
     /// Restarts of supervised tasks, by task.
     pub task_restarts: IntCounterVec,
     /// Finished operations the metrics feed skipped because it fell behind.
@@ -199,6 +204,16 @@ impl Metrics {
             &["method"],
         )
         .expect("valid metric");
+        let runtime_event_queue = prometheus::IntGauge::new(
+            "runtime_event_queue",
+            "Runtime events (room running, placed, exited, failed) waiting for the controller",
+        )
+        .expect("valid metric");
+        let runtime_records_pending = prometheus::IntGauge::new(
+            "runtime_records_pending",
+            "Room status and applied spec records waiting to be written where the rooms run",
+        )
+        .expect("valid metric");
         let task_restarts = IntCounterVec::new(
             Opts::new(
                 "task_restarts_total",
@@ -242,6 +257,8 @@ impl Metrics {
             Box::new(source_failures.clone()),
             Box::new(source_last_success.clone()),
             Box::new(kube_requests.clone()),
+            Box::new(runtime_event_queue.clone()),
+            Box::new(runtime_records_pending.clone()),
             Box::new(task_restarts.clone()),
             Box::new(operation_events_missed.clone()),
             Box::new(store_failures.clone()),
@@ -271,6 +288,8 @@ impl Metrics {
             source_failures,
             source_last_success,
             kube_requests,
+            runtime_event_queue,
+            runtime_records_pending,
             task_restarts,
             operation_events_missed,
             store_failures,

@@ -35,7 +35,7 @@ async fn a_controller_that_stops_stops_the_server_and_names_it() {
     let server = Server::open(
         common::router::config(dir.path(), None, SyncMode::Auto),
         Arc::new(Metrics::new()),
-        common::router::idle_runtime(dir.path()),
+        common::router::memory_runtime(),
     )
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -74,7 +74,7 @@ async fn a_shutdown_stops_every_task_and_returns_ok() {
     let server = Server::open(
         common::router::config(dir.path(), None, SyncMode::Auto),
         Arc::new(Metrics::new()),
-        common::router::idle_runtime(dir.path()),
+        common::router::memory_runtime(),
     )
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

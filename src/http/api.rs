@@ -70,6 +70,9 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         .set_store_failures("rooms", c.fleet.registry.store_failures());
     c.metrics
         .set_store_failures("operations", c.ops.store_failures());
+    c.metrics
+        .runtime_records_pending
+        .set(c.fleet.runtime.pending_records() as i64);
     if let Some(source) = &state.source {
         let status = source.status();
         c.metrics

@@ -219,11 +219,6 @@ impl KubernetesRuntime {
         ];
         Self { inner, tasks }
     }
-
-    /// Status and spec writes waiting to be sent to the cluster.
-    pub fn pending_records(&self) -> usize {
-        self.inner.records.depth()
-    }
 }
 
 impl Drop for KubernetesRuntime {
@@ -288,6 +283,10 @@ impl Runtime for KubernetesRuntime {
 
     async fn discover(&self) -> Result<Discovered, RuntimeError> {
         self.inner.discover().await
+    }
+
+    fn pending_records(&self) -> usize {
+        self.inner.records.depth()
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod kubernetes;
 pub mod local;
+pub mod memory;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -155,6 +156,12 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// A scheduler's applied spec changed (`None`: removed). Same rules as [`Runtime::record`].
     fn record_scheduler(&self, _name: &str, _applied: Option<&Applied>) {}
+
+    /// Record writes ([`Runtime::record`], [`Runtime::record_scheduler`]) queued and not sent
+    /// yet: a gauge, so that a backend that cannot keep up shows. By default none.
+    fn pending_records(&self) -> usize {
+        0
+    }
 
     /// Rooms and applied specs as recorded by [`Runtime::record`] and
     /// [`Runtime::record_scheduler`], read back from where the rooms run. By default, nothing.

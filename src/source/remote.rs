@@ -193,12 +193,13 @@ impl RemoteSource {
     ) -> Self {
         static TIMEOUTS: Once = Once::new();
         TIMEOUTS.call_once(|| {
-            // SAFETY: libgit2 global options, set once before this process's first transfer.
             // A failure leaves libgit2's defaults, which only makes a hung remote slower to notice.
-            unsafe {
-                let _ = git2::opts::set_server_connect_timeout_in_milliseconds(CONNECT_TIMEOUT_MS);
-                let _ = git2::opts::set_server_timeout_in_milliseconds(SERVER_TIMEOUT_MS);
-            }
+            // SAFETY: a libgit2 global option, set once before this process's first transfer.
+            let _ = unsafe {
+                git2::opts::set_server_connect_timeout_in_milliseconds(CONNECT_TIMEOUT_MS)
+            };
+            // SAFETY: as above.
+            let _ = unsafe { git2::opts::set_server_timeout_in_milliseconds(SERVER_TIMEOUT_MS) };
         });
         let branch = branch.map(|b| b.strip_prefix("refs/heads/").unwrap_or(&b).to_string());
         Self {

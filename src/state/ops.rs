@@ -450,6 +450,9 @@ impl Operations {
                     .cloned()
                 else {
                     inner.workers.remove(scheduler);
+                    drop(inner);
+                    // `busy` just turned false: subscribers waiting for that must hear it.
+                    self.notify();
                     return None;
                 };
                 op.status = OpStatus::Running;
@@ -774,6 +777,24 @@ mod tests {
         ops.journal.lock().unwrap().fail_after = None;
         ops.add_event(&op.id, "kept".into());
         assert_eq!(ops.get(&op.id).unwrap().events.len(), 1);
+    }
+
+    /// Regression: the worker left `workers` after the last notification, so a subscriber
+    /// waiting for `busy` to turn false could wait for ever.
+    #[tokio::test]
+    async fn subscribers_hear_when_a_scheduler_stops_being_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let ops = Operations::open(dir.path().join("ops.jsonl")).unwrap();
+        ops.start(Recorder::new(Duration::from_millis(20)));
+        let mut changes = ops.subscribe();
+        heal(&ops, "a");
+        let idle = tokio::time::timeout(Duration::from_secs(5), async {
+            while ops.busy("a") {
+                changes.changed().await.unwrap();
+            }
+        })
+        .await;
+        assert!(idle.is_ok(), "no notification once the scheduler was idle");
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use troupe::app::{Server, ServerConfig};
 use troupe::controller::{Controller, ControllerOptions, FleetConfig, SyncMode};
 use troupe::http::{AppState, router};
 use troupe::metrics::Metrics;
-use troupe::runtime::local::{LocalConfig, LocalRuntime};
+use troupe::runtime::memory::MemoryRuntime;
 use troupe::runtime::{Runtime, RuntimeEvent};
 use troupe::source::{Snapshot, SourceFile};
 
@@ -44,16 +44,10 @@ pub fn config(dir: &std::path::Path, api_token: Option<&str>, sync: SyncMode) ->
     }
 }
 
-/// A local runtime whose `troupe` is `/bin/false`: no test here starts a room.
-pub fn idle_runtime(
-    dir: &std::path::Path,
-) -> impl FnOnce(tokio::sync::mpsc::Sender<RuntimeEvent>) -> Arc<dyn Runtime> {
-    let config = LocalConfig {
-        state_dir: dir.to_path_buf(),
-        self_exe: "/bin/false".into(),
-        host: "127.0.0.1".into(),
-    };
-    move |events| Arc::new(LocalRuntime::new(config, events)) as Arc<dyn Runtime>
+/// The in-memory runtime: no test here needs a room process.
+pub fn memory_runtime() -> impl FnOnce(tokio::sync::mpsc::Sender<RuntimeEvent>) -> Arc<dyn Runtime>
+{
+    |events| Arc::new(MemoryRuntime::new(events)) as Arc<dyn Runtime>
 }
 
 impl Fixture {
@@ -62,7 +56,7 @@ impl Fixture {
         let server = Server::open(
             config(dir.path(), api_token, sync),
             Arc::new(Metrics::new()),
-            idle_runtime(dir.path()),
+            memory_runtime(),
         )
         .unwrap();
         Self {
