@@ -27,10 +27,18 @@ async fn readyz(addr: std::net::SocketAddr) -> Option<u16> {
     Some(resp.status().as_u16())
 }
 
-/// Regression: `troupe serve` put its core tasks in a `JoinSet` nobody polled, so a controller
-/// whose loop ended left HTTP serving with `/readyz` green.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_controller_that_stops_stops_the_server_and_names_it() {
+type Run = tokio::task::JoinHandle<Result<(), ServeError>>;
+
+/// A server on the in-memory runtime, fed revisions through a channel the test holds, running
+/// and ready (its first revision planned).
+async fn ready_server(
+    shutdown: CancellationToken,
+) -> (
+    tokio::sync::watch::Sender<Observed>,
+    std::net::SocketAddr,
+    Run,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::open(
         common::router::config(dir.path(), None, SyncMode::Auto),
@@ -46,14 +54,21 @@ async fn a_controller_that_stops_stops_the_server_and_names_it() {
         handle: None,
         task: None,
     };
-    let running = tokio::spawn(server.run(listener, feed, CancellationToken::new()));
-    // Serving and ready: the first revision was planned.
+    let running = tokio::spawn(server.run(listener, feed, shutdown));
     let ready = async {
         while readyz(addr).await != Some(200) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
     tokio::time::timeout(LIMIT, ready).await.expect("ready");
+    (revisions, addr, running, dir)
+}
+
+/// Regression: `troupe serve` put its core tasks in a `JoinSet` nobody polled, so a controller
+/// whose loop ended left HTTP serving with `/readyz` green.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_that_stops_stops_the_server_and_names_it() {
+    let (revisions, addr, running, _dir) = ready_server(CancellationToken::new()).await;
     // The revisions' sender goes away: the controller's loop ends.
     drop(revisions);
     let result = tokio::time::timeout(LIMIT, running)
@@ -70,29 +85,8 @@ async fn a_controller_that_stops_stops_the_server_and_names_it() {
 /// A shutdown is not a failure: the server drains and returns Ok.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_stops_every_task_and_returns_ok() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::open(
-        common::router::config(dir.path(), None, SyncMode::Auto),
-        Arc::new(Metrics::new()),
-        common::router::memory_runtime(),
-    )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_revisions, snapshots) = tokio::sync::watch::channel(empty_revision());
-    let feed = SourceFeed {
-        snapshots,
-        handle: None,
-        task: None,
-    };
     let shutdown = CancellationToken::new();
-    let running = tokio::spawn(server.run(listener, feed, shutdown.clone()));
-    let ready = async {
-        while readyz(addr).await != Some(200) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(LIMIT, ready).await.expect("ready");
+    let (_revisions, _addr, running, _dir) = ready_server(shutdown.clone()).await;
     shutdown.cancel();
     let result = tokio::time::timeout(LIMIT, running)
         .await

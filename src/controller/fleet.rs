@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 
 use crate::clock::now_ms;
 use crate::domain::Applied;
@@ -26,6 +27,10 @@ use crate::state::journal::{Journal, StoreError};
 use crate::state::ops::{OpContext, OpError, OpKind, Operation};
 use crate::state::{Registry, RegistryError};
 
+/// Rooms an operation starts at once: enough to keep a Kubernetes API server or the local
+/// blocking pool busy (the `kube_scale` baseline posts pods with 32 clients), few enough that a
+/// 1,000-room step does not open 1,000 requests or threads at the same time.
+const START_CONCURRENCY: usize = 32;
 /// How often an operation re-checks its rooms when nothing told it to.
 const STEP_TICK: Duration = Duration::from_millis(500);
 
@@ -462,7 +467,11 @@ impl Fleet {
                 ));
                 let spec = Arc::new(applied.spec.clone());
                 let starts = (0..step.start).map(|_| self.start_room(&spec, &applied.version));
-                for result in futures_util::future::join_all(starts).await {
+                let results: Vec<_> = futures_util::stream::iter(starts)
+                    .buffer_unordered(START_CONCURRENCY)
+                    .collect()
+                    .await;
+                for result in results {
                     match result {
                         Ok(id) => {
                             started.insert(id);

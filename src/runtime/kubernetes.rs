@@ -599,24 +599,23 @@ impl Inner {
                 info!("room has no live pod: not adopted");
             }
         }
-        // Pods of these schedulers that no recorded room owns, and finished pods: nothing
-        // reports on them any more.
-        let schedulers: HashSet<&str> = rooms.iter().map(|r| r.scheduler.as_str()).collect();
-        let alive_set: HashSet<&str> = alive.iter().map(String::as_str).collect();
-        for pod in self.pods.state() {
-            let Some((scheduler, room)) = discover::owner(&pod, prefix) else {
-                continue;
-            };
-            let recorded = rooms
-                .iter()
-                .any(|r| r.scheduler == scheduler && r.id == room);
-            let orphan = schedulers.contains(scheduler.as_str()) && !recorded;
-            let finished = recorded && !alive_set.contains(room.as_str());
-            if orphan || finished {
-                warn!(%scheduler, %room, orphan, "deleting a pod no room is recorded for");
-                self.delete_pod(&scheduler, &room, pod.uid()).await;
-            }
+        // Pods nothing reports on any more: `discover::strays` decides which.
+        let pods = self.pods.state();
+        let found: Vec<(String, String)> = pods
+            .iter()
+            .filter_map(|pod| discover::owner(pod, prefix))
+            .collect();
+        for stray in discover::strays(&found, rooms, &alive) {
+            let (scheduler, room) = (&stray.scheduler, &stray.room);
+            let namespace = self.namespace(scheduler);
+            let uid = self
+                .pods
+                .get(&ObjectRef::new(room).within(&namespace))
+                .and_then(|p| p.uid());
+            warn!(%scheduler, %room, unrecorded = stray.unrecorded, "deleting a pod no running room is recorded for");
+            self.delete_pod(scheduler, room, uid).await;
         }
+        let alive_set: HashSet<&str> = alive.iter().map(String::as_str).collect();
         // Report what happened to the adopted rooms while nobody watched.
         for room in rooms.iter().filter(|r| alive_set.contains(r.id.as_str())) {
             let namespace = self.namespace(&room.scheduler);
