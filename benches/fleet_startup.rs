@@ -26,7 +26,7 @@ fn main() {
             r#"name: bench
 game: bench
 roomsReplicas: {wanted}
-portRange: {{start: 42000, end: 44000}}
+portRange: {{start: 22000, end: 24000}}
 spec:
   containers:
     - name: server

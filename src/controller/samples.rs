@@ -15,41 +15,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::Controller;
 use crate::clock::now_ms;
-use crate::domain::room::{Room, RoomStatus};
+use crate::domain::room::{RoomCounts, tally};
 
 /// Time between two samples: fine enough to see a rollout or a scale-up in the chart.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 /// Samples kept per scheduler: one hour at [`SAMPLE_INTERVAL`].
 pub const CAPACITY: usize = 360;
-
-/// A scheduler's rooms at one moment.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FleetCounts {
-    /// Rooms by status.
-    pub rooms: BTreeMap<RoomStatus, u32>,
-    /// All rooms, whatever their status.
-    pub total: u32,
-    /// Rooms where a match is (or is about to be) played: active, occupied, allocated.
-    pub busy: u32,
-    /// Matches running in all rooms together.
-    pub running_matches: u32,
-}
-
-/// Counts per scheduler of `rooms`.
-pub fn tally<'a>(rooms: impl IntoIterator<Item = &'a Room>) -> BTreeMap<String, FleetCounts> {
-    let mut out: BTreeMap<String, FleetCounts> = BTreeMap::new();
-    for room in rooms {
-        let c = out.entry(room.scheduler.clone()).or_default();
-        *c.rooms.entry(room.status).or_default() += 1;
-        c.total += 1;
-        if room.status.is_busy() {
-            c.busy += 1;
-        }
-        c.running_matches += room.running_matches;
-    }
-    out
-}
 
 /// One sample of one scheduler.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -58,7 +29,7 @@ pub struct Sample {
     /// Unix milliseconds.
     pub at: u64,
     #[serde(flatten)]
-    pub counts: FleetCounts,
+    pub counts: RoomCounts,
 }
 
 /// The ring buffers of every scheduler.
@@ -75,7 +46,7 @@ impl Samples {
     pub fn record(
         &self,
         at: u64,
-        mut counts: BTreeMap<String, FleetCounts>,
+        mut counts: BTreeMap<String, RoomCounts>,
         known: &BTreeSet<String>,
     ) {
         let names: BTreeSet<String> = known.iter().chain(counts.keys()).cloned().collect();
@@ -127,6 +98,7 @@ pub async fn run(controller: Arc<Controller>, shutdown: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::room::{Room, RoomStatus};
 
     fn room(id: &str, scheduler: &str, status: RoomStatus, matches: u32) -> Room {
         let mut r = Room::pending(id, scheduler, "v1", 1);
@@ -169,7 +141,7 @@ mod tests {
             CAPACITY,
             "a known scheduler with no rooms gets zeros"
         );
-        assert_eq!(b[0].counts, FleetCounts::default());
+        assert_eq!(b[0].counts, RoomCounts::default());
 
         samples.record(1_000, BTreeMap::new(), &["a".to_string()].into());
         assert!(samples.series("b").is_empty(), "b is gone");

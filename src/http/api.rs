@@ -56,15 +56,6 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let c = &state.controller;
-    c.metrics.rooms.reset();
-    for (scheduler, counts) in c.fleet.registry.counts() {
-        for (status, n) in counts {
-            c.metrics
-                .rooms
-                .with_label_values(&[&scheduler, status.as_str()])
-                .set(f64::from(n));
-        }
-    }
     fill_scrape_gauges(c);
     c.metrics
         .set_store_failures("rooms", c.fleet.registry.store_failures());
@@ -119,12 +110,19 @@ pub struct OperationBrief {
     pub error: Option<String>,
 }
 
-/// Occupancy and revision age, computed at scrape time like the room gauges so they never drift.
+/// Rooms by status, occupancy and revision age, computed at scrape time from one count of the
+/// registry, so they never drift.
 fn fill_scrape_gauges(c: &crate::controller::Controller) {
     let m = &c.metrics;
+    m.rooms.reset();
     m.rooms_busy.reset();
     m.room_matches.reset();
-    for (scheduler, counts) in crate::controller::samples::tally(&c.fleet.registry.list(None)) {
+    for (scheduler, counts) in c.fleet.registry.counts() {
+        for (status, n) in &counts.rooms {
+            m.rooms
+                .with_label_values(&[&scheduler, status.as_str()])
+                .set(f64::from(*n));
+        }
         m.rooms_busy
             .with_label_values(&[&scheduler])
             .set(f64::from(counts.busy));
@@ -157,7 +155,10 @@ pub(super) fn summaries(state: &AppState) -> Vec<SchedulerSummary> {
         .collect();
     let mut out: BTreeMap<String, SchedulerSummary> = BTreeMap::new();
     for (name, a) in c.fleet.applied_all() {
-        let rooms = counts.get(&name).cloned().unwrap_or_default();
+        let rooms = counts
+            .get(&name)
+            .map(|c| c.rooms.clone())
+            .unwrap_or_default();
         out.insert(
             name.clone(),
             SchedulerSummary {
@@ -177,7 +178,10 @@ pub(super) fn summaries(state: &AppState) -> Vec<SchedulerSummary> {
     }
     // Declared but not applied yet: normally no rooms (a spec is applied before its rooms).
     for (name, s) in desired {
-        let rooms = counts.get(&name).cloned().unwrap_or_default();
+        let rooms = counts
+            .get(&name)
+            .map(|c| c.rooms.clone())
+            .unwrap_or_default();
         out.entry(name.clone()).or_insert_with(|| SchedulerSummary {
             game: s.game.clone(),
             version: s.version(),

@@ -155,7 +155,7 @@ pub struct Overview {
 async fn overview(State(state): State<AppState>) -> Json<Overview> {
     let c = &state.controller;
     let desired = c.desired();
-    let counts = samples::tally(&c.fleet.registry.list(None));
+    let counts = c.fleet.registry.counts();
     let applied = c.fleet.applied_all();
     let specs: BTreeMap<String, crate::domain::spec::Scheduler> = desired
         .schedulers

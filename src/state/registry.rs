@@ -12,7 +12,9 @@ use std::sync::{Mutex, OnceLock};
 use tokio::sync::watch;
 
 use crate::clock::now_ms;
-use crate::domain::room::{PingStatus, Room, RoomEvent, RoomStatus, TransitionError, transition};
+use crate::domain::room::{
+    PingStatus, Room, RoomCounts, RoomEvent, RoomStatus, TransitionError, tally, transition,
+};
 use crate::state::journal::{Journal, StoreError};
 
 /// Errors of registry calls.
@@ -302,16 +304,9 @@ impl Registry {
         out
     }
 
-    /// Room counts per scheduler and status.
-    pub fn counts(&self) -> BTreeMap<String, BTreeMap<RoomStatus, u32>> {
-        let mut out: BTreeMap<String, BTreeMap<RoomStatus, u32>> = BTreeMap::new();
-        for room in self.lock().values() {
-            *out.entry(room.scheduler.clone())
-                .or_default()
-                .entry(room.status)
-                .or_default() += 1;
-        }
-        out
+    /// Room counts per scheduler, counted under the lock (no room is copied).
+    pub fn counts(&self) -> BTreeMap<String, RoomCounts> {
+        tally(self.lock().values())
     }
 
     /// Apply a status event to a room. `reason` is recorded when the room ends in `error`.

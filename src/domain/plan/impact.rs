@@ -52,7 +52,7 @@ pub struct Tally {
 impl Tally {
     /// Sort `rooms` against the version the fleet should run.
     pub fn of(rooms: &[LiveRoom], version: &str) -> Tally {
-        RoomCounts::of(rooms).tally(version)
+        VersionCounts::of(rooms).tally(version)
     }
 
     /// Rooms that are part of the fleet (not leaving).
@@ -73,9 +73,9 @@ impl Tally {
 /// A fleet as counts by (version, status), sorted: what the planner and the plan id need to know
 /// about rooms, computed in one pass over them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RoomCounts<'a>(pub Vec<(&'a str, RoomStatus, u32)>);
+pub struct VersionCounts<'a>(pub Vec<(&'a str, RoomStatus, u32)>);
 
-impl<'a> RoomCounts<'a> {
+impl<'a> VersionCounts<'a> {
     pub fn of(rooms: &'a [LiveRoom]) -> Self {
         let mut counts: Vec<(&str, RoomStatus, u32)> = Vec::new();
         for r in rooms {
@@ -90,7 +90,7 @@ impl<'a> RoomCounts<'a> {
             }
         }
         counts.sort_unstable();
-        RoomCounts(counts)
+        VersionCounts(counts)
     }
 
     /// Sort the fleet against the version it should run.

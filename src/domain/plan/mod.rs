@@ -35,7 +35,7 @@ pub use live::{LiveRoom, LiveScheduler, LiveState};
 
 use crate::domain::spec::Scheduler;
 use compare::{Delta, classify, sort_fields};
-use impact::{RoomCounts, Tally, assess};
+use impact::{Tally, VersionCounts, assess};
 
 /// Hex digits of the sha256 kept as the plan id: 64 bits, plenty to tell plans apart.
 const PLAN_ID_HEX_LEN: usize = 16;
@@ -222,7 +222,7 @@ pub fn plan(desired: &[Scheduler], live: &LiveState, opts: &PlanOptions) -> Plan
                 changes.push(create(d));
             }
             (None, Some(l)) => {
-                let counts = RoomCounts::of(&l.rooms);
+                let counts = VersionCounts::of(&l.rooms);
                 let live = Some(live_digest(l, None));
                 prints.insert(
                     name.to_string(),
@@ -234,7 +234,7 @@ pub fn plan(desired: &[Scheduler], live: &LiveState, opts: &PlanOptions) -> Plan
                 changes.push(gone(name, l, &counts, opts));
             }
             (Some(d), Some(l)) => {
-                let counts = RoomCounts::of(&l.rooms);
+                let counts = VersionCounts::of(&l.rooms);
                 let same = **d == l.applied;
                 let desired = spec_digest(d);
                 let live = live_digest(l, same.then_some(desired.as_str()));
@@ -313,7 +313,7 @@ fn create(d: &Scheduler) -> Change {
 }
 
 /// A live scheduler that is not in the revision: delete (prune on) or orphan.
-fn gone(name: &str, l: &LiveScheduler, counts: &RoomCounts, opts: &PlanOptions) -> Change {
+fn gone(name: &str, l: &LiveScheduler, counts: &VersionCounts, opts: &PlanOptions) -> Change {
     let version = l.applied.version();
     let t = counts.tally(&version);
     let revision = opts.revision.as_deref().map_or_else(
@@ -365,7 +365,7 @@ fn gone(name: &str, l: &LiveScheduler, counts: &RoomCounts, opts: &PlanOptions) 
 /// A scheduler both desired and live. `None` when in sync.
 /// `same`: `d` equals the applied spec field for field (the common case, checked once by the
 /// caller), so there is nothing to canonicalise or classify.
-fn update(d: &Scheduler, l: &LiveScheduler, same: bool, counts: &RoomCounts) -> Option<Change> {
+fn update(d: &Scheduler, l: &LiveScheduler, same: bool, counts: &VersionCounts) -> Option<Change> {
     let (cd, ca) = if same {
         (Cow::Borrowed(d), Cow::Borrowed(d))
     } else {

@@ -8,6 +8,8 @@
 pub mod status;
 pub mod token;
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -79,4 +81,40 @@ impl Room {
             runtime_ref: None,
         }
     }
+}
+
+/// A scheduler's rooms counted: the one way rooms are counted for metrics, the dashboard, the
+/// management API and the history chart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomCounts {
+    /// Rooms by status.
+    pub rooms: BTreeMap<RoomStatus, u32>,
+    /// All rooms, whatever their status.
+    pub total: u32,
+    /// Rooms where a match is (or is about to be) played: active, occupied, allocated.
+    pub busy: u32,
+    /// Matches running in all rooms together.
+    pub running_matches: u32,
+}
+
+impl RoomCounts {
+    /// Count one more room.
+    pub fn add(&mut self, room: &Room) {
+        *self.rooms.entry(room.status).or_default() += 1;
+        self.total += 1;
+        if room.status.is_busy() {
+            self.busy += 1;
+        }
+        self.running_matches += room.running_matches;
+    }
+}
+
+/// Counts per scheduler of `rooms`.
+pub fn tally<'a>(rooms: impl IntoIterator<Item = &'a Room>) -> BTreeMap<String, RoomCounts> {
+    let mut out: BTreeMap<String, RoomCounts> = BTreeMap::new();
+    for room in rooms {
+        out.entry(room.scheduler.clone()).or_default().add(room);
+    }
+    out
 }

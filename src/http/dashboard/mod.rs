@@ -17,9 +17,9 @@ use sha2::{Digest, Sha256};
 
 use super::ApiError;
 
-const INDEX_HTML: &str = include_str!("dashboard/index.html");
-const APP_JS: &str = include_str!("dashboard/app.js");
-const STYLE_CSS: &str = include_str!("dashboard/style.css");
+const INDEX_HTML: &str = include_str!("index.html");
+const APP_JS: &str = include_str!("app.js");
+const STYLE_CSS: &str = include_str!("style.css");
 
 /// The placeholder in `index.html` replaced by the assets' digest.
 const VERSION_PLACEHOLDER: &str = "{{ASSETS}}";
