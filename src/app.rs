@@ -90,8 +90,10 @@ impl Server {
             config.controller,
             History::open(&config.state_dir)?,
         ));
+        let rooms = crate::controller::Rooms::new(Arc::clone(&fleet));
         let forwarders = crate::http::forward::Forwarders::start(fleet, metrics);
         let state = AppState {
+            rooms,
             forwarders,
             controller: Arc::clone(&controller),
             api_token: config.api_token.map(Arc::from),

@@ -8,6 +8,7 @@
 //! or was canceled is left alone until a new revision or an explicit apply.
 
 pub mod fleet;
+pub mod rooms;
 pub mod samples;
 
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,7 @@ use crate::source::{CommitInfo, Observed, Snapshot};
 pub use crate::state::history::{History, RevisionRecord};
 use crate::state::ops::{Cause, OpStatus, Operation, Operations};
 pub use fleet::{Fleet, FleetConfig};
+pub use rooms::{AllocateError, Rooms};
 
 /// Least time between two reconciles: bursts of room changes are planned once.
 const RECONCILE_MIN_INTERVAL: Duration = Duration::from_millis(100);

@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
+use crate::controller::{AllocateError, Rooms};
 use crate::domain::room::{Room, RoomPort};
 
 pub fn router(state: AppState) -> Router {
@@ -62,13 +63,9 @@ async fn allocate_in_scheduler(
     headers: HeaderMap,
 ) -> Result<Json<Allocation>, ApiError> {
     super::api::authorize_write(&state, &headers)?;
-    let c = &state.controller;
-    if c.fleet.max_matches(&scheduler).is_none() {
-        return Err(ApiError::not_found(format!(
-            "scheduler {scheduler} not found"
-        )));
-    }
-    allocate(&state, &[scheduler.as_str()], &scheduler)
+    answer(&state, &scheduler, |rooms| {
+        rooms.allocate_in_scheduler(&scheduler)
+    })
 }
 
 async fn allocate_in_game(
@@ -79,34 +76,20 @@ async fn allocate_in_game(
 ) -> Result<Json<Allocation>, ApiError> {
     super::api::authorize_write(&state, &headers)?;
     let selector = body.map(|Json(b)| b).unwrap_or_default();
-    let applied = state.controller.fleet.applied_all();
-    let names: Vec<&str> = applied
-        .iter()
-        .filter(|(_, a)| a.spec.game == game)
-        .filter(|(_, a)| {
-            selector
-                .labels
-                .iter()
-                .all(|(k, v)| a.spec.labels.get(k) == Some(v))
-        })
-        .map(|(n, _)| n.as_str())
-        .collect();
-    if names.is_empty() {
-        return Err(ApiError::not_found(format!(
-            "no scheduler of game {game} matches the labels"
-        )));
-    }
-    allocate(&state, &names, &format!("game {game}"))
+    answer(&state, &format!("game {game}"), |rooms| {
+        rooms.allocate_in_game(&game, &selector.labels)
+    })
 }
 
-fn allocate(
+/// Run an allocation, time and count it, and answer with the room or why there is none.
+fn answer(
     state: &AppState,
-    schedulers: &[&str],
     what: &str,
+    allocate: impl FnOnce(&Rooms) -> Result<Option<Room>, AllocateError>,
 ) -> Result<Json<Allocation>, ApiError> {
     let started = Instant::now();
     let m = &state.controller.metrics;
-    let result = state.controller.fleet.registry.allocate(schedulers);
+    let result = allocate(&state.rooms);
     m.allocation_seconds
         .observe(started.elapsed().as_secs_f64());
     match result {
@@ -123,7 +106,8 @@ fn allocate(
                 format!("no ready room in {what}"),
             ))
         }
-        Err(e) => {
+        Err(AllocateError::NotFound(message)) => Err(ApiError::not_found(message)),
+        Err(e @ AllocateError::Store(_)) => {
             m.allocations.with_label_values(&["error"]).inc();
             tracing::error!(error = %e, "cannot record an allocation");
             Err(ApiError::internal("cannot record the allocation"))

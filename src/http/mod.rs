@@ -32,6 +32,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub controller: Arc<Controller>,
+    /// What the rooms API and allocation call: rooms' tokens, pings, player events, allocation.
+    pub rooms: crate::controller::Rooms,
     /// Bearer token required on management write routes, when set.
     pub api_token: Option<Arc<str>>,
     /// Where room and player events go.

@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, bearer};
 use crate::domain::room::PingStatus;
-use crate::domain::room::token::verify_room_token;
 use crate::http::forward::Event;
 use crate::state::registry::RegistryError;
 
@@ -64,11 +63,12 @@ fn known_room(
     room: &str,
 ) -> Result<(), ApiError> {
     authorize(state, headers, scheduler, room)?;
-    match state.controller.fleet.registry.get(room) {
-        Some(r) if r.scheduler == scheduler => Ok(()),
-        _ => Err(ApiError::not_found(format!(
+    if state.rooms.exists(scheduler, room) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
             "room {room} of scheduler {scheduler} not found"
-        ))),
+        )))
     }
 }
 
@@ -104,9 +104,7 @@ async fn player_event(
     }
     let join = body.event == PlayerEventKind::PlayerJoin;
     let players = state
-        .controller
-        .fleet
-        .registry
+        .rooms
         .player(&scheduler, &room, join, &body.player_id)
         .map_err(|e| match e {
             RegistryError::UnknownRoom { .. } => ApiError::not_found(e.to_string()),
@@ -143,12 +141,11 @@ fn authorize(
     scheduler: &str,
     room: &str,
 ) -> Result<(), ApiError> {
-    let secret = &state.controller.fleet.config().secret;
     match bearer(headers) {
         None => Err(ApiError::unauthorized(
             "missing room token: send Authorization: Bearer <TROUPE_ROOM_TOKEN>",
         )),
-        Some(t) if verify_room_token(secret, scheduler, room, t) => Ok(()),
+        Some(t) if state.rooms.token_is_valid(scheduler, room, t) => Ok(()),
         Some(_) => Err(ApiError::unauthorized(format!(
             "token is not valid for room {room} of scheduler {scheduler}"
         ))),
@@ -177,14 +174,11 @@ async fn ping(
             "metadata must be a JSON object",
         ));
     }
-    let fleet = &state.controller.fleet;
-    let max_matches = fleet.max_matches(&scheduler).unwrap_or(1);
-    match fleet.registry.ping(
+    match state.rooms.ping(
         &scheduler,
         &room,
         body.status,
         body.running_matches,
-        max_matches,
         body.metadata,
     ) {
         Ok(out) => {

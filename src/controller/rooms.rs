@@ -1,0 +1,113 @@
+//! The rooms side of the controller, as the rooms API and allocation see it: check a room's
+//! token, take its ping and its player events, hand ready rooms to matchmakers. The HTTP layer
+//! calls this and nothing deeper, so that where rooms are recorded (the state directory today,
+//! the cluster with several replicas later) changes here, not in every handler.
+//!
+//! Must always hold: nothing here blocks on I/O beyond the registry's one journal write, and an
+//! allocation is atomic (the registry chooses and records under one lock).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::Fleet;
+use crate::domain::room::token::verify_room_token;
+use crate::domain::room::{PingStatus, Room};
+use crate::state::registry::{PingOutcome, RegistryError};
+
+/// What allocation refused, besides "no room free".
+#[derive(Debug, thiserror::Error)]
+pub enum AllocateError {
+    /// The scheduler, or every scheduler of the game matching the labels, is unknown.
+    #[error("{0}")]
+    NotFound(String),
+    /// The allocation could not be recorded; no room was handed out.
+    #[error(transparent)]
+    Store(#[from] crate::state::journal::StoreError),
+}
+
+/// The rooms API's view of the controller. Cheap to clone.
+#[derive(Clone)]
+pub struct Rooms {
+    fleet: Arc<Fleet>,
+}
+
+impl Rooms {
+    pub fn new(fleet: Arc<Fleet>) -> Self {
+        Self { fleet }
+    }
+
+    /// Whether `token` is room `room`'s of scheduler `scheduler`.
+    pub fn token_is_valid(&self, scheduler: &str, room: &str, token: &str) -> bool {
+        verify_room_token(&self.fleet.config().secret, scheduler, room, token)
+    }
+
+    /// Whether scheduler `scheduler` has a room `room`.
+    pub fn exists(&self, scheduler: &str, room: &str) -> bool {
+        self.fleet
+            .registry
+            .get(room)
+            .is_some_and(|r| r.scheduler == scheduler)
+    }
+
+    /// A room reported its status (and match count, metadata).
+    pub fn ping(
+        &self,
+        scheduler: &str,
+        room: &str,
+        status: PingStatus,
+        running_matches: Option<u32>,
+        metadata: Option<serde_json::Value>,
+    ) -> Result<PingOutcome, RegistryError> {
+        let max_matches = self.fleet.max_matches(scheduler).unwrap_or(1);
+        self.fleet.registry.ping(
+            scheduler,
+            room,
+            status,
+            running_matches,
+            max_matches,
+            metadata,
+        )
+    }
+
+    /// A player joined (`join`) or left; the number of players now in the room.
+    pub fn player(
+        &self,
+        scheduler: &str,
+        room: &str,
+        join: bool,
+        player: &str,
+    ) -> Result<usize, RegistryError> {
+        self.fleet.registry.player(scheduler, room, join, player)
+    }
+
+    /// Hand a free room of `scheduler` to the caller (`None`: none is free).
+    pub fn allocate_in_scheduler(&self, scheduler: &str) -> Result<Option<Room>, AllocateError> {
+        if self.fleet.max_matches(scheduler).is_none() {
+            return Err(AllocateError::NotFound(format!(
+                "scheduler {scheduler} not found"
+            )));
+        }
+        Ok(self.fleet.registry.allocate(&[scheduler])?)
+    }
+
+    /// Hand a free room of any scheduler of `game` whose labels include `labels`.
+    pub fn allocate_in_game(
+        &self,
+        game: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Option<Room>, AllocateError> {
+        let applied = self.fleet.applied_all();
+        let names: Vec<&str> = applied
+            .iter()
+            .filter(|(_, a)| a.spec.game == game)
+            .filter(|(_, a)| labels.iter().all(|(k, v)| a.spec.labels.get(k) == Some(v)))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if names.is_empty() {
+            return Err(AllocateError::NotFound(format!(
+                "no scheduler of game {game} matches the labels"
+            )));
+        }
+        Ok(self.fleet.registry.allocate(&names)?)
+    }
+}
