@@ -20,9 +20,11 @@ use crate::metrics::Metrics;
 pub const QUEUE: usize = 10_000;
 /// Deliveries running at once.
 pub const IN_FLIGHT: usize = 64;
-/// Attempts per delivery, with doubling backoff from [`FIRST_BACKOFF`].
+/// Attempts per delivery, with exponential backoff and jitter from [`FIRST_BACKOFF`].
 pub const ATTEMPTS: u32 = 3;
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest pause between two attempts of one delivery.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// One event for a scheduler's forwarders.
 #[derive(Debug, Clone, Serialize)]
@@ -134,7 +136,7 @@ async fn deliver(
     event: &Event,
     metrics: &Metrics,
 ) {
-    let mut backoff = FIRST_BACKOFF;
+    let mut delays = crate::supervise::backoff(FIRST_BACKOFF, MAX_BACKOFF);
     for attempt in 1..=ATTEMPTS {
         let result = http.post(url).timeout(timeout).json(event).send().await;
         match result {
@@ -153,8 +155,7 @@ async fn deliver(
                     return;
                 }
                 metrics.forwarded.with_label_values(&["retried"]).inc();
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
+                tokio::time::sleep(delays.next().unwrap_or(MAX_BACKOFF)).await;
             }
         }
     }

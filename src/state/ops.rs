@@ -427,7 +427,14 @@ impl Operations {
                 }
             };
             let mut delays = crate::supervise::backoff(STORE_RETRY_MIN, STORE_RETRY_MAX);
-            while self.finish(&op.id, result.clone()).is_err() {
+            loop {
+                // Recording the outcome may compact the journal (a rewrite and an fsync): done on
+                // the blocking pool, never on an async thread.
+                let (this, id, outcome) = (Arc::clone(&self), op.id.clone(), result.clone());
+                let recorded = tokio::task::spawn_blocking(move || this.finish(&id, outcome)).await;
+                if matches!(recorded, Ok(Ok(()))) {
+                    break;
+                }
                 // The outcome must be recorded before the next operation may start.
                 tokio::time::sleep(delays.next().unwrap_or(STORE_RETRY_MAX)).await;
             }

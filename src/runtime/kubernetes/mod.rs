@@ -58,10 +58,12 @@ const RUNTIME_NAME: &str = "kubernetes";
 const MAX_NAME: usize = 63;
 /// Status writes sent to the API server at once.
 const RECORD_CONCURRENCY: usize = 16;
-/// A status write that fails is retried this often, with doubling pauses from
-/// [`RECORD_RETRY_FIRST`], before it is given up (a later transition writes again).
+/// A status write that fails is retried this often, with exponential pauses (and jitter) from
+/// [`RECORD_RETRY_FIRST`] to [`RECORD_RETRY_MAX`], before it is given up (a later transition
+/// writes again).
 const RECORD_ATTEMPTS: u32 = 8;
 const RECORD_RETRY_FIRST: Duration = Duration::from_millis(500);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(60);
 /// A pod replaced for other host ports may still be on its way out; its name is free again
 /// within moments (an unscheduled pod has no node to wait for).
 const RECREATE_ATTEMPTS: u32 = 20;
@@ -976,7 +978,9 @@ impl Inner {
                 "giving up writing a room status or spec to the cluster");
             return;
         }
-        let pause = RECORD_RETRY_FIRST * 2u32.saturating_pow(write.attempts - 1);
+        let pause = crate::supervise::backoff(RECORD_RETRY_FIRST, RECORD_RETRY_MAX)
+            .nth(write.attempts as usize - 1)
+            .unwrap_or(RECORD_RETRY_MAX);
         debug!(namespace = %target.namespace, pod = ?target.pod, error = %api_reason(&e), ?pause,
             "writing to the cluster failed; retrying");
         let inner = Arc::clone(&self);
