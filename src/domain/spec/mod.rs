@@ -80,6 +80,17 @@ impl PortRange {
     pub fn contains(&self, port: u16) -> bool {
         port >= self.start && port < self.end
     }
+
+    /// Every port of the range once, round-robin from the `offset`-th (taken modulo the range's
+    /// length), wrapping around: the order both runtimes hand host ports out in, so that a port a
+    /// room just freed is the last to be handed out again.
+    pub fn scan_from(self, offset: u32) -> impl Iterator<Item = u16> {
+        let len = self.len();
+        (0..len).map(move |i| {
+            let port = u32::from(self.start) + (offset.wrapping_add(i) % len);
+            u16::try_from(port).expect("a port inside the range fits u16")
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -22,16 +22,10 @@ pub fn pick(
     if n == 0 {
         return Some(vec![]);
     }
-    let len = range.len();
-    if len == 0 {
+    if range.is_empty() {
         return None;
     }
-    let scan = || {
-        (0..len).map(move |i| {
-            let port = u32::from(range.start) + (offset.wrapping_add(i) % len);
-            u16::try_from(port).expect("a port inside the range fits u16")
-        })
-    };
+    let scan = || range.scan_from(offset);
     let mut out: Vec<u16> = scan()
         .filter(|p| !used.contains(p) && !avoid.contains(p))
         .take(n)

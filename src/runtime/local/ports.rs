@@ -36,34 +36,25 @@ impl PortBook {
         if range.is_empty() {
             return None;
         }
-        let len = range.len();
-        let mut next = self
+        let mut offset = self
             .cursor
             .get(scheduler)
             .copied()
             .filter(|p| range.contains(*p))
-            .unwrap_or(range.start);
+            .map_or(0, |p| u32::from(p - range.start));
         let mut chosen: Vec<u16> = Vec::with_capacity(protocols.len());
         for &protocol in protocols {
-            let mut found = None;
-            for _ in 0..len {
-                let candidate = next;
-                next = if u32::from(next) + 1 >= u32::from(range.end) {
-                    range.start
-                } else {
-                    next + 1
-                };
-                if self.used.contains(&candidate) || chosen.contains(&candidate) {
-                    continue;
-                }
-                if is_free(candidate, protocol) {
-                    found = Some(candidate);
-                    break;
-                }
-            }
-            chosen.push(found?);
+            let (i, port) = range.scan_from(offset).enumerate().find(|&(_, p)| {
+                !self.used.contains(&p) && !chosen.contains(&p) && is_free(p, protocol)
+            })?;
+            offset += i as u32 + 1;
+            chosen.push(port);
         }
         self.used.extend(chosen.iter().copied());
+        let next = range
+            .scan_from(offset)
+            .next()
+            .expect("a range with a free port is not empty");
         self.cursor.insert(scheduler.to_owned(), next);
         Some(chosen)
     }
