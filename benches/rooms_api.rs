@@ -58,7 +58,8 @@ fn main() {
             webhook_secret: None,
         };
         let local = LocalConfig { state_dir: dir.path().into(), self_exe: "/bin/false".into(), host: "127.0.0.1".into() };
-        let server = Server::open(config, Arc::new(Metrics::new()), |tx| Arc::new(LocalRuntime::new(local, tx)) as Arc<dyn Runtime>).unwrap();
+        let (runtime, events) = LocalRuntime::new(local);
+        let server = Server::open(config, Arc::new(Metrics::new()), Arc::new(runtime) as Arc<dyn Runtime>, events).unwrap();
         let fleet = Arc::clone(&server.controller.fleet);
         let spec: troupe::domain::spec::Scheduler = serde_json::from_value(serde_json::json!({
             "name": "bench", "game": "bench", "roomsReplicas": 0, "portRange": {"start": 1, "end": 2},

@@ -10,21 +10,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::{Controller, ControllerOptions, Fleet, FleetConfig, History};
 use crate::http::AppState;
 use crate::metrics::Metrics;
-use crate::runtime::{Runtime, RuntimeEvent};
+use crate::runtime::{Events, Runtime};
 use crate::source::{Observed, WatchHandle};
 use crate::state::journal::StoreError;
 use crate::state::ops::{Operation, Operations};
 use crate::supervise::{Supervisor, TaskFailed};
-
-/// Room events waiting for the controller; exits are never dropped (the runtime waits).
-pub const RUNTIME_EVENT_QUEUE: usize = 4096;
 
 /// First and longest wait between two attempts to adopt the rooms recorded before.
 const ADOPT_RETRY_MIN: Duration = Duration::from_millis(500);
@@ -48,7 +45,7 @@ pub struct Server {
     pub controller: Arc<Controller>,
     /// What the HTTP routers are built from.
     pub state: AppState,
-    events: mpsc::Receiver<RuntimeEvent>,
+    events: Events,
 }
 
 /// Where a running server takes its revisions from.
@@ -71,16 +68,15 @@ impl From<crate::source::Watch> for SourceFeed {
 }
 
 impl Server {
-    /// Open the records in `config.state_dir` and build the server around the runtime that
-    /// `runtime` makes from the sender its room events go to. Must be called within a Tokio
-    /// runtime (the event forwarders start here).
+    /// Open the records in `config.state_dir` and build the server around `runtime` and the
+    /// events it reports. Must be called within a Tokio runtime (the event forwarders start
+    /// here).
     pub fn open(
         config: ServerConfig,
         metrics: Arc<Metrics>,
-        runtime: impl FnOnce(mpsc::Sender<RuntimeEvent>) -> Arc<dyn Runtime>,
+        runtime: Arc<dyn Runtime>,
+        events: Events,
     ) -> Result<Self, StoreError> {
-        let (events_tx, events) = mpsc::channel(RUNTIME_EVENT_QUEUE);
-        let runtime = runtime(events_tx);
         let fleet = Arc::new(Fleet::open(&config.state_dir, runtime, config.fleet)?);
         let ops = Operations::open(config.state_dir.join("operations.jsonl"))?;
         let controller = Arc::new(Controller::new(
@@ -179,7 +175,7 @@ pub enum ServeError {
 
 /// Hand every runtime event to the fleet, in order.
 async fn pump_runtime_events(
-    mut events: mpsc::Receiver<RuntimeEvent>,
+    mut events: Events,
     fleet: Arc<Fleet>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,

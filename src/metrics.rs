@@ -60,7 +60,7 @@ pub struct Metrics {
     pub source_last_success: Gauge,
     /// Requests sent to the Kubernetes API server, by HTTP method.
     pub kube_requests: IntCounterVec,
-    /// Runtime events waiting for the controller (the queue holds [`crate::app::RUNTIME_EVENT_QUEUE`]).
+    /// Runtime events waiting for the controller (the queue holds [`crate::runtime::EVENT_QUEUE`]).
     pub runtime_event_queue: prometheus::IntGauge,
     /// Room and scheduler records waiting to be written where the rooms run (filled at scrape
     /// time).

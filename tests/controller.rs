@@ -58,15 +58,13 @@ struct Running {
 impl Running {
     async fn start(first: Observed) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut runtime = None;
+        let (runtime, events) = MemoryRuntime::new();
+        let runtime = Arc::new(runtime);
         let server = Server::open(
             common::router::config(dir.path(), None, SyncMode::Auto),
             Arc::new(Metrics::new()),
-            |events| {
-                let m = Arc::new(MemoryRuntime::new(events));
-                runtime = Some(Arc::clone(&m));
-                m as Arc<dyn Runtime>
-            },
+            Arc::clone(&runtime) as Arc<dyn Runtime>,
+            events,
         )
         .unwrap();
         let controller = Arc::clone(&server.controller);
@@ -82,7 +80,7 @@ impl Running {
         Self {
             _dir: dir,
             controller,
-            runtime: runtime.unwrap(),
+            runtime,
             revisions,
             shutdown,
         }

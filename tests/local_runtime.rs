@@ -92,9 +92,8 @@ impl Fixture {
     }
 
     fn runtime_with(&self, config: LocalConfig) -> (LocalRuntime, mpsc::Receiver<RuntimeEvent>) {
-        // Small on purpose: exits must wait for room in the channel, never be dropped.
-        let (tx, rx) = mpsc::channel(2);
-        (LocalRuntime::new(config, tx), rx)
+        // Small on purpose: exits must wait for room in the queue, never be dropped.
+        LocalRuntime::with_queue(config, 2)
     }
 
     async fn start(&self, rt: &LocalRuntime, scheduler: &Arc<Scheduler>, room: &str) -> Started {

@@ -3,13 +3,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use troupe::app::{ServeError, Server, SourceFeed};
+use troupe::app::{ServeError, SourceFeed};
 use troupe::controller::SyncMode;
-use troupe::metrics::Metrics;
 use troupe::source::{Observed, Snapshot};
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -40,12 +38,7 @@ async fn ready_server(
     tempfile::TempDir,
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::open(
-        common::router::config(dir.path(), None, SyncMode::Auto),
-        Arc::new(Metrics::new()),
-        common::router::memory_runtime(),
-    )
-    .unwrap();
+    let server = common::router::server(common::router::config(dir.path(), None, SyncMode::Auto));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (revisions, snapshots) = tokio::sync::watch::channel(empty_revision());

@@ -155,16 +155,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         api_token,
         webhook_secret: webhook_secret.map(String::into_bytes),
     };
-    let server = match args.runtime {
+    let (runtime, events): (Arc<dyn Runtime>, _) = match args.runtime {
         RuntimeKind::Local => {
             let local = LocalConfig {
                 state_dir: args.state_dir.clone(),
                 self_exe: std::env::current_exe().context("finding the troupe executable")?,
                 host: "127.0.0.1".into(),
             };
-            Server::open(config, metrics, |events| {
-                Arc::new(LocalRuntime::new(local, events)) as Arc<dyn Runtime>
-            })?
+            let (runtime, events) = LocalRuntime::new(local);
+            (Arc::new(runtime), events)
         }
         RuntimeKind::Kubernetes => {
             let client = super::kube::connect(Some(metrics.kube_requests.clone())).await?;
@@ -172,11 +171,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 namespace_prefix: args.kube_namespace_prefix.clone(),
                 ..KubeConfig::default()
             };
-            Server::open(config, metrics, |events| {
-                Arc::new(KubernetesRuntime::new(client, kube, events)) as Arc<dyn Runtime>
-            })?
+            let (runtime, events) = KubernetesRuntime::new(client, kube);
+            (Arc::new(runtime), events)
         }
     };
+    let server = Server::open(config, metrics, runtime, events)?;
     let fleet = Arc::clone(&server.controller.fleet);
     let described = source.describe();
     let watch = crate::source::watch(source, poll);

@@ -655,11 +655,9 @@ mod tests {
     #[tokio::test]
     async fn a_room_whose_process_cannot_be_recorded_is_stopped_and_its_start_fails() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, mut events) = tokio::sync::mpsc::channel(16);
-        let runtime = Arc::new(LocalRuntime::new(
-            LocalConfig::for_current_exe(dir.path()).unwrap(),
-            tx,
-        ));
+        let (runtime, mut events) =
+            LocalRuntime::new(LocalConfig::for_current_exe(dir.path()).unwrap());
+        let runtime = Arc::new(runtime);
         let fleet = Fleet::open(
             dir.path(),
             runtime,

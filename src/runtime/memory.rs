@@ -34,11 +34,14 @@ struct State {
 }
 
 impl MemoryRuntime {
-    pub fn new(events: mpsc::Sender<RuntimeEvent>) -> Self {
-        Self {
+    /// An in-memory runtime and the events it reports.
+    pub fn new() -> (Self, super::Events) {
+        let (events, rx) = mpsc::channel(super::EVENT_QUEUE);
+        let runtime = Self {
             events,
             state: Mutex::new(State::default()),
-        }
+        };
+        (runtime, rx)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

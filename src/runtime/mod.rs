@@ -3,8 +3,9 @@
 //!
 //! Must always hold: a runtime never decides anything (which rooms to start or stop comes from
 //! operations); it starts, stops and reports. Every room it starts or adopts gets exactly one
-//! [`RuntimeEvent::Exited`] when it ends, so the registry never keeps a ghost. Events go to the
-//! bounded `tokio::sync::mpsc::Sender<RuntimeEvent>` each runtime is constructed with.
+//! [`RuntimeEvent::Exited`] when it ends, so the registry never keeps a ghost. Each runtime's
+//! constructor returns, beside the runtime, the [`Events`] it reports on: a bounded queue of
+//! [`EVENT_QUEUE`] events, on which an exit waits for room rather than being dropped.
 
 pub mod kubernetes;
 pub mod local;
@@ -18,6 +19,14 @@ use async_trait::async_trait;
 use crate::domain::Applied;
 use crate::domain::room::{Room, RoomPort};
 use crate::domain::spec::Scheduler;
+
+/// Room events a runtime reports, in order; see [`RuntimeEvent`].
+pub type Events = tokio::sync::mpsc::Receiver<RuntimeEvent>;
+
+/// Room events a runtime queues for the controller before it waits: a burst of exits in a
+/// large fleet fits, and a controller that stops reading slows the runtime down instead of
+/// losing an exit.
+pub const EVENT_QUEUE: usize = 4096;
 
 /// What a runtime needs to start one room.
 #[derive(Debug, Clone)]

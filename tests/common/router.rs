@@ -14,7 +14,6 @@ use troupe::controller::{Controller, ControllerOptions, FleetConfig, SyncMode};
 use troupe::http::{AppState, router};
 use troupe::metrics::Metrics;
 use troupe::runtime::memory::MemoryRuntime;
-use troupe::runtime::{Runtime, RuntimeEvent};
 use troupe::source::{Snapshot, SourceFile};
 
 pub const SECRET: &[u8] = b"test-secret";
@@ -44,21 +43,16 @@ pub fn config(dir: &std::path::Path, api_token: Option<&str>, sync: SyncMode) ->
     }
 }
 
-/// The in-memory runtime: no test here needs a room process.
-pub fn memory_runtime() -> impl FnOnce(tokio::sync::mpsc::Sender<RuntimeEvent>) -> Arc<dyn Runtime>
-{
-    |events| Arc::new(MemoryRuntime::new(events)) as Arc<dyn Runtime>
+/// A server on the in-memory runtime (no test here needs a room process), not running.
+pub fn server(config: ServerConfig) -> Server {
+    let (runtime, events) = MemoryRuntime::new();
+    Server::open(config, Arc::new(Metrics::new()), Arc::new(runtime), events).unwrap()
 }
 
 impl Fixture {
     pub fn new(api_token: Option<&str>, sync: SyncMode) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let server = Server::open(
-            config(dir.path(), api_token, sync),
-            Arc::new(Metrics::new()),
-            memory_runtime(),
-        )
-        .unwrap();
+        let server = server(config(dir.path(), api_token, sync));
         Self {
             dir,
             state: server.state,

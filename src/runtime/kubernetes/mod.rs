@@ -192,9 +192,10 @@ fn api_reason(e: &kube::Error) -> String {
 }
 
 impl KubernetesRuntime {
-    /// Start watching pods and nodes through `client`; room events go to `events`. Must be called
-    /// within a Tokio runtime.
-    pub fn new(client: Client, config: KubeConfig, events: mpsc::Sender<RuntimeEvent>) -> Self {
+    /// Start watching pods and nodes through `client`; returns the runtime and the room events
+    /// it reports. Must be called within a Tokio runtime.
+    pub fn new(client: Client, config: KubeConfig) -> (Self, super::Events) {
+        let (events, rx) = mpsc::channel(super::EVENT_QUEUE);
         let (pods, pod_writer) = reflector::store();
         let (nodes, node_writer) = reflector::store();
         let prefix = config.namespace_prefix.clone();
@@ -219,7 +220,7 @@ impl KubernetesRuntime {
                 .abort_handle(),
             tokio::spawn(Arc::clone(&inner).write_records().instrument(span)).abort_handle(),
         ];
-        Self { inner, tasks }
+        (Self { inner, tasks }, rx)
     }
 }
 

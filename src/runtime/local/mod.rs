@@ -161,16 +161,24 @@ impl Tracked {
 }
 
 impl LocalRuntime {
-    pub fn new(config: LocalConfig, events: mpsc::Sender<RuntimeEvent>) -> Self {
+    /// A local runtime and the events it reports.
+    pub fn new(config: LocalConfig) -> (Self, super::Events) {
+        Self::with_queue(config, super::EVENT_QUEUE)
+    }
+
+    /// Like [`LocalRuntime::new`], with room for `queue` events before the runtime waits.
+    pub fn with_queue(config: LocalConfig, queue: usize) -> (Self, super::Events) {
+        let (events, rx) = mpsc::channel(queue);
         let probe_host = ports::probe_addr(&config.host);
-        Self {
+        let runtime = Self {
             inner: Arc::new(Inner {
                 config,
                 probe_host,
                 events,
                 state: Mutex::new(State::default()),
             }),
-        }
+        };
+        (runtime, rx)
     }
 
     /// Where the output of room `room` of `scheduler` goes.
