@@ -34,6 +34,17 @@ const START_CONCURRENCY: usize = 32;
 /// How often an operation re-checks its rooms when nothing told it to.
 const STEP_TICK: Duration = Duration::from_millis(500);
 
+/// Why the rooms recorded before could not be taken back yet (retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    /// The runtime could not be asked what runs.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    /// What it said could not be recorded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Settings of the fleet that come from `troupe serve`.
 #[derive(Clone)]
 pub struct FleetConfig {
@@ -137,15 +148,14 @@ impl Fleet {
     /// Take from the runtime what the state directory does not know: applied schedulers and
     /// rooms recorded where the rooms run (a controller whose state directory was lost, or a
     /// new one pointed at a running fleet). Returns how many of each were taken.
-    async fn discover(&self) -> Result<(usize, usize), crate::runtime::RuntimeError> {
+    async fn discover(&self) -> Result<(usize, usize), AdoptError> {
         let found = self.runtime.discover().await?;
         let mut schedulers = 0;
         for (name, applied) in found.schedulers {
             if self.applied(&name).is_some() {
                 continue;
             }
-            self.set_applied(&name, Some(applied))
-                .map_err(|e| crate::runtime::RuntimeError::Backend(e.to_string()))?;
+            self.set_applied(&name, Some(applied))?;
             schedulers += 1;
         }
         let mut rooms = 0;
@@ -153,16 +163,14 @@ impl Fleet {
             if self.registry.get(&room.id).is_some() {
                 continue;
             }
-            self.registry
-                .insert(room)
-                .map_err(|e| crate::runtime::RuntimeError::Backend(e.to_string()))?;
+            self.registry.insert(room)?;
             rooms += 1;
         }
         Ok((schedulers, rooms))
     }
 
     /// After a restart: take back the rooms still running; the others are marked gone.
-    pub async fn adopt(&self) -> Result<(), crate::runtime::RuntimeError> {
+    pub async fn adopt(&self) -> Result<(), AdoptError> {
         let (schedulers, rooms) = self.discover().await?;
         if schedulers + rooms > 0 {
             tracing::info!(

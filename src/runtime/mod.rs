@@ -110,9 +110,17 @@ pub enum RuntimeError {
     /// Stopping the room failed.
     #[error("stopping room {room} failed: {reason}")]
     Stop { room: String, reason: String },
-    /// The runtime's backend could not be reached or answered with an error.
+    /// The runtime's backend (the Kubernetes API server, `/proc`, a pidfd) refused a call.
+    #[error("{what}: {source}")]
+    Backend {
+        /// What was being done: `listing pods`, `adopting room arena-x2k9q: reading /proc`.
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The backend did not answer in time (a cluster that cannot be reached).
     #[error("{0}")]
-    Backend(String),
+    Unreachable(String),
 }
 
 /// What a runtime's backend knows without any state of Troupe's: rooms found running and

@@ -164,8 +164,11 @@ struct Tracked {
     request: Option<StartRoom>,
 }
 
-fn backend(what: &str, e: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::Backend(format!("{what}: {e}"))
+fn backend(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> RuntimeError {
+    RuntimeError::Backend {
+        what: what.to_owned(),
+        source: Box::new(e),
+    }
 }
 
 /// Why a pod could not be created.
@@ -317,7 +320,7 @@ impl Inner {
         match tokio::time::timeout(self.config.ready_timeout, self.pods.wait_until_ready()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(backend("the pod watch stopped", e)),
-            Err(_) => Err(RuntimeError::Backend(format!(
+            Err(_) => Err(RuntimeError::Unreachable(format!(
                 "no complete list of pods from the API server within {:?}: is the cluster reachable?",
                 self.config.ready_timeout
             ))),
@@ -1031,15 +1034,15 @@ pub async fn discover(client: &Client, prefix: &str) -> Result<Discovered, Runti
     let pods = Api::<Pod>::all(client.clone())
         .list(&selector)
         .await
-        .map_err(|e| backend("listing pods", api_reason(&e)))?;
+        .map_err(|e| backend("listing pods", e))?;
     let nodes = Api::<Node>::all(client.clone())
         .list(&ListParams::default())
         .await
-        .map_err(|e| backend("listing nodes", api_reason(&e)))?;
+        .map_err(|e| backend("listing nodes", e))?;
     let namespaces = Api::<Namespace>::all(client.clone())
         .list(&selector)
         .await
-        .map_err(|e| backend("listing namespaces", api_reason(&e)))?;
+        .map_err(|e| backend("listing namespaces", e))?;
     let node_ips: HashMap<String, String> = nodes
         .items
         .iter()

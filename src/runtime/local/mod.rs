@@ -546,8 +546,9 @@ impl Inner {
                 return Ok(false);
             }
         };
-        let backend = |what: &str, e: std::io::Error| {
-            RuntimeError::Backend(format!("adopting room {}: {what}: {e}", room.id))
+        let backend = |what: &str, e: std::io::Error| RuntimeError::Backend {
+            what: format!("adopting room {}: {what}", room.id),
+            source: Box::new(e),
         };
         // Open the pidfd first, then check the start time: if it still matches, the pidfd is on the
         // room's process and not on a later process that got the same pid.
