@@ -114,3 +114,26 @@ fn the_check_sees_a_forbidden_import() {
     ));
     assert!(!mentions("let tokio_like = 1;", "tokio"));
 }
+
+#[test]
+fn http_handlers_go_through_the_controllers_interfaces() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
+    let mut found = Vec::new();
+    for file in rust_files(&root) {
+        // The forwarders are an adapter of the fleet's status changes, not a handler.
+        if file.file_name().is_some_and(|n| n == "forward.rs") {
+            continue;
+        }
+        for (n, line) in code_lines(&file) {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains(".fleet") || code.contains(".registry") {
+                found.push(format!("{}:{n}: {}", file.display(), line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "handlers reach past controller::Controller and controller::Rooms:\n{}",
+        found.join("\n")
+    );
+}

@@ -22,7 +22,7 @@ use crate::clock::now_ms;
 use crate::domain::plan::saved::SavedPlan;
 use crate::domain::plan::{self, Action, Plan, PlanOptions};
 use crate::domain::spec::{Located, Scheduler, load_documents};
-use crate::domain::{autoscale, reconcile};
+use crate::domain::{Applied, autoscale, reconcile};
 use crate::metrics::Metrics;
 use crate::source::{CommitInfo, Observed, Snapshot};
 pub use crate::state::history::{History, RevisionRecord};
@@ -193,6 +193,26 @@ impl Controller {
     /// Desired specs of the last good revision.
     pub fn desired_schedulers(&self) -> Vec<Scheduler> {
         self.lock().schedulers.clone()
+    }
+
+    /// The applied spec of one scheduler.
+    pub fn applied(&self, name: &str) -> Option<Applied> {
+        self.fleet.applied(name)
+    }
+
+    /// Every applied scheduler.
+    pub fn applied_all(&self) -> std::collections::BTreeMap<String, Applied> {
+        self.fleet.applied_all()
+    }
+
+    /// Live state as the planner sees it.
+    pub fn live_state(&self) -> crate::domain::plan::LiveState {
+        self.fleet.live_state()
+    }
+
+    /// Record writes waiting to go where the rooms run.
+    pub fn pending_records(&self) -> usize {
+        self.fleet.runtime.pending_records()
     }
 
     /// True once a revision was loaded and planned (readiness).

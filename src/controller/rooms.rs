@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::Fleet;
 use crate::domain::room::token::verify_room_token;
-use crate::domain::room::{PingStatus, Room};
+use crate::domain::room::{PingStatus, Room, RoomCounts};
 use crate::state::registry::{PingOutcome, RegistryError};
 
 /// What allocation refused, besides "no room free".
@@ -34,6 +34,26 @@ pub struct Rooms {
 impl Rooms {
     pub fn new(fleet: Arc<Fleet>) -> Self {
         Self { fleet }
+    }
+
+    /// Rooms of one scheduler (or all), oldest first.
+    pub fn list(&self, scheduler: Option<&str>) -> Vec<Room> {
+        self.fleet.registry.list(scheduler)
+    }
+
+    /// Room counts per scheduler.
+    pub fn counts(&self) -> BTreeMap<String, RoomCounts> {
+        self.fleet.registry.counts()
+    }
+
+    /// Marked changed whenever a room is added, removed or changes status.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.fleet.registry.subscribe()
+    }
+
+    /// Journal writes of room changes that failed since start.
+    pub fn store_failures(&self) -> u64 {
+        self.fleet.registry.store_failures()
     }
 
     /// Whether `token` is room `room`'s of scheduler `scheduler`.

@@ -56,14 +56,14 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let c = &state.controller;
-    fill_scrape_gauges(c);
+    fill_scrape_gauges(&state);
     c.metrics
-        .set_store_failures("rooms", c.fleet.registry.store_failures());
+        .set_store_failures("rooms", state.rooms.store_failures());
     c.metrics
         .set_store_failures("operations", c.ops.store_failures());
     c.metrics
         .runtime_records_pending
-        .set(c.fleet.runtime.pending_records() as i64);
+        .set(c.pending_records() as i64);
     if let Some(source) = &state.source {
         let status = source.status();
         c.metrics
@@ -112,12 +112,13 @@ pub struct OperationBrief {
 
 /// Rooms by status, occupancy and revision age, computed at scrape time from one count of the
 /// registry, so they never drift.
-fn fill_scrape_gauges(c: &crate::controller::Controller) {
+fn fill_scrape_gauges(state: &AppState) {
+    let c = &state.controller;
     let m = &c.metrics;
     m.rooms.reset();
     m.rooms_busy.reset();
     m.room_matches.reset();
-    for (scheduler, counts) in c.fleet.registry.counts() {
+    for (scheduler, counts) in state.rooms.counts() {
         for (status, n) in &counts.rooms {
             m.rooms
                 .with_label_values(&[&scheduler, status.as_str()])
@@ -138,7 +139,7 @@ fn fill_scrape_gauges(c: &crate::controller::Controller) {
 /// 404 unless `name` is applied or declared in the running revision.
 pub(super) fn ensure_scheduler(state: &AppState, name: &str) -> Result<(), ApiError> {
     let c = &state.controller;
-    if c.fleet.applied(name).is_none() && !c.desired_schedulers().iter().any(|s| s.name == name) {
+    if c.applied(name).is_none() && !c.desired_schedulers().iter().any(|s| s.name == name) {
         return Err(ApiError::not_found(format!("scheduler {name} not found")));
     }
     Ok(())
@@ -146,7 +147,7 @@ pub(super) fn ensure_scheduler(state: &AppState, name: &str) -> Result<(), ApiEr
 
 pub(super) fn summaries(state: &AppState) -> Vec<SchedulerSummary> {
     let c = &state.controller;
-    let counts = c.fleet.registry.counts();
+    let counts = state.rooms.counts();
     let op_counts = c.ops.counts();
     let desired: BTreeMap<String, _> = c
         .desired_schedulers()
@@ -154,7 +155,7 @@ pub(super) fn summaries(state: &AppState) -> Vec<SchedulerSummary> {
         .map(|s| (s.name.clone(), s))
         .collect();
     let mut out: BTreeMap<String, SchedulerSummary> = BTreeMap::new();
-    for (name, a) in c.fleet.applied_all() {
+    for (name, a) in c.applied_all() {
         let rooms = counts
             .get(&name)
             .map(|c| c.rooms.clone())
@@ -235,7 +236,7 @@ async fn scheduler(
     let c = &state.controller;
     Ok(Json(SchedulerDetail {
         summary,
-        applied: c.fleet.applied(&name).map(|a| a.spec),
+        applied: c.applied(&name).map(|a| a.spec),
         desired: c.desired_schedulers().into_iter().find(|s| s.name == name),
     }))
 }
@@ -251,7 +252,7 @@ async fn rooms(
     Query(q): Query<RoomsQuery>,
 ) -> Result<Json<Vec<Room>>, ApiError> {
     ensure_scheduler(&state, &name)?;
-    let rooms = state.controller.fleet.registry.list(Some(&name));
+    let rooms = state.rooms.list(Some(&name));
     Ok(Json(
         rooms
             .into_iter()
@@ -462,5 +463,5 @@ fn set_suspended(
 }
 
 async fn live(State(state): State<AppState>) -> Json<LiveState> {
-    Json(state.controller.fleet.live_state())
+    Json(state.controller.live_state())
 }

@@ -96,7 +96,7 @@ async fn events(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let c = &state.controller;
     let watches = Watches {
-        rooms: c.fleet.registry.subscribe(),
+        rooms: state.rooms.subscribe(),
         operations: c.ops.subscribe(),
         revision: c.subscribe(),
         stopping: c.stopping(),

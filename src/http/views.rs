@@ -155,8 +155,8 @@ pub struct Overview {
 async fn overview(State(state): State<AppState>) -> Json<Overview> {
     let c = &state.controller;
     let desired = c.desired();
-    let counts = c.fleet.registry.counts();
-    let applied = c.fleet.applied_all();
+    let counts = state.rooms.counts();
+    let applied = c.applied_all();
     let specs: BTreeMap<String, crate::domain::spec::Scheduler> = desired
         .schedulers
         .iter()
@@ -267,7 +267,7 @@ async fn rooms_page(
         q.q.as_deref()
             .map(|s| s.trim().to_lowercase())
             .filter(|s| !s.is_empty());
-    let all = state.controller.fleet.registry.list(Some(&name));
+    let all = state.rooms.list(Some(&name));
     let mut counts: BTreeMap<RoomStatus, u32> = BTreeMap::new();
     for r in &all {
         *counts.entry(r.status).or_default() += 1;
