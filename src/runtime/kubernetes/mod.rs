@@ -1086,9 +1086,9 @@ const REWATCH_MAX: Duration = Duration::from_secs(10);
 async fn follow<K, F, Fut>(
     api: Api<K>,
     config: watcher::Config,
-    mut writer: Writer<K>,
+    writer: Writer<K>,
     what: &'static str,
-    mut on_event: F,
+    on_event: F,
 ) where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -1100,12 +1100,31 @@ async fn follow<K, F, Fut>(
     F: FnMut(Event<K>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    let watch = || {
+        watcher::watcher(api.clone(), config.clone())
+            .default_backoff()
+            .modify(|o| o.managed_fields_mut().clear())
+    };
+    follow_streams(watch, writer, what, on_event).await
+}
+
+/// [`follow`], for any source of watch streams: `watch` starts one, and is called again (after
+/// a pause) each time the one before has ended.
+async fn follow_streams<K, W, S, F, Fut>(
+    mut watch: W,
+    mut writer: Writer<K>,
+    what: &'static str,
+    mut on_event: F,
+) where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    W: FnMut() -> S,
+    S: futures_util::Stream<Item = Result<Event<K>, watcher::Error>>,
+    F: FnMut(Event<K>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let mut delays = crate::supervise::backoff(REWATCH_MIN, REWATCH_MAX);
     loop {
-        let stream = watcher::watcher(api.clone(), config.clone())
-            .default_backoff()
-            .modify(|o| o.managed_fields_mut().clear());
-        let mut stream = std::pin::pin!(stream);
+        let mut stream = std::pin::pin!(watch());
         while let Some(event) = stream.next().await {
             match event {
                 Ok(event) => {
@@ -1118,5 +1137,59 @@ async fn follow<K, F, Fut>(
         let pause = delays.next().unwrap_or(REWATCH_MAX);
         warn!(what, ?pause, "watch ended; watching again");
         tokio::time::sleep(pause).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "arena"},
+        }))
+        .unwrap()
+    }
+
+    /// Regression: when the pod watch stream ended, only a warning was logged and no room event
+    /// ever arrived again.
+    #[tokio::test]
+    async fn a_watch_whose_stream_ends_starts_again_and_events_keep_coming() {
+        let (store, writer) = reflector::store::<Pod>();
+        let mut streams = 0;
+        let watch = move || {
+            streams += 1;
+            // Each stream lists one pod, then ends.
+            let name = format!("pod-{streams}");
+            futures_util::stream::iter(vec![
+                Ok(Event::Init),
+                Ok(Event::InitApply(pod(&name))),
+                Ok(Event::InitDone),
+            ])
+        };
+        let (seen_tx, mut seen) = mpsc::unbounded_channel();
+        let following = tokio::spawn(follow_streams(watch, writer, "pods", move |event| {
+            if let Event::InitApply(p) = event {
+                let _ = seen_tx.send(p.name_any());
+            }
+            std::future::ready(())
+        }));
+        let names: Vec<String> = vec![
+            seen.recv().await.unwrap(),
+            seen.recv().await.unwrap(),
+            seen.recv().await.unwrap(),
+        ];
+        assert_eq!(
+            names,
+            ["pod-1", "pod-2", "pod-3"],
+            "a new watch after each end"
+        );
+        let listed: Vec<String> = store.state().iter().map(|p| p.name_any()).collect();
+        assert_eq!(
+            listed.len(),
+            1,
+            "each relist replaces the store: {listed:?}"
+        );
+        following.abort();
     }
 }
