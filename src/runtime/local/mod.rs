@@ -87,6 +87,8 @@ pub struct LocalRuntime {
 struct Inner {
     config: LocalConfig,
     probe_host: IpAddr,
+    /// The kernel's ephemeral port range, read once.
+    ephemeral: Option<(u16, u16)>,
     events: mpsc::Sender<RuntimeEvent>,
     state: Mutex<State>,
 }
@@ -97,6 +99,8 @@ struct State {
     /// Rooms being spawned (not in `rooms` yet): a second start of one of them is refused.
     starting: HashSet<RoomKey>,
     ports: ports::PortBook,
+    /// Schedulers already warned that their `portRange` overlaps the ephemeral range.
+    warned: HashSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -174,6 +178,7 @@ impl LocalRuntime {
             inner: Arc::new(Inner {
                 config,
                 probe_host,
+                ephemeral: ports::ephemeral_range(),
                 events,
                 state: Mutex::new(State::default()),
             }),
@@ -304,6 +309,16 @@ impl Inner {
             let mut state = self.lock();
             if state.rooms.contains_key(&key) || state.starting.contains(&key) {
                 return Err(start_error("it is already running".into()));
+            }
+            if let Some(eph) = self.ephemeral {
+                let overlap = ports::ephemeral_overlap(scheduler.port_range, eph);
+                if overlap > 0 && state.warned.insert(scheduler.name.clone()) {
+                    warn!(
+                        overlap,
+                        ephemeral = format!("{}-{}", eph.0, eph.1),
+                        "portRange overlaps the kernel's ephemeral ports: an outgoing connection can take a room's port before it binds it; choose a range outside it"
+                    );
+                }
             }
             let probe_host = self.probe_host;
             let booked = state

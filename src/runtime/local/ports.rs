@@ -95,9 +95,48 @@ pub fn probe_addr(host: &str) -> IpAddr {
     host.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
+/// Where the kernel takes the local ports of outgoing connections from.
+const EPHEMERAL_RANGE_FILE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+
+/// The kernel's ephemeral port range (first and last port, inclusive), when it can be read.
+pub fn ephemeral_range() -> Option<(u16, u16)> {
+    parse_ephemeral_range(&std::fs::read_to_string(EPHEMERAL_RANGE_FILE).ok()?)
+}
+
+fn parse_ephemeral_range(text: &str) -> Option<(u16, u16)> {
+    let mut fields = text.split_whitespace().map(str::parse::<u16>);
+    match (fields.next()?, fields.next()?) {
+        (Ok(first), Ok(last)) if first <= last => Some((first, last)),
+        _ => None,
+    }
+}
+
+/// How many ports of `range` the kernel may also hand to outgoing connections: a port checked
+/// free when a room starts can be taken by one before the room binds it.
+pub fn ephemeral_overlap(range: PortRange, ephemeral: (u16, u16)) -> u32 {
+    let start = u32::from(range.start).max(u32::from(ephemeral.0));
+    let end = u32::from(range.end).min(u32::from(ephemeral.1) + 1);
+    end.saturating_sub(start)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ephemeral_range_is_read_and_overlaps_are_counted() {
+        assert_eq!(
+            parse_ephemeral_range("32768\t60999\n"),
+            Some((32768, 60999))
+        );
+        assert_eq!(parse_ephemeral_range("60999 32768"), None);
+        assert_eq!(parse_ephemeral_range("junk"), None);
+        let eph = (32768, 60999);
+        assert_eq!(ephemeral_overlap(range(20000, 22000), eph), 0);
+        assert_eq!(ephemeral_overlap(range(40000, 40100), eph), 100);
+        assert_eq!(ephemeral_overlap(range(32700, 32800), eph), 32);
+        assert_eq!(ephemeral_overlap(range(60990, 61010), eph), 10);
+    }
 
     const TCP: Protocol = Protocol::Tcp;
 
