@@ -61,11 +61,7 @@ fn main() {
         let (runtime, events) = LocalRuntime::new(local);
         let server = Server::open(config, Arc::new(Metrics::new()), Arc::new(runtime) as Arc<dyn Runtime>, events).unwrap();
         let fleet = Arc::clone(&server.controller.fleet);
-        let spec: troupe::domain::spec::Scheduler = serde_json::from_value(serde_json::json!({
-            "name": "bench", "game": "bench", "roomsReplicas": 0, "portRange": {"start": 1, "end": 2},
-            "spec": {"containers": [{"name": "s", "image": "i"}]}
-        }))
-        .unwrap();
+        let spec = troupe::domain::spec::Scheduler::minimal("bench");
         for name in ["ping", "alloc"] {
             let spec = troupe::domain::spec::Scheduler { name: name.into(), ..spec.clone() };
             let applied = Applied { version: spec.version(), target_rooms: 0, spec, previous: None };

@@ -647,15 +647,17 @@ mod tests {
     use crate::runtime::local::{LocalConfig, LocalRuntime};
 
     fn sleeper() -> Scheduler {
-        serde_json::from_value(serde_json::json!({
-            "name": "arena",
-            "game": "arena",
-            "roomsReplicas": 1,
-            "portRange": {"start": 47100, "end": 47200},
-            "spec": {"containers": [{"name": "server", "image": "x"}]},
-            "local": {"command": ["sleep", "30"]}
-        }))
-        .unwrap()
+        let mut s = Scheduler::minimal("arena");
+        s.rooms_replicas = Some(1);
+        s.port_range = crate::domain::spec::PortRange {
+            start: 27100,
+            end: 27200,
+        };
+        s.local = Some(crate::domain::spec::LocalSpec {
+            command: vec!["sleep".into(), "30".into()],
+            env: vec![],
+        });
+        s
     }
 
     /// Regression: when the room's process could not be recorded, the failure was dropped and

@@ -80,13 +80,12 @@ mod tests {
     const SEC: u64 = 1000;
 
     fn spec() -> Scheduler {
-        serde_json::from_value(serde_json::json!({
-            "name": "arena", "game": "arena", "roomsReplicas": 1,
-            "portRange": {"start": 1, "end": 2},
-            "timeouts": {"pending": "10s", "unready": "20s", "ping": "30s", "terminating": "5s"},
-            "spec": {"containers": [{"name": "s", "image": "i"}]}
-        }))
-        .unwrap()
+        let mut s = Scheduler::minimal("arena");
+        s.timeouts = serde_json::from_value(serde_json::json!(
+            {"pending": "10s", "unready": "20s", "ping": "30s", "terminating": "5s"}
+        ))
+        .unwrap();
+        s
     }
 
     fn room(id: &str, scheduler: &str, status: RoomStatus, since: u64, ping: Option<u64>) -> Room {

@@ -360,6 +360,21 @@ pub struct Template<'a> {
 pub const CONTROL_ANNOTATION_PREFIX: &str = "troupe.dev/";
 
 impl Scheduler {
+    /// The smallest valid scheduler called `name`: game `name`, no room (`roomsReplicas: 0`),
+    /// one container `server` with image `example/server:1` and no ports, ports 40000..40100,
+    /// every other field at its default. A starting point for tests, benchmarks and
+    /// simulations, which set what they are about.
+    pub fn minimal(name: &str) -> Self {
+        serde_json::from_value(serde_json::json!({
+            "name": name,
+            "game": name,
+            "roomsReplicas": 0,
+            "portRange": {"start": 40000, "end": 40100},
+            "spec": {"containers": [{"name": "server", "image": "example/server:1"}]},
+        }))
+        .expect("the minimal scheduler deserialises")
+    }
+
     /// The part of the scheduler that shapes rooms; a change to it needs a rollout.
     pub fn template(&self) -> Template<'_> {
         Template {
@@ -416,5 +431,17 @@ impl Scheduler {
     /// The surge as a room count for a fleet of `target` rooms: never less than one.
     pub fn surge_rooms(&self, target: u32) -> u32 {
         self.max_surge.rooms(target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_minimal_scheduler_is_valid() {
+        let s = Scheduler::minimal("arena");
+        assert_eq!(validate(&s), Vec::<Issue>::new());
+        assert_eq!(s.target_rooms(None), 0);
     }
 }

@@ -238,13 +238,13 @@ mod tests {
 
     #[test]
     fn the_applied_spec_is_read_from_the_namespace_and_a_bad_one_is_skipped() {
-        let applied: Applied = serde_json::from_value(serde_json::json!({
-            "version": "v1", "targetRooms": 2,
-            "spec": {"name": "arena", "game": "arena", "roomsReplicas": 2,
-                "portRange": {"start": 1, "end": 2},
-                "spec": {"containers": [{"name": "s", "image": "i"}]}}
-        }))
-        .unwrap();
+        let spec = crate::domain::spec::Scheduler::minimal("arena");
+        let applied = Applied {
+            version: spec.version(),
+            target_rooms: 2,
+            spec,
+            previous: None,
+        };
         let namespace = |annotation: String| -> Namespace {
             serde_json::from_value(serde_json::json!({
                 "metadata": {"name": "t1-arena", "labels": {"troupe.dev/scheduler": "arena"},
