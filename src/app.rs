@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controller::{Controller, ControllerOptions, Fleet, FleetConfig, History};
 use crate::http::AppState;
+use crate::http::forward::Outbox;
 use crate::metrics::Metrics;
 use crate::runtime::{Events, Runtime};
 use crate::source::{Observed, WatchHandle};
@@ -46,6 +47,8 @@ pub struct Server {
     /// What the HTTP routers are built from.
     pub state: AppState,
     events: Events,
+    /// The forwarders' queue, delivered by a supervised task once the server runs.
+    outbox: Outbox,
 }
 
 /// Where a running server takes its revisions from.
@@ -69,8 +72,7 @@ impl From<crate::source::Watch> for SourceFeed {
 
 impl Server {
     /// Open the records in `config.state_dir` and build the server around `runtime` and the
-    /// events it reports. Must be called within a Tokio runtime (the event forwarders start
-    /// here).
+    /// events it reports.
     pub fn open(
         config: ServerConfig,
         metrics: Arc<Metrics>,
@@ -87,7 +89,7 @@ impl Server {
             History::open(&config.state_dir)?,
         ));
         let rooms = crate::controller::Rooms::new(Arc::clone(&fleet));
-        let forwarders = crate::http::forward::Forwarders::start(fleet, metrics);
+        let (forwarders, outbox) = crate::http::forward::Forwarders::new(metrics);
         let state = AppState {
             rooms,
             forwarders,
@@ -100,6 +102,7 @@ impl Server {
             controller,
             state,
             events,
+            outbox,
         })
     }
 
@@ -115,6 +118,7 @@ impl Server {
             controller,
             mut state,
             events,
+            outbox,
         } = self;
         state.source = source.handle;
         let metrics = Arc::clone(&controller.metrics);
@@ -139,6 +143,23 @@ impl Server {
             let (ops, metrics) = (Arc::clone(&controller.ops), Arc::clone(&metrics));
             tasks.restarting("operation-metrics", move || {
                 count_operations(ops.subscribe_finished(), Arc::clone(&metrics))
+            });
+        }
+        {
+            let (fleet, metrics) = (Arc::clone(&controller.fleet), Arc::clone(&metrics));
+            tasks.restarting("forward-delivery", move || {
+                outbox
+                    .clone()
+                    .deliver(Arc::clone(&fleet), Arc::clone(&metrics))
+            });
+            // Subscribed now, before adoption can change a status; a restart subscribes again.
+            let (forwarders, fleet) = (state.forwarders.clone(), Arc::clone(&controller.fleet));
+            let mut first = Some(fleet.registry.subscribe_status());
+            tasks.restarting("forward-status", move || {
+                let changes = first
+                    .take()
+                    .unwrap_or_else(|| fleet.registry.subscribe_status());
+                forwarders.clone().forward_status_changes(changes)
             });
         }
         {

@@ -63,17 +63,18 @@ pub struct Forwarders {
     metrics: Arc<Metrics>,
 }
 
+/// The receiving side: the queue [`Outbox::deliver`] empties. Shared, so that a delivery loop
+/// started again after a failure takes the events still queued.
+#[derive(Clone)]
+pub struct Outbox(Arc<tokio::sync::Mutex<mpsc::Receiver<Event>>>);
+
 impl Forwarders {
-    /// Start delivering events to the forwarders of each event's scheduler (as applied now).
-    pub fn start(fleet: Arc<Fleet>, metrics: Arc<Metrics>) -> Self {
+    /// The sending side and the queue it fills; nothing is delivered until something runs
+    /// [`Outbox::deliver`] (the server does, supervised).
+    pub fn new(metrics: Arc<Metrics>) -> (Self, Outbox) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let this = Self {
-            tx,
-            metrics: Arc::clone(&metrics),
-        };
-        this.forward_status_changes(&fleet);
-        tokio::spawn(deliver_all(rx, fleet, metrics));
-        this
+        let outbox = Outbox(Arc::new(tokio::sync::Mutex::new(rx)));
+        (Self { tx, metrics }, outbox)
     }
 
     /// Queue an event; never waits. A full queue drops it.
@@ -84,31 +85,40 @@ impl Forwarders {
         }
     }
 
-    /// Every room status change becomes a `roomStatus` event.
-    fn forward_status_changes(&self, fleet: &Fleet) {
-        let mut changes = fleet.registry.subscribe_status();
-        let this = self.clone();
-        tokio::spawn(async move {
-            loop {
-                match changes.recv().await {
-                    Ok(c) => {
-                        let payload = serde_json::json!({"from": c.from, "to": c.to});
-                        this.send(Event::new(&c.scheduler, &c.room, "roomStatus", payload));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        this.metrics
-                            .forwarded
-                            .with_label_values(&["dropped"])
-                            .inc_by(n);
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+    /// Turn every room status change `changes` brings into a `roomStatus` event, until the
+    /// registry goes away.
+    pub async fn forward_status_changes(
+        self,
+        mut changes: tokio::sync::broadcast::Receiver<crate::state::registry::StatusChange>,
+    ) {
+        loop {
+            match changes.recv().await {
+                Ok(c) => {
+                    let payload = serde_json::json!({"from": c.from, "to": c.to});
+                    self.send(Event::new(&c.scheduler, &c.room, "roomStatus", payload));
                 }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    self.metrics
+                        .forwarded
+                        .with_label_values(&["dropped"])
+                        .inc_by(n);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
-        });
+        }
     }
 }
 
-async fn deliver_all(mut rx: mpsc::Receiver<Event>, fleet: Arc<Fleet>, metrics: Arc<Metrics>) {
+impl Outbox {
+    /// Deliver queued events to the forwarders of each event's scheduler (as applied now), at
+    /// most [`IN_FLIGHT`] at a time, until every sender is gone.
+    pub async fn deliver(self, fleet: Arc<Fleet>, metrics: Arc<Metrics>) {
+        let mut rx = self.0.lock().await;
+        deliver_all(&mut rx, &fleet, &metrics).await
+    }
+}
+
+async fn deliver_all(rx: &mut mpsc::Receiver<Event>, fleet: &Fleet, metrics: &Arc<Metrics>) {
     let http = reqwest::Client::new();
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(event) = rx.recv().await {
@@ -120,7 +130,7 @@ async fn deliver_all(mut rx: mpsc::Receiver<Event>, fleet: Arc<Fleet>, metrics: 
             let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
                 return;
             };
-            let (http, metrics, event) = (http.clone(), Arc::clone(&metrics), event.clone());
+            let (http, metrics, event) = (http.clone(), Arc::clone(metrics), event.clone());
             tokio::spawn(async move {
                 deliver(&http, &f.url, f.timeout.as_std(), &event, &metrics).await;
                 drop(permit);
