@@ -323,10 +323,7 @@ async fn wait_op(server: &Server, scheduler: &str, kind: &str) -> Value {
                 .await
                 .into_iter()
                 .find(|o| o["kind"] == kind)
-                .filter(|o| {
-                    ["succeeded", "failed", "canceled"]
-                        .contains(&o["status"].as_str().unwrap_or(""))
-                })
+                .filter(op_finished)
         },
     )
     .await
@@ -532,9 +529,12 @@ async fn a_template_change_rolls_out_within_max_surge_and_never_deletes_an_occup
             pods.iter().any(|p| p.name_any() == busy),
             "the occupied room's pod was deleted"
         );
-        if let Some(op) = server.ops("arena").await.into_iter().find(|o| {
-            o["kind"] == "rollout" && o["status"] != "running" && o["status"] != "pending"
-        }) {
+        if let Some(op) = server
+            .ops("arena")
+            .await
+            .into_iter()
+            .find(|o| o["kind"] == "rollout" && op_finished(o))
+        {
             break op;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -40,9 +40,7 @@ async fn wait_op(server: &Server, scheduler: &str, kind: &str, after: usize) -> 
         || async {
             let ops = server.ops(scheduler).await;
             let matching: Vec<Value> = ops.into_iter().filter(|o| o["kind"] == kind).collect();
-            matching.into_iter().rev().skip(after).find(|o| {
-                ["succeeded", "failed", "canceled"].contains(&o["status"].as_str().unwrap())
-            })
+            matching.into_iter().rev().skip(after).find(op_finished)
         },
     )
     .await
@@ -136,9 +134,10 @@ async fn a_template_change_rolls_out_within_max_surge_and_never_stops_an_occupie
             "the occupied room was touched: {rooms:#?}"
         );
         let ops = server.ops("arena").await;
-        if let Some(op) = ops.iter().find(|o| {
-            o["kind"] == "rollout" && o["status"] != "running" && o["status"] != "pending"
-        }) {
+        if let Some(op) = ops
+            .iter()
+            .find(|o| o["kind"] == "rollout" && op_finished(o))
+        {
             break op.clone();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -403,7 +402,7 @@ async fn kill_9_during_a_rollout_then_restart_finishes_it_with_nothing_orphaned_
     let id = rollout["id"].as_str().unwrap().to_string();
     let op = wait_for("the resumed rollout to finish", T, || async {
         let op = server.get(&format!("/api/v1/operations/{id}")).await;
-        (op["status"] != "running" && op["status"] != "pending").then_some(op)
+        op_finished(&op).then_some(op)
     })
     .await;
     assert_eq!(op["status"], "succeeded", "{op:#}");

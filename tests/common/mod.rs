@@ -401,6 +401,18 @@ where
     }
 }
 
+/// An operation's status, read as the API's own type: a missing or unknown status fails the
+/// test instead of comparing unequal to everything.
+pub fn op_status(op: &Value) -> troupe::domain::operation::OpStatus {
+    serde_json::from_value(op["status"].clone())
+        .unwrap_or_else(|e| panic!("operation without a valid status ({e}): {op:#}"))
+}
+
+/// Whether an operation (as the API returns it) has finished: succeeded, failed or canceled.
+pub fn op_finished(op: &Value) -> bool {
+    op_status(op).is_finished()
+}
+
 pub fn status_of(room: &Value) -> &str {
     room["status"].as_str().unwrap_or("")
 }
