@@ -120,6 +120,20 @@ impl Rooms {
             .map(|(_, _, _, id)| id.as_str())
     }
 }
+/// The match count a ping leaves a room with, going to status `to`: the count it reports, or
+/// when it reports none and its status changes, what the new status implies.
+fn pinged_matches(room: &Room, to: RoomStatus, reported: Option<u32>, max_matches: u32) -> u32 {
+    match reported {
+        Some(n) => n,
+        None if to != room.status => match to {
+            RoomStatus::Occupied => max_matches,
+            RoomStatus::Ready => 0,
+            _ => room.running_matches,
+        },
+        None => room.running_matches,
+    }
+}
+
 /// Told about every journaled change of a room's status or match count (see
 /// [`Registry::on_transition`]).
 pub type TransitionHook = Box<dyn Fn(&Room) + Send + Sync>;
@@ -331,7 +345,8 @@ impl Registry {
         })
     }
 
-    /// A room reported itself.
+    /// A room reported itself. A ping that changes nothing durable (same status, same match
+    /// count) updates the room in place, under the lock, without copying it: the hot path.
     pub fn ping(
         &self,
         scheduler: &str,
@@ -341,28 +356,48 @@ impl Registry {
         max_matches: u32,
         metadata: Option<serde_json::Value>,
     ) -> Result<PingOutcome, RegistryError> {
-        self.change(scheduler, id, |room| {
-            let event = RoomEvent::Ping {
-                status,
-                running_matches,
-                max_matches,
-                matches_before: room.running_matches,
-            };
-            let to =
-                transition(room.status, &event).map_err(|source| RegistryError::Transition {
+        let event = |room: &Room| RoomEvent::Ping {
+            status,
+            running_matches,
+            max_matches,
+            matches_before: room.running_matches,
+        };
+        {
+            let mut rooms = self.lock();
+            let room = rooms
+                .by_id
+                .get_mut(id)
+                .filter(|r| r.scheduler == scheduler)
+                .ok_or_else(|| RegistryError::UnknownRoom {
+                    scheduler: scheduler.to_string(),
+                    room: id.to_string(),
+                })?;
+            let to = transition(room.status, &event(room)).map_err(|source| {
+                RegistryError::Transition {
                     room: id.to_string(),
                     source,
-                })?;
-            room.last_ping = Some(now_ms());
-            if let Some(n) = running_matches {
-                room.running_matches = n;
-            } else if to != room.status {
-                room.running_matches = match to {
-                    RoomStatus::Occupied => max_matches,
-                    RoomStatus::Ready => 0,
-                    _ => room.running_matches,
-                };
+                }
+            })?;
+            if to == room.status
+                && pinged_matches(room, to, running_matches, max_matches) == room.running_matches
+            {
+                // Its free-index key (status, matches, age, id) is unchanged: it keeps its place.
+                room.last_ping = Some(now_ms());
+                if let Some(m) = metadata {
+                    room.metadata = m;
+                }
+                return Ok(PingOutcome { from: to, to });
             }
+        }
+        self.change(scheduler, id, |room| {
+            let to = transition(room.status, &event(room)).map_err(|source| {
+                RegistryError::Transition {
+                    room: id.to_string(),
+                    source,
+                }
+            })?;
+            room.last_ping = Some(now_ms());
+            room.running_matches = pinged_matches(room, to, running_matches, max_matches);
             if let Some(m) = metadata {
                 room.metadata = m;
             }
@@ -619,6 +654,44 @@ mod tests {
         assert!(
             reg.list(None).iter().all(|r| r.status == RoomStatus::Ready),
             "the newest status of every room survives"
+        );
+    }
+
+    #[test]
+    fn a_ping_that_changes_nothing_durable_updates_memory_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let reg = Registry::open(&path).unwrap();
+        reg.insert(room("arena-a")).unwrap();
+        reg.apply("arena", "arena-a", &RoomEvent::Started, None)
+            .unwrap();
+        reg.ping("arena", "arena-a", PingStatus::Ready, None, 1, None)
+            .unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        let meta = serde_json::json!({"map": "dust"});
+        let out = reg
+            .ping(
+                "arena",
+                "arena-a",
+                PingStatus::Ready,
+                Some(0),
+                1,
+                Some(meta.clone()),
+            )
+            .unwrap();
+        assert_eq!((out.from, out.to), (RoomStatus::Ready, RoomStatus::Ready));
+        let r = reg.get("arena-a").unwrap();
+        assert_eq!(r.metadata, meta, "metadata taken");
+        assert!(r.last_ping.is_some());
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            size,
+            "nothing journaled"
+        );
+        assert_eq!(
+            reg.allocate(&["arena"]).unwrap().map(|r| r.id).as_deref(),
+            Some("arena-a"),
+            "still in the free index"
         );
     }
 
