@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use troupe::app::{Server, SourceFeed};
+use troupe::app::Server;
 use troupe::controller::{Controller, SyncMode};
 use troupe::domain::room::{PingStatus, RoomStatus};
 use troupe::domain::spec::SourceFile;
@@ -68,20 +68,13 @@ impl Running {
         )
         .unwrap();
         let controller = Arc::clone(&server.controller);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (revisions, snapshots) = tokio::sync::watch::channel(first);
         let shutdown = CancellationToken::new();
-        let feed = SourceFeed {
-            snapshots,
-            handle: None,
-            task: None,
-        };
-        tokio::spawn(server.run(listener, feed, shutdown.clone()));
+        let running = common::router::run(server, first, shutdown.clone()).await;
         Self {
             _dir: dir,
             controller,
             runtime,
-            revisions,
+            revisions: running.revisions,
             shutdown,
         }
     }

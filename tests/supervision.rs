@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use troupe::app::{ServeError, SourceFeed};
+use troupe::app::ServeError;
 use troupe::controller::SyncMode;
 use troupe::source::{Observed, Snapshot};
 
@@ -25,46 +25,31 @@ async fn readyz(addr: std::net::SocketAddr) -> Option<u16> {
     Some(resp.status().as_u16())
 }
 
-type Run = tokio::task::JoinHandle<Result<(), ServeError>>;
-
 /// A server on the in-memory runtime, fed revisions through a channel the test holds, running
 /// and ready (its first revision planned).
-async fn ready_server(
-    shutdown: CancellationToken,
-) -> (
-    tokio::sync::watch::Sender<Observed>,
-    std::net::SocketAddr,
-    Run,
-    tempfile::TempDir,
-) {
+async fn ready_server(shutdown: CancellationToken) -> (common::router::Running, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let server = common::router::server(common::router::config(dir.path(), None, SyncMode::Auto));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (revisions, snapshots) = tokio::sync::watch::channel(empty_revision());
-    let feed = SourceFeed {
-        snapshots,
-        handle: None,
-        task: None,
-    };
-    let running = tokio::spawn(server.run(listener, feed, shutdown));
+    let running = common::router::run(server, empty_revision(), shutdown).await;
+    let addr = running.addr;
     let ready = async {
         while readyz(addr).await != Some(200) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
     tokio::time::timeout(LIMIT, ready).await.expect("ready");
-    (revisions, addr, running, dir)
+    (running, dir)
 }
 
 /// Regression: `troupe serve` put its core tasks in a `JoinSet` nobody polled, so a controller
 /// whose loop ended left HTTP serving with `/readyz` green.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_that_stops_stops_the_server_and_names_it() {
-    let (revisions, addr, running, _dir) = ready_server(CancellationToken::new()).await;
+    let (server, _dir) = ready_server(CancellationToken::new()).await;
+    let addr = server.addr;
     // The revisions' sender goes away: the controller's loop ends.
-    drop(revisions);
-    let result = tokio::time::timeout(LIMIT, running)
+    drop(server.revisions);
+    let result = tokio::time::timeout(LIMIT, server.task)
         .await
         .expect("the server stopped by itself")
         .unwrap();
@@ -79,9 +64,9 @@ async fn a_controller_that_stops_stops_the_server_and_names_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_stops_every_task_and_returns_ok() {
     let shutdown = CancellationToken::new();
-    let (_revisions, _addr, running, _dir) = ready_server(shutdown.clone()).await;
+    let (server, _dir) = ready_server(shutdown.clone()).await;
     shutdown.cancel();
-    let result = tokio::time::timeout(LIMIT, running)
+    let result = tokio::time::timeout(LIMIT, server.task)
         .await
         .expect("stopped")
         .unwrap();

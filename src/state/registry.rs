@@ -356,11 +356,18 @@ impl Registry {
         max_matches: u32,
         metadata: Option<serde_json::Value>,
     ) -> Result<PingOutcome, RegistryError> {
-        let event = |room: &Room| RoomEvent::Ping {
-            status,
-            running_matches,
-            max_matches,
-            matches_before: room.running_matches,
+        // The status a ping takes the room to, or why it is refused.
+        let next = |room: &Room| {
+            let event = RoomEvent::Ping {
+                status,
+                running_matches,
+                max_matches,
+                matches_before: room.running_matches,
+            };
+            transition(room.status, &event).map_err(|source| RegistryError::Transition {
+                room: id.to_string(),
+                source,
+            })
         };
         {
             let mut rooms = self.lock();
@@ -372,12 +379,7 @@ impl Registry {
                     scheduler: scheduler.to_string(),
                     room: id.to_string(),
                 })?;
-            let to = transition(room.status, &event(room)).map_err(|source| {
-                RegistryError::Transition {
-                    room: id.to_string(),
-                    source,
-                }
-            })?;
+            let to = next(room)?;
             if to == room.status
                 && pinged_matches(room, to, running_matches, max_matches) == room.running_matches
             {
@@ -390,12 +392,7 @@ impl Registry {
             }
         }
         self.change(scheduler, id, |room| {
-            let to = transition(room.status, &event(room)).map_err(|source| {
-                RegistryError::Transition {
-                    room: id.to_string(),
-                    source,
-                }
-            })?;
+            let to = next(room)?;
             room.last_ping = Some(now_ms());
             room.running_matches = pinged_matches(room, to, running_matches, max_matches);
             if let Some(m) = metadata {

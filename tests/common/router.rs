@@ -9,12 +9,13 @@ use axum::http::{Request, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use troupe::app::{Server, ServerConfig};
+use tokio_util::sync::CancellationToken;
+use troupe::app::{ServeError, Server, ServerConfig, SourceFeed};
 use troupe::controller::{Controller, ControllerOptions, FleetConfig, SyncMode};
 use troupe::http::{AppState, router};
 use troupe::metrics::Metrics;
 use troupe::runtime::memory::MemoryRuntime;
-use troupe::source::{Snapshot, SourceFile};
+use troupe::source::{Observed, Snapshot, SourceFile};
 
 pub const SECRET: &[u8] = b"test-secret";
 
@@ -47,6 +48,32 @@ pub fn config(dir: &std::path::Path, api_token: Option<&str>, sync: SyncMode) ->
 pub fn server(config: ServerConfig) -> Server {
     let (runtime, events) = MemoryRuntime::new();
     Server::open(config, Arc::new(Metrics::new()), Arc::new(runtime), events).unwrap()
+}
+
+/// A server that runs, on a loopback port the system chose.
+pub struct Running {
+    /// Feeds the server's revisions; dropping it ends the controller's loop.
+    pub revisions: tokio::sync::watch::Sender<Observed>,
+    pub addr: std::net::SocketAddr,
+    pub task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+/// Run `server` with `first` as its first revision until `shutdown`.
+pub async fn run(server: Server, first: Observed, shutdown: CancellationToken) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (revisions, snapshots) = tokio::sync::watch::channel(first);
+    let feed = SourceFeed {
+        snapshots,
+        handle: None,
+        task: None,
+    };
+    let task = tokio::spawn(server.run(listener, feed, shutdown));
+    Running {
+        revisions,
+        addr,
+        task,
+    }
 }
 
 impl Fixture {
