@@ -119,8 +119,8 @@ fn main() {
         let now = std::fs::metadata(&journal).map_or(0, |m| m.len());
         let sampled = largest.load(std::sync::atomic::Ordering::Relaxed).max(now);
         println!(
-            "rooms_api: status-changing pings: {:.0}/s over {} requests ({:.0} s); p99 {:.2} ms; errors {}; rooms.jsonl at most {:.1} MiB (now {:.1} MiB)",
-            churn.per_second, churn.requests, churn.seconds, churn.p99_ms, churn.errors,
+            "rooms_api: status-changing pings: {:.0}/s over {} requests ({:.0} s); p99 {:.2} ms, max {:.2} ms; errors {}; rooms.jsonl at most {:.1} MiB (now {:.1} MiB)",
+            churn.per_second, churn.requests, churn.seconds, churn.p99_ms, churn.max_ms, churn.errors,
             sampled as f64 / 1048576.0, now as f64 / 1048576.0
         );
     });
