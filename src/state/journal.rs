@@ -4,12 +4,14 @@
 //! of one line, so the file always holds every record whose write returned; a line torn by a crash
 //! mid-write is the last one and is skipped on replay. Replay keeps the last value per key.
 //! Compaction rewrites the live records to a temporary file and renames it over the journal, so
-//! the journal is always either the old or the new file, never half of one.
+//! the journal is always either the old or the new file, never half of one. A busy owner rewrites
+//! in two phases ([`Journal::begin_rewrite`]): the snapshot is written without its lock while
+//! writes go on, and what they wrote meanwhile follows the snapshot in the new file.
 //!
 //! Must always hold: the file never grows past [`COMPACT_FACTOR`] times the bytes of its live
-//! records plus [`COMPACT_SLACK_BYTES`] for longer than one write, as long as its owner calls
-//! [`Journal::compact`] when [`Journal::wants_compaction`] says so (every owner does, after the
-//! write that crossed the line, with its records in memory up to date).
+//! records plus [`COMPACT_SLACK_BYTES`] for longer than one write (or one running rewrite), as
+//! long as its owner compacts when [`Journal::wants_compaction`] says so (every owner does, after
+//! the write that crossed the line, with its records in memory up to date).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -55,6 +57,11 @@ pub struct Journal<V> {
     /// Bytes of each key's newest line: what a compaction would keep.
     live: HashMap<String, u64>,
     live_bytes: u64,
+    /// What was written since the running rewrite's snapshot, if one runs.
+    rewriting: Option<Tail>,
+    /// After a failed rewrite, the next is not tried before the file reaches this size, so that
+    /// a full disk does not turn every write into a rewrite.
+    retry_at_bytes: u64,
     /// Tests set it to make writes fail, as a full or broken disk would: `Some(n)` lets `n` more
     /// writes through, then fails every one.
     #[cfg(test)]
@@ -119,6 +126,8 @@ impl<V: Serialize + DeserializeOwned> Journal<V> {
             bytes,
             live,
             live_bytes,
+            rewriting: None,
+            retry_at_bytes: 0,
             #[cfg(test)]
             fail_after: None,
             _values: PhantomData,
@@ -166,6 +175,11 @@ impl<V: Serialize + DeserializeOwned> Journal<V> {
         })?;
         let len = buf.len() as u64;
         self.bytes += len;
+        if let Some(tail) = &mut self.rewriting {
+            tail.bytes.extend_from_slice(&buf);
+            tail.lines
+                .push((line.k.clone(), line.v.is_some().then_some(len)));
+        }
         let old = if line.v.is_some() {
             match self.live.get_mut(&line.k) {
                 Some(size) => std::mem::replace(size, len),
@@ -182,8 +196,16 @@ impl<V: Serialize + DeserializeOwned> Journal<V> {
     }
 
     /// Whether the file has grown enough beyond its live records to be worth compacting.
+    /// Never while a rewrite runs: that rewrite is the compaction.
     pub fn wants_compaction(&self) -> bool {
-        self.bytes > self.live_bytes * COMPACT_FACTOR + COMPACT_SLACK_BYTES
+        self.rewriting.is_none()
+            && self.bytes >= self.retry_at_bytes
+            && self.bytes > self.live_bytes * COMPACT_FACTOR + COMPACT_SLACK_BYTES
+    }
+
+    /// Where the journal is.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Bytes in the file now.
@@ -191,7 +213,9 @@ impl<V: Serialize + DeserializeOwned> Journal<V> {
         self.bytes
     }
 
-    /// Rewrite the journal to hold exactly `records`.
+    /// Rewrite the journal to hold exactly `records`, in one go (the owner's lock held
+    /// throughout). See [`Journal::begin_rewrite`] for a rewrite that runs beside writes; while
+    /// one runs, this does nothing (that rewrite is the compaction).
     pub fn compact<'a>(
         &mut self,
         records: impl Iterator<Item = (&'a String, &'a V)>,
@@ -199,14 +223,115 @@ impl<V: Serialize + DeserializeOwned> Journal<V> {
     where
         V: 'a,
     {
+        let Some(rewrite) = self.begin_rewrite() else {
+            return Ok(());
+        };
+        let written = rewrite.write(records);
+        self.finish_rewrite(written)
+    }
+
+    /// Start rewriting the journal while it keeps taking writes: write a snapshot of the records
+    /// as they are now with [`Rewrite::write`] (no lock needed), then hand the result to
+    /// [`Journal::finish_rewrite`]. Every record put or removed in between goes to the journal as
+    /// usual and is also kept aside, to follow the snapshot in the new file. `None` when a rewrite
+    /// is already running.
+    pub fn begin_rewrite(&mut self) -> Option<Rewrite> {
+        if self.rewriting.is_some() {
+            return None;
+        }
+        self.rewriting = Some(Tail::default());
+        Some(Rewrite {
+            path: self.path.clone(),
+        })
+    }
+
+    /// Whether a rewrite started by [`Journal::begin_rewrite`] has not finished yet.
+    pub fn rewriting(&self) -> bool {
+        self.rewriting.is_some()
+    }
+
+    /// End the running rewrite: append what was written since its snapshot and put the new file
+    /// in place of the journal. When the snapshot could not be written, the journal stays the old
+    /// file, which holds every record, and the error is returned.
+    pub fn finish_rewrite(
+        &mut self,
+        written: Result<Written, StoreError>,
+    ) -> Result<(), StoreError> {
+        let tail = self.rewriting.take().unwrap_or_default();
+        let tmp = self.path.with_extension("compact");
+        let io = |source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let result = written.and_then(|Written { mut file, mut live }| {
+            file.write_all(&tail.bytes).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            fs::rename(&tmp, &self.path).map_err(io)?;
+            for (key, len) in tail.lines {
+                match len {
+                    Some(len) => live.insert(key, len),
+                    None => live.remove(&key),
+                };
+            }
+            Ok(live)
+        });
+        let live = match result {
+            Ok(live) => live,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                self.retry_at_bytes = self.bytes + COMPACT_SLACK_BYTES;
+                return Err(e);
+            }
+        };
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(io)?;
+        self.bytes = self.file.metadata().map_err(io)?.len();
+        self.live_bytes = live.values().sum();
+        self.live = live;
+        Ok(())
+    }
+}
+
+/// Records written while a rewrite runs: the bytes, and each line's key and length (`None` for a
+/// removal), to follow the snapshot in the new file.
+#[derive(Default)]
+struct Tail {
+    bytes: Vec<u8>,
+    lines: Vec<(String, Option<u64>)>,
+}
+
+/// A rewrite of a journal in progress (see [`Journal::begin_rewrite`]).
+pub struct Rewrite {
+    path: PathBuf,
+}
+
+/// A snapshot written by [`Rewrite::write`], ready to replace the journal.
+pub struct Written {
+    file: File,
+    live: HashMap<String, u64>,
+}
+
+impl Rewrite {
+    /// The journal being rewritten.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Write `records` (the journal's live records as of [`Journal::begin_rewrite`]) to the new
+    /// file.
+    pub fn write<'a, V: Serialize + 'a>(
+        &self,
+        records: impl Iterator<Item = (&'a String, &'a V)>,
+    ) -> Result<Written, StoreError> {
         let io = |source| StoreError::Io {
             path: self.path.clone(),
             source,
         };
         let tmp = self.path.with_extension("compact");
         let mut out = std::io::BufWriter::new(File::create(&tmp).map_err(io)?);
-        let mut live = HashMap::with_capacity(self.live.len());
-        let mut bytes = 0;
+        let mut live = HashMap::new();
         for (k, v) in records {
             let mut buf = serde_json::to_vec(&Line {
                 k: k.clone(),
@@ -219,19 +344,9 @@ impl<V: Serialize + DeserializeOwned> Journal<V> {
             buf.push(b'\n');
             out.write_all(&buf).map_err(io)?;
             live.insert(k.clone(), buf.len() as u64);
-            bytes += buf.len() as u64;
         }
         let file = out.into_inner().map_err(|e| io(e.into_error()))?;
-        file.sync_all().map_err(io)?;
-        fs::rename(&tmp, &self.path).map_err(io)?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(io)?;
-        self.live = live;
-        self.live_bytes = bytes;
-        self.bytes = bytes;
-        Ok(())
+        Ok(Written { file, live })
     }
 }
 
@@ -335,5 +450,75 @@ mod tests {
         let (_, recs) = Journal::<u32>::open(&path).unwrap();
         assert_eq!(recs.get("x"), Some(&99));
         assert_eq!(recs.get("y"), Some(&1));
+    }
+
+    #[test]
+    fn records_written_during_a_rewrite_follow_its_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let (mut j, _) = Journal::<u32>::open(&path).unwrap();
+        for i in 0..10 {
+            j.put("a", &i).unwrap();
+        }
+        j.put("b", &2).unwrap();
+        let snapshot: BTreeMap<String, u32> = [("a".to_string(), 9), ("b".to_string(), 2)].into();
+        let rewrite = j.begin_rewrite().unwrap();
+        assert!(j.begin_rewrite().is_none(), "one rewrite at a time");
+        j.put("c", &7).unwrap();
+        let written = rewrite.write(snapshot.iter());
+        j.put("a", &10).unwrap();
+        j.remove("b").unwrap();
+        j.finish_rewrite(written).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text.lines().count(),
+            5,
+            "snapshot, then what came after:\n{text}"
+        );
+        assert_eq!(
+            j.bytes(),
+            text.len() as u64,
+            "the journal counts the new file"
+        );
+        j.put("d", &1).unwrap();
+        drop(j);
+        let (_, recs) = Journal::<u32>::open(&path).unwrap();
+        let want: BTreeMap<String, u32> = [
+            ("a".to_string(), 10),
+            ("c".to_string(), 7),
+            ("d".to_string(), 1),
+        ]
+        .into();
+        assert_eq!(recs, want);
+    }
+
+    #[test]
+    fn a_failed_rewrite_keeps_the_journal_and_waits_before_trying_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let (mut j, _) = Journal::<String>::open(&path).unwrap();
+        let value = "x".repeat(1000);
+        while !j.wants_compaction() {
+            j.put("a", &value).unwrap();
+        }
+        let before = fs::read(&path).unwrap();
+        let rewrite = j.begin_rewrite().unwrap();
+        drop(rewrite);
+        j.finish_rewrite(Err(StoreError::Io {
+            path: path.clone(),
+            source: std::io::Error::other("disk full"),
+        }))
+        .unwrap_err();
+        assert_eq!(fs::read(&path).unwrap(), before, "the journal is untouched");
+        assert!(!path.with_extension("compact").exists());
+        j.put("a", &value).unwrap();
+        assert!(!j.wants_compaction(), "not retried on the next write");
+        for _ in 0..(COMPACT_SLACK_BYTES / 1000) {
+            j.put("a", &value).unwrap();
+        }
+        assert!(
+            j.wants_compaction(),
+            "retried once the journal grew further"
+        );
     }
 }

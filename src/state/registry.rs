@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::watch;
 
@@ -140,7 +140,12 @@ pub type TransitionHook = Box<dyn Fn(&Room) + Send + Sync>;
 
 pub struct Registry {
     rooms: Mutex<Rooms>,
-    journal: Mutex<Journal<Room>>,
+    journal: Arc<Mutex<Journal<Room>>>,
+    /// The thread writing the running compaction's snapshot, if one runs.
+    compaction: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Tests hold a compaction before it writes its snapshot until they send on this.
+    #[cfg(test)]
+    compaction_gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     /// Journal writes that failed (each refused the change it carried).
     store_failures: std::sync::atomic::AtomicU64,
     changes: watch::Sender<u64>,
@@ -160,7 +165,10 @@ impl Registry {
                 }
                 rooms
             }),
-            journal: Mutex::new(journal),
+            journal: Arc::new(Mutex::new(journal)),
+            compaction: Mutex::new(None),
+            #[cfg(test)]
+            compaction_gate: Mutex::new(None),
             store_failures: Default::default(),
             changes: watch::channel(0).0,
             statuses: tokio::sync::broadcast::channel(STATUS_CHANGES).0,
@@ -242,18 +250,88 @@ impl Registry {
     }
 
     /// Rewrite the journal to the rooms in memory once it has grown enough: called after every
-    /// journaled change, with memory already holding it, so the rewrite loses nothing. A server
-    /// that runs for weeks keeps its journal near the size of its fleet. A failed rewrite leaves
-    /// the old journal, which stays correct, and is tried again after the next change. Kept out
-    /// of line, so that the ping path that changes nothing durable stays small.
+    /// journaled change, with memory already holding it, so the snapshot loses nothing. A server
+    /// that runs for weeks keeps its journal near the size of its fleet. Under the lock this only
+    /// copies the rooms; a thread writes them out while pings and allocations go on, and the
+    /// journal appends what they changed meanwhile (see [`Journal::begin_rewrite`]). A failed
+    /// rewrite leaves the old journal, which stays correct, and is tried again once the journal
+    /// has grown further. Kept out of line, so that the ping path that changes nothing durable
+    /// stays small.
     #[inline(never)]
     fn compact_if_due(&self, rooms: &Rooms) {
-        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-        if journal.wants_compaction()
-            && let Err(e) = journal.compact(rooms.by_id.iter())
+        let rewrite = {
+            let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+            if !journal.wants_compaction() {
+                return;
+            }
+            match journal.begin_rewrite() {
+                Some(rewrite) => rewrite,
+                None => return,
+            }
+        };
+        let snapshot = rooms.by_id.clone();
+        #[cfg(test)]
+        let gate = self.compaction_gate.lock().unwrap().take();
+        let journal = Arc::clone(&self.journal);
+        let path = rewrite.path().to_path_buf();
+        let write = move || {
+            #[cfg(test)]
+            if let Some(gate) = gate {
+                let _ = gate.recv();
+            }
+            let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                rewrite.write(snapshot.iter())
+            }))
+            .unwrap_or_else(|_| {
+                Err(StoreError::Io {
+                    path,
+                    source: std::io::Error::other("the rewrite panicked"),
+                })
+            });
+            let finished = journal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .finish_rewrite(written);
+            if let Err(e) = finished {
+                tracing::error!(error = %e, "cannot compact the rooms journal; it keeps growing until a retry succeeds");
+            }
+        };
+        let mut running = self.compaction.lock().unwrap_or_else(|p| p.into_inner());
+        // The previous compaction has finished (the journal started this one).
+        running.take();
+        match std::thread::Builder::new()
+            .name("rooms-compaction".into())
+            .spawn(write)
         {
-            tracing::error!(error = %e, "cannot compact the rooms journal; it keeps growing until a retry succeeds");
+            Ok(handle) => *running = Some(handle),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a thread to compact the rooms journal");
+                let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+                let path = journal.path().to_path_buf();
+                let _ = journal.finish_rewrite(Err(StoreError::Io { path, source: e }));
+            }
         }
+    }
+
+    /// Wait until the running compaction, if any, has finished.
+    pub fn settle(&self) {
+        let handle = self
+            .compaction
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+
+    /// Hold the next compaction before it writes its snapshot, until the returned sender sends
+    /// (or is dropped).
+    #[cfg(test)]
+    fn hold_next_compaction(&self) -> std::sync::mpsc::Sender<()> {
+        let (release, gate) = std::sync::mpsc::channel();
+        *self.compaction_gate.lock().unwrap() = Some(gate);
+        release
     }
 
     /// Add a new room (journaled before it is visible).
@@ -517,6 +595,14 @@ impl Registry {
     }
 }
 
+/// A registry that goes away lets its compaction finish first: a reopened journal must not be
+/// renamed over afterwards.
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.settle();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -642,6 +728,7 @@ mod tests {
                 reg.ping("arena", id, status, None, 1, None).unwrap();
             }
         }
+        reg.settle();
         let size = std::fs::metadata(&path).unwrap().len();
         let bound = crate::state::journal::COMPACT_SLACK_BYTES + 64 * 1024;
         assert!(size < bound, "rooms.jsonl is {size} bytes for 50 rooms");
@@ -652,6 +739,65 @@ mod tests {
             reg.list(None).iter().all(|r| r.status == RoomStatus::Ready),
             "the newest status of every room survives"
         );
+    }
+
+    /// A compaction used to rewrite the whole journal under the registry's lock, stalling every
+    /// ping and allocation meanwhile: it now writes its snapshot beside them.
+    #[test]
+    fn a_compaction_runs_beside_pings_and_keeps_what_they_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rooms.jsonl");
+        let reg = Registry::open(&path).unwrap();
+        let ids: Vec<String> = (0..20).map(|i| format!("arena-{i:02}")).collect();
+        for id in &ids {
+            reg.insert(room(id)).unwrap();
+            reg.apply("arena", id, &RoomEvent::Started, None).unwrap();
+        }
+        let release = reg.hold_next_compaction();
+        let flip = |round: usize| {
+            if round.is_multiple_of(2) {
+                PingStatus::Occupied
+            } else {
+                PingStatus::Ready
+            }
+        };
+        let mut round = 0;
+        while !reg.journal.lock().unwrap().rewriting() {
+            for id in &ids {
+                reg.ping("arena", id, flip(round), None, 1, None).unwrap();
+            }
+            round += 1;
+        }
+        // The snapshot is held: these go on, journaled, and must follow it in the new file.
+        reg.insert(room("arena-new")).unwrap();
+        reg.remove("arena-00").unwrap();
+        for id in &ids[1..] {
+            reg.ping("arena", id, flip(round), None, 1, None).unwrap();
+        }
+        let last = reg.get("arena-01").unwrap().status;
+        assert!(
+            reg.journal.lock().unwrap().rewriting(),
+            "the compaction is still held"
+        );
+        release.send(()).unwrap();
+        reg.settle();
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            size < 64 * 1024,
+            "rooms.jsonl is {size} bytes after its compaction"
+        );
+        drop(reg);
+        let reg = Registry::open(&path).unwrap();
+        assert!(
+            reg.get("arena-new").is_some(),
+            "a room added meanwhile survives"
+        );
+        assert!(
+            reg.get("arena-00").is_none(),
+            "a room removed meanwhile stays removed"
+        );
+        assert_eq!(reg.get("arena-01").unwrap().status, last);
+        assert_eq!(reg.list(None).len(), 20);
     }
 
     #[test]
