@@ -173,6 +173,29 @@ async fn a_revision_creates_scales_and_heals_a_fleet() {
     assert_eq!(fleet.runtime.running().len(), 1, "the others were stopped");
 }
 
+/// Adoption used to stop strays inside each runtime; the controller now decides with
+/// `domain::adoption::strays` and asks the runtime: a room running with no record goes, the
+/// recorded ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adoption_stops_a_room_that_runs_without_a_record_and_keeps_the_others() {
+    let fleet = Running::start(revision("r1", &arena(2))).await;
+    fleet.ready(2).await;
+    let recorded: Vec<String> = fleet.rooms().into_iter().map(|r| r.id).collect();
+    fleet.runtime.run_unrecorded("arena", "arena-lost1");
+    fleet.runtime.run_unrecorded("racer", "racer-other");
+    fleet.controller.fleet.adopt().await.unwrap();
+    let mut running = fleet.runtime.running();
+    running.sort();
+    let mut want = recorded.clone();
+    want.push("racer-other".into());
+    want.sort();
+    assert_eq!(
+        running, want,
+        "the stray of a known scheduler stopped; a scheduler with no records left alone"
+    );
+    assert_eq!(fleet.rooms().len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scale_down_never_removes_an_occupied_room() {
     let fleet = Running::start(revision("r1", &arena(3))).await;

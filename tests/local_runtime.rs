@@ -522,9 +522,12 @@ async fn rooms_of_a_previous_runtime_are_adopted_and_dead_or_recycled_ones_are_n
         record_with_ref("adopt", "adopt-never-started", None),
         record_with_ref("adopt", "adopt-garbage", Some("not-a-ref".into())),
     ];
-    assert_eq!(rt.adopt(&records).await.unwrap(), ["adopt-1", "adopt-2"]);
     assert_eq!(
-        rt.adopt(&records).await.unwrap(),
+        rt.adopt(&records).await.unwrap().alive,
+        ["adopt-1", "adopt-2"]
+    );
+    assert_eq!(
+        rt.adopt(&records).await.unwrap().alive,
         ["adopt-1", "adopt-2"],
         "adopting twice is harmless"
     );
@@ -574,7 +577,7 @@ async fn a_room_not_started_by_this_process_is_adopted_and_stopped_without_touch
     let (rt, mut rx) = fx.runtime();
     let room = record_with_ref("orphan", "orphan-1", Some(proc_ref.to_string()));
     assert_eq!(
-        rt.adopt(std::slice::from_ref(&room)).await.unwrap(),
+        rt.adopt(std::slice::from_ref(&room)).await.unwrap().alive,
         ["orphan-1"]
     );
     rt.stop(&room, Duration::from_secs(5)).await.unwrap();
@@ -1044,14 +1047,28 @@ async fn a_room_whose_start_was_never_recorded_is_found_by_its_environment_and_e
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (rt, _rx) = f.runtime();
-    let adopted = rt
-        .adopt(&[record_with_ref("lost", "lost-abcde", None)])
-        .await
-        .unwrap();
+    let records = [record_with_ref("lost", "lost-abcde", None)];
+    let adopted = rt.adopt(&records).await.unwrap();
     assert!(
-        adopted.is_empty(),
+        adopted.alive.is_empty(),
         "a room without a reference is not adopted"
     );
+    assert_eq!(
+        adopted.found,
+        [("lost".to_string(), "lost-abcde".to_string())],
+        "but its process is found by its environment"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "adoption itself stops nothing"
+    );
+    let strays = troupe::domain::adoption::strays(&adopted.found, &records, &adopted.alive);
+    assert_eq!(
+        strays.len(),
+        1,
+        "the controller's rule stops it: {strays:?}"
+    );
+    rt.remove_stray("lost", "lost-abcde").await.unwrap();
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()

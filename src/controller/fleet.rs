@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 
 use crate::clock::now_ms;
 use crate::domain::Applied;
+use crate::domain::adoption::strays;
 use crate::domain::converge::{self, Target};
 use crate::domain::plan::LiveState;
 use crate::domain::room::token::room_token;
@@ -180,7 +181,15 @@ impl Fleet {
             );
         }
         let rooms = self.registry.list(None);
-        let alive: HashSet<String> = self.runtime.adopt(&rooms).await?.into_iter().collect();
+        let adopted = self.runtime.adopt(&rooms).await?;
+        for stray in strays(&adopted.found, &rooms, &adopted.alive) {
+            let (scheduler, room) = (&stray.scheduler, &stray.room);
+            tracing::warn!(%scheduler, %room, unrecorded = stray.unrecorded, "stopping what runs for a room no running room is recorded for");
+            if let Err(e) = self.runtime.remove_stray(scheduler, room).await {
+                tracing::warn!(%scheduler, %room, error = %e, "cannot stop a stray room");
+            }
+        }
+        let alive: HashSet<String> = adopted.alive.into_iter().collect();
         for room in rooms.iter().filter(|r| !alive.contains(&r.id)) {
             let gone = room.runtime_ref.is_none() || room.status == RoomStatus::Terminating;
             if gone && room.status != RoomStatus::Error {

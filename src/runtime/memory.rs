@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use super::{Runtime, RuntimeError, RuntimeEvent, StartRoom, Started};
+use super::{Adopted, Runtime, RuntimeError, RuntimeEvent, StartRoom, Started};
 use crate::domain::room::{Room, RoomPort};
 
 /// Name of this runtime in logs, errors and status.
@@ -57,6 +57,14 @@ impl MemoryRuntime {
     /// Ids of the rooms running now.
     pub fn running(&self) -> Vec<String> {
         self.lock().rooms.keys().cloned().collect()
+    }
+
+    /// Run a room no record owns, as a controller that crashed between starting a room and
+    /// recording it leaves behind.
+    pub fn run_unrecorded(&self, scheduler: &str, room: &str) {
+        self.lock()
+            .rooms
+            .insert(room.to_string(), (scheduler.to_string(), vec![]));
     }
 
     /// End a room as if its process had exited by itself.
@@ -159,12 +167,23 @@ impl Runtime for MemoryRuntime {
         Ok(())
     }
 
-    async fn adopt(&self, rooms: &[Room]) -> Result<Vec<String>, RuntimeError> {
+    async fn adopt(&self, rooms: &[Room]) -> Result<Adopted, RuntimeError> {
         let state = self.lock();
-        Ok(rooms
+        let alive: Vec<String> = rooms
             .iter()
             .filter(|r| state.rooms.contains_key(&r.id))
             .map(|r| r.id.clone())
-            .collect())
+            .collect();
+        let found = state
+            .rooms
+            .iter()
+            .map(|(room, (scheduler, _))| (scheduler.clone(), room.clone()))
+            .collect();
+        Ok(Adopted { alive, found })
+    }
+
+    async fn remove_stray(&self, _scheduler: &str, room: &str) -> Result<(), RuntimeError> {
+        self.lock().release(room);
+        Ok(())
     }
 }

@@ -148,6 +148,17 @@ pub fn port_env_name(name: &str) -> String {
     format!("TROUPE_PORT_{suffix}")
 }
 
+/// What [`Runtime::adopt`] saw where the rooms run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Adopted {
+    /// Ids of the recorded rooms still running, watched from now on; the others are gone.
+    pub alive: Vec<String>,
+    /// `(scheduler, room)` of everything found running for a room, adopted or not, as far as
+    /// this runtime can tell what is its own (the Kubernetes runtime: every pod under its
+    /// namespace prefix; the local runtime: processes of recorded rooms).
+    pub found: Vec<(String, String)>,
+}
+
 /// A place rooms run.
 #[async_trait]
 pub trait Runtime: Send + Sync + 'static {
@@ -162,9 +173,14 @@ pub trait Runtime: Send + Sync + 'static {
     /// at once; the end arrives as [`RuntimeEvent::Exited`].
     async fn stop(&self, room: &Room, grace: std::time::Duration) -> Result<(), RuntimeError>;
 
-    /// After a restart: take back the rooms recorded before it. Returns the ids of the rooms
-    /// still running (and watches them from now on); the others are gone.
-    async fn adopt(&self, rooms: &[Room]) -> Result<Vec<String>, RuntimeError>;
+    /// After a restart: take back the rooms recorded before it, and say what else runs. Stops
+    /// nothing: the controller decides what to stop ([`crate::domain::adoption::strays`]) and
+    /// asks [`Runtime::remove_stray`].
+    async fn adopt(&self, rooms: &[Room]) -> Result<Adopted, RuntimeError>;
+
+    /// Stop at once, without grace, what runs for `room` of `scheduler` although no running
+    /// room owns it (an adoption's stray). Nothing running for it is not an error.
+    async fn remove_stray(&self, scheduler: &str, room: &str) -> Result<(), RuntimeError>;
 
     /// A room's status or match count changed: keep a copy where the rooms run, so the fleet can
     /// be rebuilt from there alone. Called on the registry's status path: must return at once

@@ -106,41 +106,6 @@ pub fn applied_from_namespace(ns: &Namespace, prefix: &str) -> Option<(String, A
     }
 }
 
-/// A pod adoption deletes, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stray {
-    pub scheduler: String,
-    pub room: String,
-    /// No recorded room owns it (its scheduler has recorded rooms): nothing would ever report on
-    /// it or stop it.
-    pub unrecorded: bool,
-}
-
-/// Which of the pods found (`(scheduler, room)` of each) adoption deletes: pods of a scheduler
-/// with recorded rooms that no recorded room owns, and pods of recorded rooms that did not
-/// survive (`alive` holds those that did). Pods of schedulers without any recorded room are left
-/// alone: the state that knows them is elsewhere (a controller being rebuilt takes them back
-/// through discovery first).
-pub fn strays(found: &[(String, String)], rooms: &[Room], alive: &[String]) -> Vec<Stray> {
-    let known: std::collections::HashSet<&str> =
-        rooms.iter().map(|r| r.scheduler.as_str()).collect();
-    found
-        .iter()
-        .filter_map(|(scheduler, room)| {
-            let recorded = rooms
-                .iter()
-                .any(|r| &r.scheduler == scheduler && &r.id == room);
-            let unrecorded = known.contains(scheduler.as_str()) && !recorded;
-            let finished = recorded && !alive.contains(room);
-            (unrecorded || finished).then(|| Stray {
-                scheduler: scheduler.clone(),
-                room: room.clone(),
-                unrecorded,
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,36 +225,5 @@ mod tests {
         assert_eq!(applied_from_namespace(&ns, ""), None, "another prefix");
         let bad = namespace("{\"version\":\"v1\"}".into());
         assert_eq!(applied_from_namespace(&bad, "t1-"), None);
-    }
-
-    #[test]
-    fn adoption_deletes_unrecorded_and_finished_pods_of_known_schedulers_only() {
-        let rooms = [
-            Room::pending("arena-a", "arena", "v1", 0),
-            Room::pending("arena-b", "arena", "v1", 0),
-        ];
-        let pod = |s: &str, r: &str| (s.to_string(), r.to_string());
-        let found = [
-            pod("arena", "arena-a"),
-            pod("arena", "arena-b"),
-            pod("arena", "arena-x"),
-            pod("racer", "racer-y"),
-        ];
-        let got = strays(&found, &rooms, &["arena-a".to_string()]);
-        assert_eq!(
-            got,
-            [
-                Stray {
-                    scheduler: "arena".into(),
-                    room: "arena-b".into(),
-                    unrecorded: false
-                },
-                Stray {
-                    scheduler: "arena".into(),
-                    room: "arena-x".into(),
-                    unrecorded: true
-                },
-            ]
-        );
     }
 }

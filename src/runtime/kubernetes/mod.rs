@@ -41,7 +41,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::{Discovered, Runtime, RuntimeError, RuntimeEvent, StartRoom, Started};
+use super::{Adopted, Discovered, Runtime, RuntimeError, RuntimeEvent, StartRoom, Started};
 use crate::clock::now_ms;
 use crate::domain::Applied;
 use crate::domain::room::{Room, RoomStatus};
@@ -253,8 +253,19 @@ impl Runtime for KubernetesRuntime {
         self.inner.stop(key, room, grace).instrument(span).await
     }
 
-    async fn adopt(&self, rooms: &[Room]) -> Result<Vec<String>, RuntimeError> {
+    async fn adopt(&self, rooms: &[Room]) -> Result<Adopted, RuntimeError> {
         self.inner.adopt(rooms).await
+    }
+
+    async fn remove_stray(&self, scheduler: &str, room: &str) -> Result<(), RuntimeError> {
+        let namespace = self.inner.namespace(scheduler);
+        let uid = self
+            .inner
+            .pods
+            .get(&ObjectRef::new(room).within(&namespace))
+            .and_then(|p| p.uid());
+        self.inner.delete_pod(scheduler, room, uid).await;
+        Ok(())
     }
 
     fn record(&self, room: &Room) {
@@ -593,7 +604,7 @@ impl Inner {
         true
     }
 
-    async fn adopt(self: &Arc<Self>, rooms: &[Room]) -> Result<Vec<String>, RuntimeError> {
+    async fn adopt(self: &Arc<Self>, rooms: &[Room]) -> Result<Adopted, RuntimeError> {
         self.wait_ready().await?;
         let prefix = &self.config.namespace_prefix;
         let mut alive = Vec::new();
@@ -605,22 +616,12 @@ impl Inner {
                 info!("room has no live pod: not adopted");
             }
         }
-        // Pods nothing reports on any more: `discover::strays` decides which.
-        let pods = self.pods.state();
-        let found: Vec<(String, String)> = pods
+        let found: Vec<(String, String)> = self
+            .pods
+            .state()
             .iter()
             .filter_map(|pod| discover::owner(pod, prefix))
             .collect();
-        for stray in discover::strays(&found, rooms, &alive) {
-            let (scheduler, room) = (&stray.scheduler, &stray.room);
-            let namespace = self.namespace(scheduler);
-            let uid = self
-                .pods
-                .get(&ObjectRef::new(room).within(&namespace))
-                .and_then(|p| p.uid());
-            warn!(%scheduler, %room, unrecorded = stray.unrecorded, "deleting a pod no running room is recorded for");
-            self.delete_pod(scheduler, room, uid).await;
-        }
         let alive_set: HashSet<&str> = alive.iter().map(String::as_str).collect();
         // Report what happened to the adopted rooms while nobody watched.
         for room in rooms.iter().filter(|r| alive_set.contains(r.id.as_str())) {
@@ -630,7 +631,7 @@ impl Inner {
             }
         }
         info!(rooms = rooms.len(), adopted = alive.len(), "pods adopted");
-        Ok(alive)
+        Ok(Adopted { alive, found })
     }
 
     /// Delete one pod (`uid`: only that one), ignoring a pod that is already gone.

@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::port_env_name;
-use super::{Runtime, RuntimeError, RuntimeEvent, StartRoom, Started};
+use super::{Adopted, Runtime, RuntimeError, RuntimeEvent, StartRoom, Started};
 use crate::domain::room::{Room, RoomPort};
 use crate::domain::spec::{LocalSpec, Protocol};
 pub use process::{BadProcRef, ProcRef};
@@ -246,15 +246,36 @@ impl Runtime for LocalRuntime {
         }
     }
 
-    async fn adopt(&self, rooms: &[Room]) -> Result<Vec<String>, RuntimeError> {
-        let mut adopted = Vec::new();
+    async fn adopt(&self, rooms: &[Room]) -> Result<Adopted, RuntimeError> {
+        let mut adopted = Adopted::default();
         for room in rooms {
             let _entered = RoomKey::of(room).span().entered();
-            if self.inner.adopt_one(room)? {
-                adopted.push(room.id.clone());
+            let found = if self.inner.adopt_one(room)? {
+                adopted.alive.push(room.id.clone());
+                true
+            } else {
+                // A crash between spawning the process and recording it leaves a room with no
+                // reference and a process that only its environment names.
+                room.runtime_ref.is_none()
+                    && !process::find_room_processes(&room.scheduler, &room.id).is_empty()
+            };
+            if found {
+                adopted
+                    .found
+                    .push((room.scheduler.clone(), room.id.clone()));
             }
         }
         Ok(adopted)
+    }
+
+    async fn remove_stray(&self, scheduler: &str, room: &str) -> Result<(), RuntimeError> {
+        for pid in process::find_room_processes(scheduler, room) {
+            if let Some(pid) = Pid::from_raw(pid) {
+                let _ = process::signal_group(pid, Signal::KILL);
+                let _ = rustix::process::kill_process(pid, Signal::KILL);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -541,16 +562,6 @@ impl Inner {
             return Ok(true);
         }
         let Some(reference) = &room.runtime_ref else {
-            // A crash between spawning the process and recording it leaves a room with no
-            // reference: find its process by environment and end it, so nothing is orphaned;
-            // the room is replaced like any other that is gone.
-            for pid in process::find_room_processes(&room.scheduler, &room.id) {
-                warn!(pid, "room process started but never recorded: killing it");
-                if let Some(pid) = Pid::from_raw(pid) {
-                    let _ = process::signal_group(pid, Signal::KILL);
-                    let _ = rustix::process::kill_process(pid, Signal::KILL);
-                }
-            }
             debug!("no runtime reference: not adopted");
             return Ok(false);
         };
