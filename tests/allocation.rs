@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
+use troupe::domain::room::RoomStatus;
+use troupe::http::allocate::Allocation;
 
 const T: Duration = Duration::from_secs(90);
 const ROOMS: usize = 50;
@@ -32,7 +33,7 @@ async fn fleet_of_50(ports: (u16, u16)) -> (Repo, tempfile::TempDir, Server) {
     );
     wait_for("50 ready rooms", T, || async {
         let rooms = server.rooms("arena").await;
-        (count(&rooms, "ready") == ROOMS).then_some(())
+        (count(&rooms, RoomStatus::Ready) == ROOMS).then_some(())
     })
     .await;
     (repo, state, server)
@@ -48,11 +49,11 @@ async fn allocate(http: &reqwest::Client, url: &str) -> Option<String> {
         {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let body: Value = resp.json().await.unwrap_or_default();
+                let body = Reply(resp.text().await.unwrap_or_default());
                 match status {
-                    200 => return Some(body["room"].as_str().unwrap().to_string()),
+                    200 => return Some(body.json::<Allocation>().room),
                     409 => {
-                        assert_eq!(body["error"]["code"], "no_room", "{body}");
+                        assert_eq!(body.error().code, "no_room", "{body}");
                         return None;
                     }
                     _ => panic!("unexpected answer {status}: {body}"),
@@ -78,15 +79,15 @@ async fn sixty_four_allocators_share_fifty_rooms_without_a_duplicate() {
         CALLERS - ROOMS
     );
     let rooms = server.rooms("arena").await;
-    assert_eq!(count(&rooms, "allocated"), ROOMS);
+    assert_eq!(count(&rooms, RoomStatus::Allocated), ROOMS);
     // Each answer carries where to send the players.
     let one = server
         .rooms("arena")
         .await
         .into_iter()
-        .find(|r| r["id"] == got[0].as_str())
+        .find(|r| r.id == got[0])
         .unwrap();
-    assert_eq!(one["host"], "127.0.0.1");
+    assert_eq!(one.host, "127.0.0.1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,8 +132,8 @@ async fn allocations_survive_a_kill_9_in_the_middle_without_a_duplicate() {
     .await;
     let allocated: BTreeSet<String> = rooms
         .iter()
-        .filter(|r| status_of(r) == "allocated")
-        .map(|r| r["id"].as_str().unwrap().to_string())
+        .filter(|r| status_of(r) == RoomStatus::Allocated)
+        .map(|r| r.id.clone())
         .collect();
     assert!(
         distinct.iter().all(|r| allocated.contains(*r)),

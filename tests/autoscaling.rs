@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
+use troupe::domain::operation::{Cause, OpKind};
+use troupe::domain::room::{Room, RoomStatus};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -23,11 +24,8 @@ const AUTOSCALING: &str = "autoscaling:
       roomOccupancy: {readyTarget: 0.5, downThreshold: 0.9}
 ";
 
-fn ids(rooms: &[Value]) -> BTreeSet<String> {
-    rooms
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect()
+fn ids(rooms: &[Room]) -> BTreeSet<String> {
+    rooms.iter().map(|r| r.id.clone()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +47,7 @@ async fn occupancy_rises_rooms_are_added_falls_free_rooms_go_after_the_cooldown(
 
     let rooms = wait_for("min rooms", T, || async {
         let rooms = server.rooms("arena").await;
-        (count(&rooms, "ready") == 2).then_some(rooms)
+        (count(&rooms, RoomStatus::Ready) == 2).then_some(rooms)
     })
     .await;
     for r in &rooms {
@@ -58,52 +56,58 @@ async fn occupancy_rises_rooms_are_added_falls_free_rooms_go_after_the_cooldown(
     // 2 matches, readyTarget 0.5 → 4 rooms.
     let rooms = wait_for("4 rooms", T, || async {
         let rooms = server.rooms("arena").await;
-        (rooms.len() == 4 && count(&rooms, "ready") == 2 && count(&rooms, "occupied") == 2)
+        (rooms.len() == 4
+            && count(&rooms, RoomStatus::Ready) == 2
+            && count(&rooms, RoomStatus::Occupied) == 2)
             .then_some(rooms)
     })
     .await;
     let ops = server.ops("arena").await;
     let up = ops
         .iter()
-        .find(|o| o["kind"] == "scale" && o["cause"]["type"] == "autoscaler")
+        .find(|o| o.kind == OpKind::Scale && matches!(o.cause, Cause::Autoscaler { .. }))
         .expect("autoscaler op");
-    assert!(
-        up["cause"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("2 running matches"),
-        "{up:#}"
-    );
+    let Cause::Autoscaler { reason } = &up.cause else {
+        unreachable!()
+    };
+    assert!(reason.contains("2 running matches"), "{up:#?}");
 
     // Matches end in both, one new match starts elsewhere: 1 match → 2 rooms, after the cooldown.
-    for r in rooms.iter().filter(|r| status_of(r) == "occupied") {
+    for r in rooms
+        .iter()
+        .filter(|r| status_of(r) == RoomStatus::Occupied)
+    {
         end_match(r).await;
     }
     let keep = rooms
         .iter()
-        .find(|r| status_of(r) == "ready")
+        .find(|r| status_of(r) == RoomStatus::Ready)
         .unwrap()
         .clone();
     start_match(&keep).await;
     let down_from = Instant::now();
     let rooms = wait_for("2 rooms", T, || async {
         let rooms = server.rooms("arena").await;
-        (rooms.len() == 2 && rooms.iter().all(|r| status_of(r) != "terminating")).then_some(rooms)
+        (rooms.len() == 2
+            && rooms
+                .iter()
+                .all(|r| status_of(r) != RoomStatus::Terminating))
+        .then_some(rooms)
     })
     .await;
     assert!(
-        ids(&rooms).contains(keep["id"].as_str().unwrap()),
+        ids(&rooms).contains(&keep.id),
         "the occupied room is kept: {rooms:#?}"
     );
-    let scale_up_at = up["finishedAt"].as_u64().unwrap();
+    let scale_up_at = up.finished_at.expect("the scale-up finished");
     let ops = server.ops("arena").await;
     let down = ops
         .iter()
-        .find(|o| o["kind"] == "scale" && o["target"] == 2)
+        .find(|o| o.kind == OpKind::Scale && o.target == Some(2))
         .expect("scale-down op");
     assert!(
-        down["createdAt"].as_u64().unwrap() >= scale_up_at,
-        "the scale-down came after the scale-up: {down:#}"
+        down.created_at >= scale_up_at,
+        "the scale-down came after the scale-up: {down:#?}"
     );
     assert!(down_from.elapsed() < T);
     assert_eq!(server.room_processes().len(), 2);

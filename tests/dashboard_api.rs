@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use futures_util::StreamExt;
+use serde::Deserialize;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -16,7 +17,9 @@ use common::router::Fixture;
 use common::scheduler_yaml;
 use troupe::controller::SyncMode;
 use troupe::controller::samples::sample_now;
-use troupe::domain::room::{PingStatus, Room, RoomEvent};
+use troupe::domain::plan::Action;
+use troupe::domain::room::{PingStatus, Room, RoomEvent, RoomStatus};
+use troupe::http::views::{Bounds, History, Overview, RoomsPage, SyncKind};
 
 /// A fixture with scheduler `arena` declared (not applied: nothing runs operations here) and
 /// `rooms` rooms of it, the first `ready` of them ready and the next `busy` occupied.
@@ -55,17 +58,23 @@ async fn the_overview_shows_sync_state_occupancy_and_the_plan() {
     let f = arena(5, 2, 2);
     let (status, body) = f.get("/api/v1/overview").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["syncMode"], "auto");
-    assert_eq!(body["plan"]["hasChanges"], true);
-    let s = &body["schedulers"][0];
-    assert_eq!(s["name"], "arena");
-    assert_eq!(s["totalRooms"], 5);
-    assert_eq!(s["rooms"]["ready"], 2);
-    assert_eq!(s["busyRooms"], 2);
-    assert_eq!(s["runningMatches"], 2);
-    assert_eq!(s["sync"]["state"], "pending", "{s}");
-    assert_eq!(s["sync"]["action"], "create");
-    assert!(s.get("autoscaling").is_none(), "not autoscaled: {s}");
+    let overview: Overview = body.json();
+    assert_eq!(overview.sync_mode, SyncMode::Auto);
+    assert!(overview.plan.expect("a plan").has_changes);
+    let s = &overview.schedulers[0];
+    assert_eq!(s.summary.name, "arena");
+    assert_eq!(s.summary.total_rooms, 5);
+    assert_eq!(s.summary.rooms.get(&RoomStatus::Ready), Some(&2));
+    assert_eq!(s.busy_rooms, 2);
+    assert_eq!(s.running_matches, 2);
+    assert_eq!(s.sync.state, SyncKind::Pending, "{s:?}");
+    assert_eq!(s.sync.action, Some(Action::Create));
+    // Absent, not null.
+    let raw: Value = body.json();
+    assert!(
+        raw["schedulers"][0].get("autoscaling").is_none(),
+        "not autoscaled: {body}"
+    );
 
     // A suspended scheduler says so, and the change to the controller reaches the overview.
     let (status, _) = f
@@ -76,29 +85,32 @@ async fn the_overview_shows_sync_state_occupancy_and_the_plan() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, body) = f.get("/api/v1/overview").await;
-    assert_eq!(body["schedulers"][0]["sync"]["state"], "suspended");
+    let overview: Overview = f.get_as("/api/v1/overview").await;
+    assert_eq!(overview.schedulers[0].sync.state, SyncKind::Suspended);
 
     // A rejected revision is an error on every scheduler, with the revision's message.
     f.load(
         "r2",
         &[("arena.yaml", "name: arena\nroomsReplicas: many\n")],
     );
-    let (_, body) = f.get("/api/v1/overview").await;
-    let s = &body["schedulers"][0];
-    assert_eq!(s["sync"]["state"], "suspended", "suspension comes first");
+    let overview: Overview = f.get_as("/api/v1/overview").await;
+    assert_eq!(
+        overview.schedulers[0].sync.state,
+        SyncKind::Suspended,
+        "suspension comes first"
+    );
     f.call(
         Request::post("/api/v1/schedulers/arena/resume")
             .body(Body::empty())
             .unwrap(),
     )
     .await;
-    let (_, body) = f.get("/api/v1/overview").await;
-    let sync = &body["schedulers"][0]["sync"];
-    assert_eq!(sync["state"], "error", "{sync}");
+    let overview: Overview = f.get_as("/api/v1/overview").await;
+    let sync = &overview.schedulers[0].sync;
+    assert_eq!(sync.state, SyncKind::Error, "{sync:?}");
     assert!(
-        sync["message"].as_str().unwrap().contains("r2"),
-        "names the revision: {sync}"
+        sync.message.as_deref().is_some_and(|m| m.contains("r2")),
+        "names the revision: {sync:?}"
     );
 }
 
@@ -111,10 +123,10 @@ async fn autoscaled_schedulers_show_their_bounds() {
     f.load("r1", &[("racer.yaml", &yaml)]);
     let (status, body) = f.get("/api/v1/overview").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["syncMode"], "manual");
-    let s = &body["schedulers"][0];
-    assert_eq!(s["autoscaling"]["min"], 2, "{s}");
-    assert_eq!(s["autoscaling"]["max"], 20);
+    let overview: Overview = body.json();
+    assert_eq!(overview.sync_mode, SyncMode::Manual);
+    let s = &overview.schedulers[0];
+    assert_eq!(s.autoscaling, Some(Bounds { min: 2, max: 20 }), "{s:?}");
 }
 
 #[tokio::test]
@@ -124,55 +136,45 @@ async fn rooms_come_a_page_at_a_time_with_filters_and_the_old_route_keeps_its_sh
         .get("/api/v1/schedulers/arena/rooms/page?offset=50&limit=20")
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["total"], 120);
-    assert_eq!(body["offset"], 50);
-    assert_eq!(body["limit"], 20);
-    let rooms = body["rooms"].as_array().unwrap();
-    assert_eq!(rooms.len(), 20);
-    assert_eq!(rooms[0]["id"], "arena-0050", "oldest first");
-    assert_eq!(body["counts"]["ready"], 30);
-    assert_eq!(body["counts"]["occupied"], 10);
-    assert_eq!(body["counts"]["pending"], 80);
+    let page: RoomsPage = body.json();
+    assert_eq!(page.total, 120);
+    assert_eq!(page.offset, 50);
+    assert_eq!(page.limit, 20);
+    assert_eq!(page.rooms.len(), 20);
+    assert_eq!(page.rooms[0].id, "arena-0050", "oldest first");
+    assert_eq!(page.counts.get(&RoomStatus::Ready), Some(&30));
+    assert_eq!(page.counts.get(&RoomStatus::Occupied), Some(&10));
+    assert_eq!(page.counts.get(&RoomStatus::Pending), Some(&80));
 
-    let (_, body) = f
-        .get("/api/v1/schedulers/arena/rooms/page?status=occupied")
+    let page: RoomsPage = f
+        .get_as("/api/v1/schedulers/arena/rooms/page?status=occupied")
         .await;
-    assert_eq!(body["total"], 10);
-    assert!(
-        body["rooms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["status"] == "occupied")
-    );
-    let (_, body) = f
-        .get("/api/v1/schedulers/arena/rooms/page?q=ARENA-011")
+    assert_eq!(page.total, 10);
+    assert!(page.rooms.iter().all(|r| r.status == RoomStatus::Occupied));
+    let page: RoomsPage = f
+        .get_as("/api/v1/schedulers/arena/rooms/page?q=ARENA-011")
         .await;
-    assert_eq!(body["total"], 10, "arena-0110 … arena-0119: {body}");
-    let (_, body) = f
-        .get("/api/v1/schedulers/arena/rooms/page?limit=100000")
+    assert_eq!(page.total, 10, "arena-0110 … arena-0119: {page:?}");
+    let page: RoomsPage = f
+        .get_as("/api/v1/schedulers/arena/rooms/page?limit=100000")
         .await;
-    assert_eq!(body["limit"], 500, "pages are bounded");
+    assert_eq!(page.limit, 500, "pages are bounded");
 
     let (status, body) = f
         .get("/api/v1/schedulers/arena/rooms/page?status=dancing")
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(body["error"]["code"], "invalid_query");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("dancing")
-    );
+    let error = body.error();
+    assert_eq!(error.code, "invalid_query");
+    assert!(error.message.contains("dancing"));
     let (status, body) = f.get("/api/v1/schedulers/nope/rooms/page").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 
     let (status, body) = f.get("/api/v1/schedulers/arena/rooms").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
-        body.as_array().map(Vec::len),
-        Some(120),
+        body.json::<Vec<Room>>().len(),
+        120,
         "the old route still answers a plain list"
     );
 }
@@ -184,31 +186,41 @@ async fn history_holds_a_sample_per_tick() {
     sample_now(f.controller());
     let (status, body) = f.get("/api/v1/schedulers/arena/history").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["intervalSeconds"], 10);
-    assert_eq!(body["capacity"], 360);
-    let samples = body["samples"].as_array().unwrap();
-    assert_eq!(samples.len(), 2);
-    let last = &samples[1];
-    assert_eq!(last["total"], 4);
-    assert_eq!(last["busy"], 2);
-    assert_eq!(last["runningMatches"], 2);
-    assert_eq!(last["rooms"]["ready"], 1);
-    assert!(last["at"].as_u64().unwrap() > 0);
+    let history: History = body.json();
+    assert_eq!(history.interval_seconds, 10);
+    assert_eq!(history.capacity, 360);
+    assert_eq!(history.samples.len(), 2);
+    let last = &history.samples[1];
+    assert_eq!(last.counts.total, 4);
+    assert_eq!(last.counts.busy, 2);
+    assert_eq!(last.counts.running_matches, 2);
+    assert_eq!(last.counts.rooms.get(&RoomStatus::Ready), Some(&1));
+    assert!(last.at > 0);
     let (status, _) = f.get("/api/v1/schedulers/nope/history").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-/// Read the stream until the next `data:` line; its JSON.
+/// What one event of the stream says (the server's `troupe::http::events::Changed`, which names
+/// what changed with `&'static str`s and so cannot be read back into).
+#[derive(Debug, Deserialize)]
+struct Changed {
+    seq: u64,
+    changed: Vec<String>,
+}
+
+/// Read the stream until the next `data:` line; what it says.
 async fn next_data(
     stream: &mut (impl futures_util::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Unpin),
     buf: &mut String,
-) -> Value {
+) -> Changed {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             if let Some(end) = buf.find("\n\n") {
                 let event: String = buf.drain(..end + 2).collect();
                 if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data:")) {
-                    return serde_json::from_str(data.trim()).unwrap();
+                    let data = data.trim();
+                    return serde_json::from_str(data)
+                        .unwrap_or_else(|e| panic!("not an event ({e}): {data}"));
                 }
                 continue;
             }
@@ -243,8 +255,8 @@ async fn the_event_stream_says_what_changed_at_most_twice_a_second() {
         .unwrap();
     let first = next_data(&mut stream, &mut buf).await;
     let at = std::time::Instant::now();
-    assert_eq!(first["seq"], 1);
-    assert_eq!(first["changed"], serde_json::json!(["rooms"]));
+    assert_eq!(first.seq, 1);
+    assert_eq!(first.changed, ["rooms"]);
 
     // A burst right after: one event, not before the throttle, naming all that changed.
     registry
@@ -257,8 +269,8 @@ async fn the_event_stream_says_what_changed_at_most_twice_a_second() {
         "throttled: {:?}",
         at.elapsed()
     );
-    assert_eq!(second["seq"], 2);
-    assert_eq!(second["changed"], serde_json::json!(["revision", "rooms"]));
+    assert_eq!(second.seq, 2);
+    assert_eq!(second.changed, ["revision", "rooms"]);
 
     // Operations too.
     f.controller()
@@ -272,7 +284,7 @@ async fn the_event_stream_says_what_changed_at_most_twice_a_second() {
         )
         .unwrap();
     let third = next_data(&mut stream, &mut buf).await;
-    assert_eq!(third["changed"], serde_json::json!(["operations"]));
+    assert_eq!(third.changed, ["operations"]);
 }
 
 #[tokio::test]
@@ -311,7 +323,7 @@ async fn the_page_and_its_assets_are_served_with_types_and_cache_headers() {
     }
     let (status, body) = f.get("/assets/nope.js").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(body["error"]["code"], "not_found");
+    assert_eq!(body.error().code, "not_found");
 }
 
 #[tokio::test]

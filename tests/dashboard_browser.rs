@@ -15,6 +15,11 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
+use troupe::domain::operation::{OpKind, OpStatus, Operation};
+use troupe::domain::plan::{Action, Plan};
+use troupe::domain::room::RoomStatus;
+use troupe::http::api::SchedulerSummary;
+use troupe::state::history::RevisionRecord;
 
 use common::*;
 
@@ -221,9 +226,8 @@ async fn the_dashboard_shows_what_the_api_says_and_cancels_an_operation() {
         &["--api-token-file", token_file.to_str().unwrap()],
     );
     wait_for("every scheduler created", T, || async {
-        let ops = server.get("/api/v1/operations").await;
-        let ops = ops.as_array().cloned().unwrap_or_default();
-        (ops.len() == 3 && ops.iter().all(|o| o["status"] == "succeeded")).then_some(())
+        let ops: Vec<Operation> = server.get_as("/api/v1/operations").await;
+        (ops.len() == 3 && ops.iter().all(|o| o.status == OpStatus::Succeeded)).then_some(())
     })
     .await;
 
@@ -256,11 +260,10 @@ async fn drive(client: &Client, server: &Server, fleets: &Path) {
            return out;"#,
         || async {
             let mut out = serde_json::Map::new();
-            for s in server.get("/api/v1/schedulers").await.as_array().unwrap() {
-                out.insert(
-                    s["name"].as_str().unwrap().into(),
-                    json!([s["totalRooms"], s["rooms"]["ready"].as_u64().unwrap_or(0)]),
-                );
+            let schedulers: Vec<SchedulerSummary> = server.get_as("/api/v1/schedulers").await;
+            for s in schedulers {
+                let ready = s.rooms.get(&RoomStatus::Ready).copied().unwrap_or(0);
+                out.insert(s.name, json!([s.total_rooms, ready]));
             }
             Value::Object(out)
         },
@@ -272,9 +275,8 @@ async fn drive(client: &Client, server: &Server, fleets: &Path) {
         r#"return [Number(document.querySelector('#stat-schedulers').textContent),
                    Number(document.querySelector('#stat-rooms').textContent)];"#,
         || async {
-            let s = server.get("/api/v1/schedulers").await;
-            let s = s.as_array().unwrap();
-            let rooms: u64 = s.iter().map(|x| x["totalRooms"].as_u64().unwrap()).sum();
+            let s: Vec<SchedulerSummary> = server.get_as("/api/v1/schedulers").await;
+            let rooms: u32 = s.iter().map(|x| x.total_rooms).sum();
             json!([s.len(), rooms])
         },
     )
@@ -284,14 +286,8 @@ async fn drive(client: &Client, server: &Server, fleets: &Path) {
         "operations listed",
         "return document.querySelectorAll('#ov-ops tr[data-op]').length;",
         || async {
-            json!(
-                server
-                    .get("/api/v1/operations?limit=20")
-                    .await
-                    .as_array()
-                    .unwrap()
-                    .len()
-            )
+            let ops: Vec<Operation> = server.get_as("/api/v1/operations?limit=20").await;
+            json!(ops.len())
         },
     )
     .await;
@@ -316,10 +312,10 @@ async fn drive(client: &Client, server: &Server, fleets: &Path) {
             .ops("arena-eu")
             .await
             .into_iter()
-            .find(|o| o["kind"] == "rollout" && o["status"] == "running")
+            .find(|o| o.kind == OpKind::Rollout && o.status == OpStatus::Running)
     })
     .await;
-    let id = rollout["id"].as_str().unwrap().to_string();
+    let id = rollout.id;
 
     click(client, r#"tr[data-scheduler="arena-eu"] a"#).await;
     let cancel = format!(r#"button[data-cancel="{id}"]"#);
@@ -342,8 +338,12 @@ async fn drive(client: &Client, server: &Server, fleets: &Path) {
     // Without the token the server refuses, and the page says what to do.
     click(client, &cancel).await;
     wait_text(client, "#toast", "API token").await;
-    let op = server.get(&format!("/api/v1/operations/{id}")).await;
-    assert_eq!(op["status"], "running", "refused without the token: {op}");
+    let op: Operation = server.get_as(&format!("/api/v1/operations/{id}")).await;
+    assert_eq!(
+        op.status,
+        OpStatus::Running,
+        "refused without the token: {op:#?}"
+    );
 
     let token = client.find(Locator::Id("token")).await.unwrap();
     token.send_keys(API_TOKEN).await.unwrap();
@@ -355,8 +355,8 @@ async fn drive(client: &Client, server: &Server, fleets: &Path) {
     assert_eq!(stored, json!(API_TOKEN));
     click(client, &cancel).await;
     wait_for("the API to say the rollout was canceled", T, || async {
-        let op = server.get(&format!("/api/v1/operations/{id}")).await;
-        (op["status"] == "canceled").then_some(())
+        let op: Operation = server.get_as(&format!("/api/v1/operations/{id}")).await;
+        (op.status == OpStatus::Canceled).then_some(())
     })
     .await;
     // The page follows by itself (server-sent events), without a reload.
@@ -390,11 +390,10 @@ async fn drive(client: &Client, server: &Server, fleets: &Path) {
     );
     std::fs::write(&path, more).unwrap();
     wait_for("a scale of arena-party in the plan", T, || async {
-        let plan = server.get("/api/v1/plan").await;
-        plan["changes"]
-            .as_array()?
+        let plan: Plan = server.plan().await?;
+        plan.changes
             .iter()
-            .any(|c| c["scheduler"] == "arena-party" && c["action"] == "scale")
+            .any(|c| c.scheduler == "arena-party" && c.action == Action::Scale)
             .then_some(())
     })
     .await;
@@ -408,11 +407,8 @@ async fn drive(client: &Client, server: &Server, fleets: &Path) {
     )
     .unwrap();
     let errors = wait_for("the revision to be rejected", T, || async {
-        let rev = server.get("/api/v1/revision").await;
-        rev["error"]["errors"]
-            .as_array()
-            .filter(|e| !e.is_empty())
-            .map(Vec::len)
+        let rev = server.revision().await;
+        rev.desired.error.map(|e| e.errors.len()).filter(|n| *n > 0)
     })
     .await;
     click(client, r#"a[data-nav="plan"]"#).await;
@@ -434,14 +430,8 @@ async fn drive(client: &Client, server: &Server, fleets: &Path) {
         "revisions listed",
         "return document.querySelectorAll('#revisions tr[data-revision]').length;",
         || async {
-            json!(
-                server
-                    .get("/api/v1/revisions")
-                    .await
-                    .as_array()
-                    .unwrap()
-                    .len()
-            )
+            let revisions: Vec<RevisionRecord> = server.get_as("/api/v1/revisions").await;
+            json!(revisions.len())
         },
     )
     .await;

@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 
 use axum::routing::post;
 use common::*;
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::json;
 use troupe::domain::room::token::room_token;
+use troupe::domain::room::{Room, RoomStatus};
+use troupe::http::rooms::PlayerEventKind;
 
 const T: Duration = Duration::from_secs(60);
 
@@ -17,15 +20,48 @@ fn with_forwarder(url: &str, timeout: &str) -> String {
     format!("forwarders:\n  - {{name: receiver, url: \"{url}\", timeout: {timeout}}}\n")
 }
 
-async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+/// An event as a forwarder receives it (the server's `troupe::http::forward::Event`, whose
+/// `kind` is a `&'static str` and so cannot be read back into): `kind` says what `payload` holds.
+/// The fields this test reads.
+#[derive(Debug, Deserialize)]
+struct Forwarded {
+    room: String,
+    #[serde(flatten)]
+    what: What,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", content = "payload", rename_all = "camelCase")]
+enum What {
+    RoomStatus {
+        to: RoomStatus,
+    },
+    #[serde(rename_all = "camelCase")]
+    PlayerEvent {
+        event: PlayerEventKind,
+        player_id: String,
+    },
+    /// A room's own event (the demo room sends none).
+    RoomEvent {},
+}
+
+/// What `POST …/playerevent` answers: the room's player count after the event (the fields this
+/// test reads).
+#[derive(Debug, Deserialize)]
+struct Players {
+    players: usize,
+}
+
+/// The bodies a receiver got, in order.
+async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
     let got = Arc::new(Mutex::new(Vec::new()));
     let g = Arc::clone(&got);
     let app = axum::Router::new().route(
         "/events",
-        post(move |axum::Json(v): axum::Json<Value>| {
+        post(move |body: String| {
             let g = Arc::clone(&g);
             async move {
-                g.lock().unwrap().push(v);
+                g.lock().unwrap().push(body);
                 "ok"
             }
         }),
@@ -36,8 +72,20 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
     (url, got)
 }
 
-async fn ping(server: &Server, room: &Value) -> (u16, Duration) {
-    let id = room["id"].as_str().unwrap();
+/// The events received so far; a body that is not one fails the test.
+fn events(got: &Mutex<Vec<String>>) -> Vec<Forwarded> {
+    got.lock()
+        .unwrap()
+        .iter()
+        .map(|body| {
+            serde_json::from_str(body)
+                .unwrap_or_else(|e| panic!("not a forwarded event ({e}): {body}"))
+        })
+        .collect()
+}
+
+async fn ping(server: &Server, room: &Room) -> (u16, Duration) {
+    let id = &room.id;
     let token = room_token(&server.secret(), "arena", id);
     let started = Instant::now();
     let resp = server
@@ -67,15 +115,22 @@ async fn status_changes_and_player_events_reach_the_receiver() {
     let server = Server::start(repo.path(), &state.path().join("state"), &[]);
     let rooms = wait_for("2 ready rooms", T, || async {
         let rooms = server.rooms("arena").await;
-        (count(&rooms, "ready") == 2).then_some(rooms)
+        (count(&rooms, RoomStatus::Ready) == 2).then_some(rooms)
     })
     .await;
-    let id = rooms[0]["id"].as_str().unwrap();
+    let id = rooms[0].id.as_str();
     wait_for("ready events", T, || async {
-        let got = got.lock().unwrap();
-        let ready = got
+        let ready = events(&got)
             .iter()
-            .filter(|e| e["kind"] == "roomStatus" && e["payload"]["to"] == "ready")
+            .filter(|e| {
+                matches!(
+                    e.what,
+                    What::RoomStatus {
+                        to: RoomStatus::Ready,
+                        ..
+                    }
+                )
+            })
             .count();
         (ready == 2).then_some(())
     })
@@ -94,35 +149,40 @@ async fn status_changes_and_player_events_reach_the_receiver() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["players"], 1);
+    let body = Reply(resp.text().await.unwrap());
+    assert_eq!(body.json::<Players>().players, 1, "{body}");
     wait_for("the player event", T, || async {
-        let got = got.lock().unwrap();
-        got.iter()
+        events(&got)
+            .iter()
             .any(|e| {
-                e["kind"] == "playerEvent" && e["room"] == id && e["payload"]["playerId"] == "p-1"
+                e.room == id
+                    && matches!(&e.what, What::PlayerEvent { player_id, .. } if player_id == "p-1")
             })
             .then_some(())
     })
     .await;
     // A demo room's match brings its simulated players, reported as player events.
-    let other_id = rooms[1]["id"].as_str().unwrap();
+    let other_id = rooms[1].id.as_str();
     start_match(&rooms[1]).await;
     wait_for("the demo room's players", T, || async {
-        let got = got.lock().unwrap();
-        let joins = got
+        let joins = events(&got)
             .iter()
             .filter(|e| {
-                e["kind"] == "playerEvent"
-                    && e["room"] == other_id
-                    && e["payload"]["event"] == "playerJoin"
+                e.room == other_id
+                    && matches!(
+                        e.what,
+                        What::PlayerEvent {
+                            event: PlayerEventKind::PlayerJoin,
+                            ..
+                        }
+                    )
             })
             .count();
         (joins == 2).then_some(())
     })
     .await;
     // Another room's token cannot speak for this room.
-    let other = room_token(&server.secret(), "arena", rooms[1]["id"].as_str().unwrap());
+    let other = room_token(&server.secret(), "arena", &rooms[1].id);
     let resp = server
         .http
         .post(format!(
@@ -149,7 +209,7 @@ async fn a_receiver_that_never_answers_does_not_slow_pings_down() {
     let server = Server::start(repo.path(), &state.path().join("state"), &[]);
     let rooms = wait_for("2 ready rooms", T, || async {
         let rooms = server.rooms("arena").await;
-        (count(&rooms, "ready") == 2).then_some(rooms)
+        (count(&rooms, RoomStatus::Ready) == 2).then_some(rooms)
     })
     .await;
     // Each ping would take at least 2 s if forwarding were in the request path.

@@ -9,21 +9,23 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
+use troupe::domain::operation::{Cause, OpKind};
+use troupe::domain::plan::{Action, Plan};
+use troupe::domain::room::{Room, RoomStatus};
+use troupe::http::api::SchedulerSummary;
+use troupe::state::history::RevisionRecord;
 
 const T: Duration = Duration::from_secs(60);
 
-fn ids(rooms: &[Value]) -> BTreeSet<String> {
-    rooms
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect()
+fn ids(rooms: &[Room]) -> BTreeSet<String> {
+    rooms.iter().map(|r| r.id.clone()).collect()
 }
 
-async fn wait_rooms(server: &Server, scheduler: &str, n: usize) -> Vec<Value> {
+async fn wait_rooms(server: &Server, scheduler: &str, n: usize) -> Vec<Room> {
     wait_for(&format!("{n} ready rooms of {scheduler}"), T, || async {
         let rooms = server.rooms(scheduler).await;
-        (rooms.len() == n && count(&rooms, "ready") == n).then_some(rooms)
+        (rooms.len() == n && count(&rooms, RoomStatus::Ready) == n).then_some(rooms)
     })
     .await
 }
@@ -61,28 +63,24 @@ async fn manual_sync_waits_for_approval_and_saved_plans_apply_exactly_or_are_ref
 
     // Manual: the plan is there, nothing happens until it is approved.
     let plan = wait_for("a plan", T, || async {
-        let p = server.get("/api/v1/plan").await;
-        p["changes"]
-            .as_array()
-            .is_some_and(|c| !c.is_empty())
-            .then_some(p)
+        server.plan().await.filter(|p| !p.changes.is_empty())
     })
     .await;
-    assert_eq!(plan["changes"][0]["action"], "create");
+    assert_eq!(plan.changes[0].action, Action::Create);
     server.next_reconcile().await;
     assert!(
         server.ops("arena").await.is_empty(),
         "nothing applied without approval"
     );
     let (status, body) = server
-        .post("/api/v1/plan/apply", json!({"planId": "0000000000000000"}))
+        .post("/api/v1/plan/apply", &json!({"planId": "0000000000000000"}))
         .await;
     assert_eq!(
         status, 409,
         "a plan id that is not the current plan is refused: {body}"
     );
     let (status, body) = server
-        .post("/api/v1/plan/apply", json!({"planId": plan["id"]}))
+        .post("/api/v1/plan/apply", &json!({"planId": plan.id}))
         .await;
     assert_eq!(status, 200, "{body}");
     wait_rooms(&server, "arena", 2).await;
@@ -113,8 +111,7 @@ async fn manual_sync_waits_for_approval_and_saved_plans_apply_exactly_or_are_ref
         "{out}"
     );
     wait_for("the server to see the commit", T, || async {
-        let p = server.get("/api/v1/plan").await;
-        (p["changes"].as_array().is_some_and(|c| !c.is_empty())).then_some(())
+        (server.plan().await.is_some_and(|p| !p.changes.is_empty())).then_some(())
     })
     .await;
     let (code, out, err) = troupe(&["apply", file, "--server", &server.url]);
@@ -140,8 +137,8 @@ async fn manual_sync_waits_for_approval_and_saved_plans_apply_exactly_or_are_ref
         )],
     );
     wait_for("the server to see commit five", T, || async {
-        let r = server.get("/api/v1/revision").await;
-        (r["revision"]["id"] == five.as_str()).then_some(())
+        let r = server.revision().await;
+        (r.desired.revision.is_some_and(|r| r.id == five)).then_some(())
     })
     .await;
     let (code, _, err) = troupe(&["apply", file, "--server", &server.url]);
@@ -157,14 +154,13 @@ async fn manual_sync_waits_for_approval_and_saved_plans_apply_exactly_or_are_ref
     let (code, _, err) = troupe(&["plan", repo_path, "--server", &server.url, "-o", file]);
     assert_eq!(code, 0, "{err}");
     let before = ids(&server.rooms("arena").await);
-    let victim = server.rooms("arena").await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let victim = server.rooms("arena").await[0].id.clone();
     kill_room(&server, &victim);
     wait_for("the killed room to be replaced", T, || async {
         let rooms = server.rooms("arena").await;
-        (rooms.len() == 3 && !ids(&rooms).contains(&victim) && count(&rooms, "ready") == 3)
+        (rooms.len() == 3
+            && !ids(&rooms).contains(&victim)
+            && count(&rooms, RoomStatus::Ready) == 3)
             .then_some(())
     })
     .await;
@@ -174,14 +170,13 @@ async fn manual_sync_waits_for_approval_and_saved_plans_apply_exactly_or_are_ref
     assert!(err.contains("live state of arena"), "{err}");
 
     // The revision history lists what was seen.
-    let revisions = server.get("/api/v1/revisions").await;
-    let revisions = revisions.as_array().unwrap();
+    let revisions: Vec<RevisionRecord> = server.get_as("/api/v1/revisions").await;
     assert!(revisions.len() >= 3, "{revisions:#?}");
-    assert_eq!(revisions[0]["id"], five.as_str(), "newest first");
+    assert_eq!(revisions[0].id, five, "newest first");
     assert!(
         revisions
             .iter()
-            .all(|r| r["commit"].as_str().is_some_and(|c| c.contains("CI"))),
+            .all(|r| r.commit.as_deref().is_some_and(|c| c.contains("CI"))),
         "{revisions:#?}"
     );
 }
@@ -228,11 +223,13 @@ async fn drift_is_corrected_orphans_are_listed_without_prune_and_suspension_hold
     wait_rooms(&server, "racer", 1).await;
 
     // Drift: a room killed by hand is noticed and replaced, and the operation says why.
-    let victim = arena[0]["id"].as_str().unwrap().to_string();
+    let victim = arena[0].id.clone();
     kill_room(&server, &victim);
     let rooms = wait_for("the fleet healed", T, || async {
         let rooms = server.rooms("arena").await;
-        (rooms.len() == 2 && !ids(&rooms).contains(&victim) && count(&rooms, "ready") == 2)
+        (rooms.len() == 2
+            && !ids(&rooms).contains(&victim)
+            && count(&rooms, RoomStatus::Ready) == 2)
             .then_some(rooms)
     })
     .await;
@@ -240,14 +237,12 @@ async fn drift_is_corrected_orphans_are_listed_without_prune_and_suspension_hold
     let ops = server.ops("arena").await;
     let heal = ops
         .iter()
-        .find(|o| o["kind"] == "heal")
+        .find(|o| o.kind == OpKind::Heal)
         .expect("a heal operation");
-    assert_eq!(heal["cause"]["type"], "health", "{heal:#}");
+    assert!(matches!(heal.cause, Cause::Health { .. }), "{heal:#?}");
 
     // Suspended: git changes wait; rooms are still healed. Resumed: the change applies.
-    let (status, _) = server
-        .post("/api/v1/schedulers/arena/suspend", Value::Null)
-        .await;
+    let (status, _) = server.post("/api/v1/schedulers/arena/suspend", &()).await;
     assert_eq!(status, 200);
     let ops_before = server.ops("arena").await.len();
     repo.commit(
@@ -258,12 +253,10 @@ async fn drift_is_corrected_orphans_are_listed_without_prune_and_suspension_hold
         )],
     );
     wait_for("the plan to show the change", T, || async {
-        let p = server.get("/api/v1/plan").await;
-        p["changes"]
-            .as_array()
-            .unwrap()
+        let p: Plan = server.get_as("/api/v1/plan").await;
+        p.changes
             .iter()
-            .any(|c| c["scheduler"] == "arena" && c["action"] == "scale")
+            .any(|c| c.scheduler == "arena" && c.action == Action::Scale)
             .then_some(())
     })
     .await;
@@ -273,11 +266,9 @@ async fn drift_is_corrected_orphans_are_listed_without_prune_and_suspension_hold
         ops_before,
         "suspended: nothing applied"
     );
-    let schedulers = server.get("/api/v1/schedulers").await;
-    assert_eq!(schedulers[0]["suspended"], true, "{schedulers:#}");
-    let (status, _) = server
-        .post("/api/v1/schedulers/arena/resume", Value::Null)
-        .await;
+    let schedulers: Vec<SchedulerSummary> = server.get_as("/api/v1/schedulers").await;
+    assert!(schedulers[0].suspended, "{schedulers:#?}");
+    let (status, _) = server.post("/api/v1/schedulers/arena/resume", &()).await;
     assert_eq!(status, 200);
     wait_rooms(&server, "arena", 3).await;
 
@@ -285,12 +276,10 @@ async fn drift_is_corrected_orphans_are_listed_without_prune_and_suspension_hold
     let racer = ids(&server.rooms("racer").await);
     repo.commit("drop racer", &[("racer.yaml", "")]);
     wait_for("racer orphaned in the plan", T, || async {
-        let p = server.get("/api/v1/plan").await;
-        p["changes"]
-            .as_array()
-            .unwrap()
+        let p: Plan = server.get_as("/api/v1/plan").await;
+        p.changes
             .iter()
-            .any(|c| c["scheduler"] == "racer" && c["action"] == "orphan")
+            .any(|c| c.scheduler == "racer" && c.action == Action::Orphan)
             .then_some(())
     })
     .await;
@@ -300,12 +289,7 @@ async fn drift_is_corrected_orphans_are_listed_without_prune_and_suspension_hold
         racer,
         "an orphan's rooms keep running"
     );
-    let schedulers = server.get("/api/v1/schedulers").await;
-    let r = schedulers
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "racer")
-        .unwrap();
-    assert_eq!(r["inGit"], false);
+    let schedulers: Vec<SchedulerSummary> = server.get_as("/api/v1/schedulers").await;
+    let r = schedulers.iter().find(|s| s.name == "racer").unwrap();
+    assert!(!r.in_git, "{r:?}");
 }

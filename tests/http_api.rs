@@ -7,12 +7,16 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use common::router::{Fixture, SECRET};
+use common::{HookAnswer, Reply};
 use troupe::controller::SyncMode;
+use troupe::domain::operation::{OpStatus, Operation};
 use troupe::domain::room::token::room_token;
 use troupe::domain::room::{Room, RoomEvent, RoomStatus};
+use troupe::http::api::SchedulerSummary;
+use troupe::http::rooms::PingAnswer;
 
 /// A fixture with two pending rooms of scheduler `arena`.
 fn fixture(api_token: Option<&str>) -> Fixture {
@@ -28,7 +32,7 @@ fn fixture(api_token: Option<&str>) -> Fixture {
     f
 }
 
-async fn call(f: &Fixture, req: Request<Body>) -> (StatusCode, Value) {
+async fn call(f: &Fixture, req: Request<Body>) -> (StatusCode, Reply) {
     f.call(req).await
 }
 
@@ -58,7 +62,7 @@ async fn a_room_with_its_token_goes_ready() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["status"], "ready");
+    assert_eq!(body.json::<PingAnswer>().status, RoomStatus::Ready);
     assert_eq!(
         f.state
             .controller
@@ -76,7 +80,7 @@ async fn pings_without_the_rooms_own_token_are_refused() {
     let f = fixture(None);
     let (status, body) = call(&f, ping("arena-a", None, r#"{"status":"ready"}"#)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(body["error"]["code"], "unauthorized");
+    assert_eq!(body.error().code, "unauthorized");
     // One room cannot speak for another.
     let (status, _) = call(
         &f,
@@ -93,16 +97,10 @@ async fn malformed_bodies_get_a_json_error_and_change_nothing() {
     let t = token("arena-a");
     let (status, body) = call(&f, ping("arena-a", Some(&t), "{not json")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(body["error"]["code"], "malformed_body");
+    assert_eq!(body.error().code, "malformed_body");
     let (status, body) = call(&f, ping("arena-a", Some(&t), r#"{"status":"dancing"}"#)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("dancing"),
-        "{body}"
-    );
+    assert!(body.error().message.contains("dancing"), "{body}");
     let (status, _) = call(
         &f,
         ping("arena-a", Some(&t), r#"{"status":"ready","extra":1}"#),
@@ -149,13 +147,7 @@ async fn unknown_rooms_and_nonsense_transitions_are_refused() {
     )
     .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("terminating"),
-        "{body}"
-    );
+    assert!(body.error().message.contains("terminating"), "{body}");
 }
 
 #[tokio::test]
@@ -177,7 +169,7 @@ async fn management_reads_and_writes() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!([]));
+    assert!(body.json::<Vec<SchedulerSummary>>().is_empty(), "{body}");
     let (status, _) = call(
         &f,
         Request::get("/api/v1/operations/op-1")
@@ -216,7 +208,7 @@ async fn management_reads_and_writes() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, body) = call(&f, cancel(Some("s3cret"))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["status"], "canceled");
+    assert_eq!(body.json::<Operation>().status, OpStatus::Canceled);
     let (status, _) = call(&f, cancel(Some("s3cret"))).await;
     assert_eq!(
         status,
@@ -234,7 +226,7 @@ async fn management_reads_and_writes() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, body) = call(&f, Request::get("/nope").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(body["error"]["code"], "not_found");
+    assert_eq!(body.error().code, "not_found");
 }
 
 #[tokio::test]
@@ -283,15 +275,15 @@ async fn webhooks_take_push_payloads_over_the_api_body_limit_but_not_without_bou
     let big = push_payload(troupe::http::MAX_BODY_BYTES * 2);
     let (status, body) = call(&f, github_push(big, hook_secret)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    assert_eq!(
-        body["triggered"], false,
+    assert!(
+        !body.json::<HookAnswer>().triggered,
         "this fixture watches no source: {body}"
     );
 
     let huge = push_payload(troupe::http::hooks::MAX_HOOK_BODY_BYTES + 1);
     let (status, body) = call(&f, github_push(huge, hook_secret)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
-    assert_eq!(body["error"]["code"], "body_too_large");
+    assert_eq!(body.error().code, "body_too_large");
 }
 
 #[tokio::test]
@@ -299,12 +291,7 @@ async fn webhooks_are_off_without_a_secret() {
     let f = fixture(None);
     let (status, body) = call(&f, github_push(push_payload(10), b"anything")).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    assert_eq!(body["error"]["code"], "webhooks_disabled");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("--webhook-secret-file"),
-        "{body}"
-    );
+    let error = body.error();
+    assert_eq!(error.code, "webhooks_disabled");
+    assert!(error.message.contains("--webhook-secret-file"), "{body}");
 }

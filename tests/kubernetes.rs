@@ -20,7 +20,11 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
-use serde_json::Value;
+use troupe::domain::operation::{OpKind, OpStatus, Operation};
+use troupe::domain::plan::Plan;
+use troupe::domain::room::{Room, RoomStatus};
+use troupe::http::allocate::Allocation;
+use troupe::http::api::SchedulerSummary;
 
 const T: Duration = Duration::from_secs(90);
 /// How often the simulated game servers ping.
@@ -225,18 +229,29 @@ impl Game {
         let task = tokio::spawn(async move {
             let http = reqwest::Client::new();
             loop {
-                let rooms: Vec<Value> = match http
+                let rooms = match http
                     .get(format!("{url}/api/v1/schedulers/{scheduler}/rooms"))
                     .send()
                     .await
                 {
-                    Ok(r) => r.json().await.unwrap_or_default(),
-                    Err(_) => vec![],
+                    // Before the scheduler is known, or while the server restarts: no rooms.
+                    Ok(r) if r.status().is_success() => match r.text().await {
+                        Ok(body) => serde_json::from_str::<Vec<Room>>(&body)
+                            .unwrap_or_else(|e| panic!("not a list of rooms ({e}): {body}")),
+                        Err(_) => vec![],
+                    },
+                    _ => vec![],
                 };
                 for room in rooms {
-                    let id = room["id"].as_str().unwrap_or_default().to_owned();
-                    if !["unready", "ready", "occupied", "active", "allocated"]
-                        .contains(&status_of(&room))
+                    let id = room.id.clone();
+                    if ![
+                        RoomStatus::Unready,
+                        RoomStatus::Ready,
+                        RoomStatus::Occupied,
+                        RoomStatus::Active,
+                        RoomStatus::Allocated,
+                    ]
+                    .contains(&status_of(&room))
                     {
                         continue;
                     }
@@ -285,44 +300,46 @@ impl Drop for Game {
     }
 }
 
-fn id(room: &Value) -> String {
-    room["id"].as_str().unwrap_or_default().to_owned()
+fn id(room: &Room) -> String {
+    room.id.clone()
 }
 
-fn ids(rooms: &[Value]) -> BTreeSet<String> {
+fn ids(rooms: &[Room]) -> BTreeSet<String> {
     rooms.iter().map(id).collect()
 }
 
-fn game_port(room: &Value) -> u16 {
-    room["ports"][0]["port"].as_u64().unwrap_or(0) as u16
+/// The host port of the room's first port (0 when it has none).
+fn game_port(room: &Room) -> u16 {
+    room.ports.first().map_or(0, |p| p.port)
 }
 
+/// The scheduler's version (`GET /api/v1/schedulers/{name}` is its summary and its specs).
 async fn version_of(server: &Server, scheduler: &str) -> String {
-    server.get(&format!("/api/v1/schedulers/{scheduler}")).await["version"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
+    server
+        .get_as::<SchedulerSummary>(&format!("/api/v1/schedulers/{scheduler}"))
+        .await
+        .version
 }
 
-async fn wait_ready(server: &Server, scheduler: &str, n: usize) -> Vec<Value> {
+async fn wait_ready(server: &Server, scheduler: &str, n: usize) -> Vec<Room> {
     wait_for(&format!("{n} ready rooms of {scheduler}"), T, || async {
         let rooms = server.rooms(scheduler).await;
-        (rooms.len() == n && count(&rooms, "ready") == n).then_some(rooms)
+        (rooms.len() == n && count(&rooms, RoomStatus::Ready) == n).then_some(rooms)
     })
     .await
 }
 
 /// The newest finished operation of `kind` on `scheduler`.
-async fn wait_op(server: &Server, scheduler: &str, kind: &str) -> Value {
+async fn wait_op(server: &Server, scheduler: &str, kind: OpKind) -> Operation {
     wait_for(
-        &format!("a finished {kind} operation on {scheduler}"),
+        &format!("a finished {} operation on {scheduler}", kind.as_str()),
         T,
         || async {
             server
                 .ops(scheduler)
                 .await
                 .into_iter()
-                .find(|o| o["kind"] == kind)
+                .find(|o| o.kind == kind)
                 .filter(op_finished)
         },
     )
@@ -382,7 +399,7 @@ async fn rooms_run_as_pods_get_their_address_and_become_ready_when_they_ping() {
         (rooms.len() == 3
             && rooms
                 .iter()
-                .all(|r| status_of(r) == "unready" && r["host"] != ""))
+                .all(|r| status_of(r) == RoomStatus::Unready && !r.host.is_empty()))
         .then_some(rooms)
     })
     .await;
@@ -399,7 +416,7 @@ async fn rooms_run_as_pods_get_their_address_and_become_ready_when_they_ping() {
         let node = node_of(pod);
         let room = rooms.iter().find(|r| id(r) == pod.name_any()).unwrap();
         assert_eq!(
-            room["host"].as_str(),
+            Some(room.host.as_str()),
             node_ips.get(node.as_str()).copied(),
             "room {} on {node}",
             id(room)
@@ -504,7 +521,7 @@ async fn a_template_change_rolls_out_within_max_surge_and_never_deletes_an_occup
         let rooms = server.rooms("arena").await;
         rooms
             .iter()
-            .any(|r| id(r) == busy && status_of(r) == "occupied")
+            .any(|r| id(r) == busy && status_of(r) == RoomStatus::Occupied)
             .then_some(())
     })
     .await;
@@ -515,13 +532,21 @@ async fn a_template_change_rolls_out_within_max_surge_and_never_deletes_an_occup
         let rooms = server.rooms("arena").await;
         let free = rooms
             .iter()
-            .filter(|r| !["occupied", "active", "allocated", "terminating"].contains(&status_of(r)))
+            .filter(|r| {
+                ![
+                    RoomStatus::Occupied,
+                    RoomStatus::Active,
+                    RoomStatus::Allocated,
+                    RoomStatus::Terminating,
+                ]
+                .contains(&status_of(r))
+            })
             .count();
         max_free = max_free.max(free);
         assert!(
             rooms
                 .iter()
-                .any(|r| id(r) == busy && status_of(r) == "occupied"),
+                .any(|r| id(r) == busy && status_of(r) == RoomStatus::Occupied),
             "the occupied room was touched: {rooms:#?}"
         );
         let pods = env.pods("arena").await;
@@ -533,13 +558,13 @@ async fn a_template_change_rolls_out_within_max_surge_and_never_deletes_an_occup
             .ops("arena")
             .await
             .into_iter()
-            .find(|o| o["kind"] == "rollout" && op_finished(o))
+            .find(|o| o.kind == OpKind::Rollout && op_finished(o))
         {
             break op;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(op["status"], "succeeded", "{op:#}");
+    assert_eq!(op.status, OpStatus::Succeeded, "{op:#?}");
     assert!(
         max_free <= 3 + 1,
         "free rooms went to {max_free}, above 3 + maxSurge 1"
@@ -547,10 +572,7 @@ async fn a_template_change_rolls_out_within_max_surge_and_never_deletes_an_occup
     let v2 = version_of(&server, "arena").await;
     assert_ne!(v1, v2);
     let rooms = server.rooms("arena").await;
-    let new: Vec<&Value> = rooms
-        .iter()
-        .filter(|r| r["version"] == v2.as_str())
-        .collect();
+    let new: Vec<&Room> = rooms.iter().filter(|r| r.version == v2).collect();
     assert_eq!(new.len(), 3, "{rooms:#?}");
     let pods = env.pods("arena").await;
     for pod in &pods {
@@ -565,7 +587,7 @@ async fn a_template_change_rolls_out_within_max_surge_and_never_deletes_an_occup
         let rooms = server.rooms("arena").await;
         let pods = env.pods("arena").await;
         (rooms.len() == 3
-            && rooms.iter().all(|r| r["version"] == v2.as_str())
+            && rooms.iter().all(|r| r.version == v2)
             && pods.len() == 3
             && pods.iter().all(|p| p.name_any() != busy))
         .then_some(())
@@ -604,10 +626,8 @@ async fn scaling_up_and_down_and_pruning_a_scheduler_create_and_delete_pods() {
         "the scheduler, its rooms and pods to be gone",
         T,
         || async {
-            let schedulers = server.get("/api/v1/schedulers").await;
-            let gone = schedulers
-                .as_array()
-                .is_some_and(|a| a.iter().all(|s| s["name"] != "arena"));
+            let schedulers: Vec<SchedulerSummary> = server.get_as("/api/v1/schedulers").await;
+            let gone = schedulers.iter().all(|s| s.name != "arena");
             (gone && env.pods("arena").await.is_empty()).then_some(())
         },
     )
@@ -650,10 +670,10 @@ async fn a_placement_change_recreates_the_rooms_on_the_matching_nodes() {
             &kube_yaml("arena", 2, (42300, 42400), "1", batch, ""),
         )],
     );
-    let op = wait_op(&server, "arena", "rollout").await;
-    assert_eq!(op["status"], "succeeded", "{op:#}");
+    let op = wait_op(&server, "arena", OpKind::Rollout).await;
+    assert_eq!(op.status, OpStatus::Succeeded, "{op:#?}");
     let rooms = wait_ready(&server, "arena", 2).await;
-    assert!(rooms.iter().all(|r| r["host"] == "127.0.1.3"), "{rooms:#?}");
+    assert!(rooms.iter().all(|r| r.host == "127.0.1.3"), "{rooms:#?}");
     let pods = wait_for("only the new pods", T, || async {
         let pods = env.pods("arena").await;
         (pods.len() == 2).then_some(pods)
@@ -713,8 +733,8 @@ async fn a_room_whose_host_port_is_taken_on_its_node_moves_to_a_free_port() {
         port == FIRST + 2 || port == FIRST + 3,
         "the room moved off the taken ports: {port}"
     );
-    let op = wait_op(&server, "arena", "create").await;
-    assert_eq!(op["status"], "succeeded", "{op:#}");
+    let op = wait_op(&server, "arena", OpKind::Create).await;
+    assert_eq!(op.status, OpStatus::Succeeded, "{op:#?}");
     let pods = env.pods("arena").await;
     assert_eq!(pods.len(), 1);
     assert_eq!(
@@ -746,10 +766,10 @@ async fn an_image_that_cannot_be_pulled_fails_the_rollout_within_seconds_and_kee
     env.repo
         .commit("v2", &[("arena.yaml", &yaml("cannot-pull"))]);
     let began = Instant::now();
-    let op = wait_op(&server, "arena", "rollout").await;
+    let op = wait_op(&server, "arena", OpKind::Rollout).await;
     let took = began.elapsed();
-    assert_eq!(op["status"], "failed", "{op:#}");
-    let error = op["error"].as_str().unwrap_or_default();
+    assert_eq!(op.status, OpStatus::Failed, "{op:#?}");
+    let error = op.error.as_deref().unwrap_or_default();
     assert!(
         error.contains("ErrImagePull") || error.contains("ImagePullBackOff"),
         "the reason names the pull failure: {error}"
@@ -762,7 +782,7 @@ async fn an_image_that_cannot_be_pulled_fails_the_rollout_within_seconds_and_kee
     let rooms = server.rooms("arena").await;
     let ready: BTreeSet<String> = rooms
         .iter()
-        .filter(|r| status_of(r) == "ready")
+        .filter(|r| status_of(r) == RoomStatus::Ready)
         .map(id)
         .collect();
     assert_eq!(ready, old, "{rooms:#?}");
@@ -775,18 +795,12 @@ async fn an_image_that_cannot_be_pulled_fails_the_rollout_within_seconds_and_kee
     assert!(pods.is_superset(&old));
     let failed = rooms
         .iter()
-        .find(|r| status_of(r) == "error")
+        .find(|r| status_of(r) == RoomStatus::Error)
         .expect("the failed room is shown");
+    let reason = failed.reason.as_deref().unwrap_or_default();
     assert!(
-        failed["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("Err")
-            || failed["reason"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("BackOff"),
-        "{failed:#}"
+        reason.contains("Err") || reason.contains("BackOff"),
+        "{failed:#?}"
     );
 }
 
@@ -838,18 +852,18 @@ async fn a_controller_restarted_without_its_state_directory_rebuilds_the_fleet_f
     .await;
     assert_eq!(ids(&rooms), uids.keys().cloned().collect());
     let busy_room = rooms.iter().find(|r| id(r) == busy).unwrap();
-    assert_eq!(status_of(busy_room), "occupied", "{rooms:#?}");
+    assert_eq!(status_of(busy_room), RoomStatus::Occupied, "{rooms:#?}");
     assert!(
         rooms
             .iter()
             .filter(|r| id(r) != busy)
-            .all(|r| status_of(r) == "ready"),
+            .all(|r| status_of(r) == RoomStatus::Ready),
         "{rooms:#?}"
     );
     assert!(
         rooms
             .iter()
-            .all(|r| r["host"] != "" && game_port(r) >= 42600)
+            .all(|r| !r.host.is_empty() && game_port(r) >= 42600)
     );
     assert_eq!(version_of(&server, "arena").await, version);
 
@@ -872,11 +886,8 @@ async fn a_controller_restarted_without_its_state_directory_rebuilds_the_fleet_f
         "{:?}",
         game.refused.lock().unwrap()
     );
-    let plan = server.get("/api/v1/plan").await;
-    assert!(
-        plan["changes"].as_array().is_none_or(|c| c.is_empty()),
-        "nothing to change: {plan:#}"
-    );
+    let plan: Plan = server.get_as("/api/v1/plan").await;
+    assert!(plan.changes.is_empty(), "nothing to change: {plan:#?}");
 }
 
 #[tokio::test]
@@ -939,7 +950,7 @@ async fn allocation_hands_each_pod_room_out_once_and_records_it_on_the_pod() {
                 .await
                 .unwrap();
             let status = resp.status().as_u16();
-            let body: Value = resp.json().await.unwrap();
+            let body = Reply(resp.text().await.unwrap());
             (status, body)
         }
     });
@@ -947,7 +958,7 @@ async fn allocation_hands_each_pod_room_out_once_and_records_it_on_the_pod() {
     let got: Vec<String> = answers
         .iter()
         .filter(|(s, _)| *s == 200)
-        .map(|(_, b)| b["room"].as_str().unwrap().to_string())
+        .map(|(_, b)| b.json::<Allocation>().room)
         .collect();
     assert_eq!(got.len(), 20, "{answers:?}");
     assert_eq!(
@@ -959,12 +970,12 @@ async fn allocation_hands_each_pod_room_out_once_and_records_it_on_the_pod() {
         answers
             .iter()
             .filter(|(s, _)| *s != 200)
-            .all(|(s, b)| *s == 409 && b["error"]["code"] == "no_room")
+            .all(|(s, b)| *s == 409 && b.error().code == "no_room")
     );
     // Every answer names the node's address and the room's host port.
     let one = answers.iter().find(|(s, _)| *s == 200).unwrap();
     assert!(
-        one.1["host"].as_str().unwrap().starts_with("127.0.1."),
+        one.1.json::<Allocation>().host.starts_with("127.0.1."),
         "{:?}",
         one.1
     );
@@ -1006,7 +1017,7 @@ async fn the_autoscaler_adds_pods_as_occupancy_rises_and_removes_free_ones_when_
     wait_for("4 rooms and 4 pods", T, || async {
         let rooms = server.rooms("arena").await;
         let pods = env.pods("arena").await;
-        (rooms.len() == 4 && count(&rooms, "ready") == 2 && pods.len() == 4).then_some(())
+        (rooms.len() == 4 && count(&rooms, RoomStatus::Ready) == 2 && pods.len() == 4).then_some(())
     })
     .await;
     // One match ends: 1 match → 2 rooms; the occupied one stays.
@@ -1048,10 +1059,8 @@ async fn allocations_survive_a_kill_9_of_the_controller_without_a_duplicate() {
                     .await
                 {
                     Ok(resp) if resp.status() == 200 => {
-                        let body: Value = resp.json().await.unwrap();
-                        got.lock()
-                            .unwrap()
-                            .push(body["room"].as_str().unwrap().to_string());
+                        let body = Reply(resp.text().await.unwrap());
+                        got.lock().unwrap().push(body.json::<Allocation>().room);
                         return;
                     }
                     Ok(resp) if resp.status() == 409 => return,
@@ -1080,7 +1089,7 @@ async fn allocations_survive_a_kill_9_of_the_controller_without_a_duplicate() {
     let rooms = server.rooms("arena").await;
     let allocated: BTreeSet<String> = rooms
         .iter()
-        .filter(|r| status_of(r) == "allocated")
+        .filter(|r| status_of(r) == RoomStatus::Allocated)
         .map(id)
         .collect();
     assert!(

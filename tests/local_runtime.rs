@@ -816,23 +816,33 @@ mod demo_room {
     use std::net::SocketAddr;
 
     use axum::Router;
+    use axum::extract::rejection::JsonRejection;
     use axum::extract::{Path, State};
     use axum::http::{HeaderMap, StatusCode};
     use axum::routing::put;
+    use serde::Deserialize;
     use tokio::sync::{mpsc, oneshot};
     use tokio::time::{Instant, timeout};
+    use troupe::domain::room::PingStatus;
     use troupe::domain::spec::Duration;
+    use troupe::http::rooms::PingBody;
     use troupe::tools::demo_room::{DemoRoomArgs, run_until};
 
     use super::PATIENCE;
 
-    #[derive(Debug, Clone, PartialEq)]
+    #[derive(Debug)]
     struct Ping {
         scheduler: String,
         room: String,
         authorization: String,
-        status: String,
-        running_matches: u64,
+        /// The body as the real rooms API reads it, or why it would refuse it.
+        body: Result<PingBody, String>,
+    }
+
+    /// What the demo room's `GET /` answers (the field this test reads).
+    #[derive(Debug, Deserialize)]
+    struct View {
+        status: PingStatus,
     }
 
     /// A rooms API answering `answer` to every ping; the pings arrive on the receiver.
@@ -845,7 +855,7 @@ mod demo_room {
                     |State((tx, answer)): State<(mpsc::Sender<Ping>, StatusCode)>,
                      Path((scheduler, room)): Path<(String, String)>,
                      headers: HeaderMap,
-                     body: axum::Json<serde_json::Value>| async move {
+                     body: Result<axum::Json<PingBody>, JsonRejection>| async move {
                         let ping = Ping {
                             scheduler,
                             room,
@@ -854,8 +864,7 @@ mod demo_room {
                                 .and_then(|v| v.to_str().ok())
                                 .unwrap_or_default()
                                 .to_owned(),
-                            status: body["status"].as_str().unwrap_or_default().to_owned(),
-                            running_matches: body["runningMatches"].as_u64().unwrap_or(u64::MAX),
+                            body: body.map(|axum::Json(b)| b).map_err(|e| e.body_text()),
                         };
                         let _ = tx.send(ping).await;
                         answer
@@ -904,7 +913,8 @@ mod demo_room {
         }
     }
 
-    async fn next_ping(rx: &mut mpsc::Receiver<Ping>) -> (String, u64) {
+    /// The next ping's status and running matches.
+    async fn next_ping(rx: &mut mpsc::Receiver<Ping>) -> (PingStatus, Option<u32>) {
         let ping = timeout(PATIENCE, rx.recv())
             .await
             .expect("a ping in time")
@@ -914,7 +924,10 @@ mod demo_room {
             ("demo", "demo-1")
         );
         assert_eq!(ping.authorization, "Bearer secret-token");
-        (ping.status, ping.running_matches)
+        let body = ping
+            .body
+            .unwrap_or_else(|e| panic!("a ping the rooms API would refuse: {e}"));
+        (body.status, body.running_matches)
     }
 
     #[tokio::test]
@@ -929,17 +942,17 @@ mod demo_room {
             let _ = stopped.await;
         }));
 
-        assert_eq!(next_ping(&mut pings).await, ("ready".into(), 0));
+        assert_eq!(next_ping(&mut pings).await, (PingStatus::Ready, Some(0)));
         let client = reqwest::Client::new();
         let matches = format!("http://127.0.0.1:{http_port}/matches");
         assert_eq!(client.post(&matches).send().await.unwrap().status(), 201);
-        assert_eq!(next_ping(&mut pings).await, ("occupied".into(), 1));
+        assert_eq!(next_ping(&mut pings).await, (PingStatus::Occupied, Some(1)));
         assert_eq!(
             client.post(&matches).send().await.unwrap().status(),
             409,
             "full with one match"
         );
-        let status: serde_json::Value = client
+        let view: View = client
             .get(format!("http://127.0.0.1:{http_port}/"))
             .send()
             .await
@@ -947,7 +960,7 @@ mod demo_room {
             .json()
             .await
             .unwrap();
-        assert_eq!(status["status"], "occupied");
+        assert_eq!(view.status, PingStatus::Occupied);
 
         // The game port is real: it echoes.
         let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -962,7 +975,7 @@ mod demo_room {
         assert_eq!(&buf[..n], b"hello");
 
         assert_eq!(client.delete(&matches).send().await.unwrap().status(), 200);
-        assert_eq!(next_ping(&mut pings).await, ("ready".into(), 0));
+        assert_eq!(next_ping(&mut pings).await, (PingStatus::Ready, Some(0)));
 
         let asked = Instant::now();
         stop.send(()).unwrap();
@@ -973,7 +986,10 @@ mod demo_room {
             "took {:?}",
             asked.elapsed()
         );
-        assert_eq!(next_ping(&mut pings).await, ("terminating".into(), 0));
+        assert_eq!(
+            next_ping(&mut pings).await,
+            (PingStatus::Terminating, Some(0))
+        );
     }
 
     #[tokio::test]
@@ -986,7 +1002,7 @@ mod demo_room {
             let _ = stopped.await;
         }));
         for _ in 0..3 {
-            assert_eq!(next_ping(&mut pings).await, ("ready".into(), 0));
+            assert_eq!(next_ping(&mut pings).await, (PingStatus::Ready, Some(0)));
         }
         stop.send(()).unwrap();
         assert!(timeout(PATIENCE, room).await.unwrap().unwrap().is_ok());

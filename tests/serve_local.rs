@@ -7,39 +7,41 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
+use serde_json::json;
+use troupe::domain::operation::{Cause, OpKind, OpStatus, Operation};
+use troupe::domain::plan::{Action, Plan};
+use troupe::domain::room::{Room, RoomStatus};
+use troupe::http::api::SchedulerSummary;
 
 const T: Duration = Duration::from_secs(60);
 
-fn ids(rooms: &[Value]) -> BTreeSet<String> {
-    rooms
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect()
+fn ids(rooms: &[Room]) -> BTreeSet<String> {
+    rooms.iter().map(|r| r.id.clone()).collect()
 }
 
+/// The scheduler's version (`GET /api/v1/schedulers/{name}` is its summary and its specs).
 async fn version_of(server: &Server, scheduler: &str) -> String {
-    server.get(&format!("/api/v1/schedulers/{scheduler}")).await["version"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
+    server
+        .get_as::<SchedulerSummary>(&format!("/api/v1/schedulers/{scheduler}"))
+        .await
+        .version
 }
 
-async fn wait_ready(server: &Server, scheduler: &str, n: usize) -> Vec<Value> {
+async fn wait_ready(server: &Server, scheduler: &str, n: usize) -> Vec<Room> {
     wait_for(&format!("{n} ready rooms of {scheduler}"), T, || async {
         let rooms = server.rooms(scheduler).await;
-        (rooms.len() == n && count(&rooms, "ready") == n).then_some(rooms)
+        (rooms.len() == n && count(&rooms, RoomStatus::Ready) == n).then_some(rooms)
     })
     .await
 }
 
-async fn wait_op(server: &Server, scheduler: &str, kind: &str, after: usize) -> Value {
+async fn wait_op(server: &Server, scheduler: &str, kind: OpKind, after: usize) -> Operation {
     wait_for(
-        &format!("a finished {kind} operation on {scheduler}"),
+        &format!("a finished {} operation on {scheduler}", kind.as_str()),
         T,
         || async {
             let ops = server.ops(scheduler).await;
-            let matching: Vec<Value> = ops.into_iter().filter(|o| o["kind"] == kind).collect();
+            let matching: Vec<Operation> = ops.into_iter().filter(|o| o.kind == kind).collect();
             matching.into_iter().rev().skip(after).find(op_finished)
         },
     )
@@ -72,8 +74,8 @@ async fn a_new_scheduler_reaches_its_ready_rooms() {
         "one process per room, nothing else"
     );
 
-    let op = wait_op(&server, "arena", "create", 0).await;
-    assert_eq!(op["status"], "succeeded", "{op:#}");
+    let op = wait_op(&server, "arena", OpKind::Create, 0).await;
+    assert_eq!(op.status, OpStatus::Succeeded, "{op:#?}");
     let metrics = server.text("/metrics").await;
     assert!(
         metrics.contains(r#"troupe_rooms{scheduler="arena",status="ready"} 3"#),
@@ -101,13 +103,13 @@ async fn a_template_change_rolls_out_within_max_surge_and_never_stops_an_occupie
     let v1 = version_of(&server, "arena").await;
 
     let busy = rooms[0].clone();
-    let busy_id = busy["id"].as_str().unwrap().to_string();
+    let busy_id = busy.id.clone();
     start_match(&busy).await;
     wait_for("the room to report occupied", T, || async {
         let rooms = server.rooms("arena").await;
         rooms
             .iter()
-            .any(|r| r["id"] == busy_id.as_str() && status_of(r) == "occupied")
+            .any(|r| r.id == busy_id && status_of(r) == RoomStatus::Occupied)
             .then_some(())
     })
     .await;
@@ -125,24 +127,32 @@ async fn a_template_change_rolls_out_within_max_surge_and_never_stops_an_occupie
         let rooms = server.rooms("arena").await;
         let free = rooms
             .iter()
-            .filter(|r| !["occupied", "active", "allocated", "terminating"].contains(&status_of(r)))
+            .filter(|r| {
+                ![
+                    RoomStatus::Occupied,
+                    RoomStatus::Active,
+                    RoomStatus::Allocated,
+                    RoomStatus::Terminating,
+                ]
+                .contains(&status_of(r))
+            })
             .count();
         max_free = max_free.max(free);
-        let busy_now = rooms.iter().find(|r| r["id"] == busy_id.as_str());
+        let busy_now = rooms.iter().find(|r| r.id == busy_id);
         assert!(
-            busy_now.is_some_and(|r| status_of(r) == "occupied"),
+            busy_now.is_some_and(|r| status_of(r) == RoomStatus::Occupied),
             "the occupied room was touched: {rooms:#?}"
         );
         let ops = server.ops("arena").await;
         if let Some(op) = ops
             .iter()
-            .find(|o| o["kind"] == "rollout" && op_finished(o))
+            .find(|o| o.kind == OpKind::Rollout && op_finished(o))
         {
             break op.clone();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(op["status"], "succeeded", "{op:#}");
+    assert_eq!(op.status, OpStatus::Succeeded, "{op:#?}");
     assert!(
         max_free <= 3 + 1,
         "free rooms went to {max_free}, above target 3 + maxSurge 1"
@@ -151,17 +161,14 @@ async fn a_template_change_rolls_out_within_max_surge_and_never_stops_an_occupie
     let v2 = version_of(&server, "arena").await;
     assert_ne!(v1, v2);
     let rooms = server.rooms("arena").await;
-    let new: Vec<&Value> = rooms
-        .iter()
-        .filter(|r| r["version"] == v2.as_str())
-        .collect();
+    let new: Vec<&Room> = rooms.iter().filter(|r| r.version == v2).collect();
     assert_eq!(new.len(), 3, "{rooms:#?}");
-    assert!(new.iter().all(|r| status_of(r) == "ready"));
+    assert!(new.iter().all(|r| status_of(r) == RoomStatus::Ready));
     let old = rooms
         .iter()
-        .find(|r| r["id"] == busy_id.as_str())
+        .find(|r| r.id == busy_id)
         .expect("occupied room kept");
-    assert_eq!(old["version"], v1.as_str());
+    assert_eq!(old.version, v1);
     assert!(
         server.room_processes().contains(&busy_id),
         "the occupied room's process still runs"
@@ -174,7 +181,7 @@ async fn a_template_change_rolls_out_within_max_surge_and_never_stops_an_occupie
         (rooms.len() == 3
             && rooms
                 .iter()
-                .all(|r| r["version"] == v2.as_str() && status_of(r) == "ready"))
+                .all(|r| r.version == v2 && status_of(r) == RoomStatus::Ready))
         .then_some(())
     })
     .await;
@@ -197,13 +204,13 @@ async fn scale_down_removes_free_rooms_only() {
     let state = tempfile::tempdir().unwrap();
     let server = Server::start(repo.path(), &state.path().join("state"), &[]);
     let rooms = wait_ready(&server, "arena", 4).await;
-    let busy: Vec<Value> = rooms[1..3].to_vec();
+    let busy: Vec<Room> = rooms[1..3].to_vec();
     for r in &busy {
         start_match(r).await;
     }
     let busy_ids: BTreeSet<String> = ids(&busy);
     wait_for("two occupied rooms", T, || async {
-        (count(&server.rooms("arena").await, "occupied") == 2).then_some(())
+        (count(&server.rooms("arena").await, RoomStatus::Occupied) == 2).then_some(())
     })
     .await;
 
@@ -214,8 +221,8 @@ async fn scale_down_removes_free_rooms_only() {
             &scheduler_yaml("arena", 1, (41200, 41300), "1", ""),
         )],
     );
-    let op = wait_op(&server, "arena", "scale", 0).await;
-    assert_eq!(op["status"], "succeeded", "{op:#}");
+    let op = wait_op(&server, "arena", OpKind::Scale, 0).await;
+    assert_eq!(op.status, OpStatus::Succeeded, "{op:#?}");
     let rooms = wait_for("free rooms gone", T, || async {
         let rooms = server.rooms("arena").await;
         (rooms.len() == 2).then_some(rooms)
@@ -231,8 +238,8 @@ async fn scale_down_removes_free_rooms_only() {
         (rooms.len() == 1).then_some(rooms)
     })
     .await;
-    assert_eq!(rooms[0]["id"], busy[1]["id"]);
-    assert_eq!(status_of(&rooms[0]), "occupied");
+    assert_eq!(rooms[0].id, busy[1].id);
+    assert_eq!(status_of(&rooms[0]), RoomStatus::Occupied);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,13 +265,13 @@ async fn deleting_a_scheduler_with_pruning_removes_its_rooms() {
 
     // A match is being played in one racer room: the deletion drains it first.
     let busy = racer[0].clone();
-    let busy_id = busy["id"].as_str().unwrap().to_string();
+    let busy_id = busy.id.clone();
     start_match(&busy).await;
     wait_for("the room to report occupied", T, || async {
         let rooms = server.rooms("racer").await;
         rooms
             .iter()
-            .any(|r| r["id"] == busy_id.as_str() && status_of(r) == "occupied")
+            .any(|r| r.id == busy_id && status_of(r) == RoomStatus::Occupied)
             .then_some(())
     })
     .await;
@@ -274,36 +281,32 @@ async fn deleting_a_scheduler_with_pruning_removes_its_rooms() {
         T,
         || async {
             let rooms = server.rooms("racer").await;
-            (rooms.len() == 1 && rooms[0]["id"] == busy_id.as_str()).then_some(rooms)
+            (rooms.len() == 1 && rooms[0].id == busy_id).then_some(rooms)
         },
     )
     .await;
-    assert_eq!(status_of(&draining[0]), "occupied");
+    assert_eq!(status_of(&draining[0]), RoomStatus::Occupied);
     let op = server
         .ops("racer")
         .await
         .into_iter()
-        .find(|o| o["kind"] == "delete")
+        .find(|o| o.kind == OpKind::Delete)
         .expect("delete op");
     assert_eq!(
-        op["status"], "running",
-        "the deletion waits for the match: {op:#}"
+        op.status,
+        OpStatus::Running,
+        "the deletion waits for the match: {op:#?}"
     );
     assert!(server.room_processes().contains(&busy_id));
     end_match(&busy).await;
     wait_for("racer deleted", T, || async {
-        let schedulers = server.get("/api/v1/schedulers").await;
-        let names: Vec<&str> = schedulers
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["name"].as_str().unwrap())
-            .collect();
+        let schedulers: Vec<SchedulerSummary> = server.get_as("/api/v1/schedulers").await;
+        let names: Vec<&str> = schedulers.iter().map(|s| s.name.as_str()).collect();
         (names == ["arena"]).then_some(())
     })
     .await;
-    let op = wait_op(&server, "racer", "delete", 0).await;
-    assert_eq!(op["status"], "succeeded", "{op:#}");
+    let op = wait_op(&server, "racer", OpKind::Delete, 0).await;
+    assert_eq!(op.status, OpStatus::Succeeded, "{op:#?}");
     wait_for("racer processes gone", T, || async {
         let procs = server.room_processes();
         (procs == ids(&arena)).then_some(())
@@ -335,24 +338,25 @@ async fn a_bad_commit_is_reported_with_file_and_line_and_changes_nothing() {
     // Port range upside down on line 5, and a bigger replica count that must not be applied.
     let bad = scheduler_yaml("arena", 5, (41450, 41400), "2", "");
     let bad_sha = repo.commit("bad", &[("arena.yaml", &bad)]);
-    let error = wait_for("the revision error", T, || async {
-        let rev = server.get("/api/v1/revision").await;
-        (!rev["error"].is_null()).then_some(rev)
+    let (running, error) = wait_for("the revision error", T, || async {
+        let rev = server.revision().await;
+        let error = rev.desired.error?;
+        Some((rev.desired.revision, error))
     })
     .await;
     assert_eq!(
-        error["revision"]["id"],
-        good.as_str(),
+        running.map(|r| r.id).as_deref(),
+        Some(good.as_str()),
         "the last good revision keeps running"
     );
-    assert_eq!(error["error"]["revision"], bad_sha.as_str());
-    let errors = error["error"]["errors"].as_array().unwrap();
-    let port = errors
+    assert_eq!(error.revision.as_deref(), Some(bad_sha.as_str()));
+    let port = error
+        .errors
         .iter()
-        .find(|e| e["path"].as_str().unwrap().starts_with("portRange"))
+        .find(|e| e.path.starts_with("portRange"))
         .expect("port range error");
-    assert_eq!(port["file"], "arena.yaml");
-    assert_eq!(port["line"], 5, "{port:#}");
+    assert_eq!(port.file, "arena.yaml");
+    assert_eq!(port.line, 5, "{port:#?}");
 
     server.next_reconcile().await;
     assert_eq!(ids(&server.rooms("arena").await), before, "no room changed");
@@ -384,10 +388,10 @@ async fn kill_9_during_a_rollout_then_restart_finishes_it_with_nothing_orphaned_
         let ops = server.ops("arena").await;
         let op = ops
             .into_iter()
-            .find(|o| o["kind"] == "rollout" && o["status"] == "running")?;
+            .find(|o| o.kind == OpKind::Rollout && o.status == OpStatus::Running)?;
         let rooms = server.rooms("arena").await;
-        let new = rooms.iter().filter(|r| r["version"] != v1.as_str()).count();
-        let old = rooms.iter().filter(|r| r["version"] == v1.as_str()).count();
+        let new = rooms.iter().filter(|r| r.version != v1).count();
+        let old = rooms.iter().filter(|r| r.version == v1).count();
         (new >= 1 && old >= 3).then_some(op)
     })
     .await;
@@ -399,19 +403,14 @@ async fn kill_9_during_a_rollout_then_restart_finishes_it_with_nothing_orphaned_
     );
 
     server.spawn();
-    let id = rollout["id"].as_str().unwrap().to_string();
+    let id = rollout.id.clone();
     let op = wait_for("the resumed rollout to finish", T, || async {
-        let op = server.get(&format!("/api/v1/operations/{id}")).await;
+        let op: Operation = server.get_as(&format!("/api/v1/operations/{id}")).await;
         op_finished(&op).then_some(op)
     })
     .await;
-    assert_eq!(op["status"], "succeeded", "{op:#}");
-    let events: Vec<&str> = op["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["message"].as_str().unwrap())
-        .collect();
+    assert_eq!(op.status, OpStatus::Succeeded, "{op:#?}");
+    let events: Vec<&str> = op.events.iter().map(|e| e.message.as_str()).collect();
     assert!(
         events.iter().any(|e| e.contains("resuming")),
         "history kept across the restart: {events:?}"
@@ -420,7 +419,7 @@ async fn kill_9_during_a_rollout_then_restart_finishes_it_with_nothing_orphaned_
     assert!(
         history
             .iter()
-            .any(|o| o["kind"] == "create" && o["status"] == "succeeded"),
+            .any(|o| o.kind == OpKind::Create && o.status == OpStatus::Succeeded),
         "older history intact"
     );
 
@@ -430,7 +429,7 @@ async fn kill_9_during_a_rollout_then_restart_finishes_it_with_nothing_orphaned_
         (rooms.len() == 4
             && rooms
                 .iter()
-                .all(|r| r["version"] == v2.as_str() && status_of(r) == "ready"))
+                .all(|r| r.version == v2 && status_of(r) == RoomStatus::Ready))
         .then_some(rooms)
     })
     .await;
@@ -461,26 +460,20 @@ async fn a_canceled_rollout_stops_cleanly_waits_and_an_apply_finishes_it() {
             .ops("arena")
             .await
             .into_iter()
-            .find(|o| o["kind"] == "rollout" && o["status"] == "running")
+            .find(|o| o.kind == OpKind::Rollout && o.status == OpStatus::Running)
     })
     .await;
-    let id = rollout["id"].as_str().unwrap();
+    let id = rollout.id.as_str();
     let (status, body) = server
-        .post(&format!("/api/v1/operations/{id}/cancel"), Value::Null)
+        .post(&format!("/api/v1/operations/{id}/cancel"), &())
         .await;
     assert_eq!(status, 200, "{body}");
     let op = wait_for("the cancel to land", T, || async {
-        let op = server.get(&format!("/api/v1/operations/{id}")).await;
-        (op["status"] == "canceled").then_some(op)
+        let op: Operation = server.get_as(&format!("/api/v1/operations/{id}")).await;
+        (op.status == OpStatus::Canceled).then_some(op)
     })
     .await;
-    assert!(
-        op["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["message"].as_str().unwrap().contains("cancel"))
-    );
+    assert!(op.events.iter().any(|e| e.message.contains("cancel")));
 
     // Consistent: every room recorded runs, nothing runs unrecorded, and the old version still
     // serves. Held: no new operation starts by itself.
@@ -490,22 +483,20 @@ async fn a_canceled_rollout_stops_cleanly_waits_and_an_apply_finishes_it() {
     })
     .await;
     server.next_reconcile().await;
-    let serving = rooms.iter().filter(|r| status_of(r) == "ready").count();
+    let serving = rooms
+        .iter()
+        .filter(|r| status_of(r) == RoomStatus::Ready)
+        .count();
     assert!(serving >= 4, "capacity kept at the target: {rooms:#?}");
     assert!(
-        rooms.iter().any(|r| r["version"] == v1.as_str()),
+        rooms.iter().any(|r| r.version == v1),
         "the rollout did not run to the end"
     );
     let ops = server.ops("arena").await;
-    assert_eq!(
-        ops[0]["id"], id,
-        "nothing queued after the cancel: {ops:#?}"
-    );
+    assert_eq!(ops[0].id, id, "nothing queued after the cancel: {ops:#?}");
 
     // An explicit apply lifts the hold and the fleet converges to the new version.
-    let (status, body) = server
-        .post("/api/v1/plan/apply", serde_json::json!({}))
-        .await;
+    let (status, body) = server.post("/api/v1/plan/apply", &json!({})).await;
     assert_eq!(status, 200, "{body}");
     let v2 = version_of(&server, "arena").await;
     assert_ne!(v1, v2);
@@ -514,7 +505,7 @@ async fn a_canceled_rollout_stops_cleanly_waits_and_an_apply_finishes_it() {
         (rooms.len() == 4
             && rooms
                 .iter()
-                .all(|r| r["version"] == v2.as_str() && status_of(r) == "ready"))
+                .all(|r| r.version == v2 && status_of(r) == RoomStatus::Ready))
         .then_some(())
     })
     .await;
@@ -540,19 +531,14 @@ async fn a_validation_room_that_fails_stops_the_rollout_and_keeps_the_old_versio
         r#"command: ["/bin/sh", "-c", "echo version 2 cannot start >&2; exit 3"]"#,
     );
     repo.commit("v2 broken", &[("arena.yaml", &broken)]);
-    let op = wait_op(&server, "arena", "rollout", 0).await;
-    assert_eq!(op["status"], "failed", "{op:#}");
-    let error = op["error"].as_str().unwrap();
+    let op = wait_op(&server, "arena", OpKind::Rollout, 0).await;
+    assert_eq!(op.status, OpStatus::Failed, "{op:#?}");
+    let error = op.error.as_deref().expect("why the rollout failed");
     assert!(
         error.contains("exited with status 3") && error.contains("version 2 cannot start"),
         "{error}"
     );
-    let events: Vec<&str> = op["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["message"].as_str().unwrap())
-        .collect();
+    let events: Vec<&str> = op.events.iter().map(|e| e.message.as_str()).collect();
     assert!(
         events.iter().any(|e| e.contains("starting 1 room")),
         "one validation room only: {events:?}"
@@ -566,14 +552,15 @@ async fn a_validation_room_that_fails_stops_the_rollout_and_keeps_the_old_versio
     let rooms = server.rooms("arena").await;
     let serving: BTreeSet<String> = rooms
         .iter()
-        .filter(|r| status_of(r) == "ready")
-        .map(|r| r["id"].as_str().unwrap().to_string())
+        .filter(|r| status_of(r) == RoomStatus::Ready)
+        .map(|r| r.id.clone())
         .collect();
     assert_eq!(serving, before, "the old rooms were never touched");
-    let plan = server.get("/api/v1/plan").await;
+    let plan: Plan = server.get_as("/api/v1/plan").await;
     assert_eq!(
-        plan["changes"][0]["action"], "rollout",
-        "the plan still shows the rollout: {plan:#}"
+        plan.changes[0].action,
+        Action::Rollout,
+        "the plan still shows the rollout: {plan:#?}"
     );
     server.next_reconcile().await;
     assert_eq!(
@@ -581,7 +568,7 @@ async fn a_validation_room_that_fails_stops_the_rollout_and_keeps_the_old_versio
             .ops("arena")
             .await
             .iter()
-            .filter(|o| o["kind"] == "rollout")
+            .filter(|o| o.kind == OpKind::Rollout)
             .count(),
         1,
         "a failed rollout is not retried in a loop"
@@ -604,8 +591,8 @@ async fn a_timeout_changed_in_git_applies_at_once_without_replacing_rooms() {
     let version = version_of(&server, "arena").await;
 
     repo.commit("ping timeout 2s", &[("arena.yaml", &quiet("2s"))]);
-    let op = wait_op(&server, "arena", "update", 0).await;
-    assert_eq!(op["status"], "succeeded", "{op:#}");
+    let op = wait_op(&server, "arena", OpKind::Update, 0).await;
+    assert_eq!(op.status, OpStatus::Succeeded, "{op:#?}");
     assert_eq!(
         version_of(&server, "arena").await,
         version,
@@ -616,14 +603,17 @@ async fn a_timeout_changed_in_git_applies_at_once_without_replacing_rooms() {
             .ops("arena")
             .await
             .iter()
-            .all(|o| o["kind"] != "rollout")
+            .all(|o| o.kind != OpKind::Rollout)
     );
     // The running rooms, untouched by the update, now fall under the new timeout and are replaced.
     let reason = wait_for("a room expired under the new timeout", T, || async {
         let ops = server.ops("arena").await;
         ops.into_iter()
-            .find(|o| o["kind"] == "heal")
-            .map(|o| o["cause"]["reason"].to_string())
+            .find(|o| o.kind == OpKind::Heal)
+            .map(|o| match o.cause {
+                Cause::Health { reason } => reason,
+                other => panic!("a heal caused by {other:?}"),
+            })
     })
     .await;
     wait_for("the quiet rooms replaced", T, || async {

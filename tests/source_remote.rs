@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::git_http::{GitHttp, bare_with, push};
-use common::{Repo, git};
+use common::{Reply, Repo, git};
+use serde::Deserialize;
+use troupe::domain::plan::Plan;
 use troupe::source::{
     self, GitAuth, Location, Observed, RemoteOptions, Snapshot, Source, SourceError, Token,
     error_chain,
@@ -301,6 +303,20 @@ async fn polling_picks_up_a_push_over_http() {
     assert!(!status.source.contains(TOKEN));
 }
 
+/// What `troupe validate --format json` prints (the fields this test reads: the CLI's report is
+/// only ever written).
+#[derive(Debug, Deserialize)]
+struct Report {
+    valid: bool,
+    revision: String,
+    schedulers: Vec<ReportedScheduler>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReportedScheduler {
+    file: String,
+}
+
 #[test]
 fn validate_and_plan_accept_a_url() {
     let root = tempfile::tempdir().unwrap();
@@ -319,13 +335,11 @@ fn validate_and_plan_accept_a_url() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["valid"], true, "{report}");
-    assert_eq!(report["revision"], sha.as_str());
-    assert_eq!(
-        report["schedulers"][0]["file"], "prod/arena.yaml",
-        "{report}"
-    );
+    let text = Reply(String::from_utf8(out.stdout).unwrap());
+    let report: Report = text.json();
+    assert!(report.valid, "{text}");
+    assert_eq!(report.revision, sha);
+    assert_eq!(report.schedulers[0].file, "prod/arena.yaml", "{text}");
 
     let out = std::process::Command::new(common::TROUPE)
         .args(["plan", &url, "--path", "prod", "--format", "json"])
@@ -336,6 +350,7 @@ fn validate_and_plan_accept_a_url() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(plan["changes"][0]["scheduler"], "arena", "{plan}");
+    let text = Reply(String::from_utf8(out.stdout).unwrap());
+    let plan: Plan = text.json();
+    assert_eq!(plan.changes[0].scheduler, "arena", "{text}");
 }

@@ -10,10 +10,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::git_http::{GitHttp, bare_with, push};
-use common::{Repo, Server, wait_for};
+use common::{HookAnswer, Reply, Repo, Server, wait_for};
 use hmac::{Hmac, KeyInit, Mac};
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::Sha256;
+use troupe::source::SourceStatus;
 
 const TOKEN: &str = "glpat-token-7c1d22e0";
 const SECRET: &str = "hook-secret-91b0f3";
@@ -55,8 +56,8 @@ fn github_signature(body: &[u8], secret: &str) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// POST `body` to /hooks/git with `headers`; the status and the JSON answer.
-async fn hook(server: &Server, headers: &[(&str, String)], body: &[u8]) -> (u16, Value) {
+/// POST `body` to /hooks/git with `headers`; the status and the answer.
+async fn hook(server: &Server, headers: &[(&str, String)], body: &[u8]) -> (u16, Reply) {
     let mut req = server
         .http
         .post(format!("{}/hooks/git", server.url))
@@ -67,7 +68,7 @@ async fn hook(server: &Server, headers: &[(&str, String)], body: &[u8]) -> (u16,
     }
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    (status, Reply(resp.text().await.unwrap()))
 }
 
 fn push_body(branch: &str) -> Vec<u8> {
@@ -80,7 +81,7 @@ fn push_body(branch: &str) -> Vec<u8> {
     .unwrap()
 }
 
-async fn github(server: &Server, event: &str, body: &[u8], secret: &str) -> (u16, Value) {
+async fn github(server: &Server, event: &str, body: &[u8], secret: &str) -> (u16, Reply) {
     hook(
         server,
         &[
@@ -94,16 +95,21 @@ async fn github(server: &Server, event: &str, body: &[u8], secret: &str) -> (u16
 }
 
 async fn revision_id(server: &Server) -> Option<String> {
-    server.get("/api/v1/revision").await["revision"]["id"]
-        .as_str()
-        .map(str::to_string)
+    server.revision().await.desired.revision.map(|r| r.id)
+}
+
+/// How fresh the source is.
+async fn source_status(server: &Server) -> SourceStatus {
+    server
+        .revision()
+        .await
+        .source
+        .expect("a server watching a source says how fresh it is")
 }
 
 /// Source checks the server has completed.
 async fn checks(server: &Server) -> u64 {
-    server.get("/api/v1/revision").await["source"]["checks"]
-        .as_u64()
-        .expect("the source status counts checks")
+    source_status(server).await.checks
 }
 
 async fn wait_revision(server: &Server, want: &str, within: Duration) {
@@ -135,10 +141,10 @@ async fn a_signed_push_hook_fetches_at_once_and_bad_ones_change_nothing() {
         ],
     );
     wait_revision(&server, &first, Duration::from_secs(20)).await;
-    let source = &server.get("/api/v1/revision").await["source"];
-    assert_eq!(source["branch"], "main", "{source}");
-    assert_eq!(source["consecutiveFailures"], 0, "{source}");
-    assert!(source["lastSuccess"].is_u64(), "{source}");
+    let source = source_status(&server).await;
+    assert_eq!(source.branch.as_deref(), Some("main"), "{source:?}");
+    assert_eq!(source.consecutive_failures, 0, "{source:?}");
+    assert!(source.last_success.is_some(), "{source:?}");
 
     let second = work.commit("second", &[("arena.yaml", &scheduler("arena", 2))]);
     push(&work, &bare);
@@ -148,28 +154,29 @@ async fn a_signed_push_hook_fetches_at_once_and_bad_ones_change_nothing() {
     let body = push_body("main");
     let (status, answer) = github(&server, "push", &body, "not-the-secret").await;
     assert_eq!(status, 401, "{answer}");
-    assert_eq!(answer["error"]["code"], "unauthorized");
+    assert_eq!(answer.error().code, "unauthorized");
     let (status, answer) = hook(&server, &[("x-github-event", "push".to_string())], &body).await;
     assert_eq!(status, 401, "no signature: {answer}");
     let (status, answer) = hook(&server, &[], &body).await;
     assert_eq!(status, 400, "no provider: {answer}");
     let (status, answer) = github(&server, "push", b"{not json", SECRET).await;
     assert_eq!(status, 400, "{answer}");
-    assert_eq!(answer["error"]["code"], "malformed_body");
+    assert_eq!(answer.error().code, "malformed_body");
     // Authentic but not news.
     let (status, answer) = github(&server, "ping", b"{\"zen\":\"hi\"}", SECRET).await;
     assert_eq!(status, 200, "{answer}");
     let (status, answer) = github(&server, "push", &push_body("dev"), SECRET).await;
     assert_eq!(status, 202, "{answer}");
-    assert_eq!(answer["triggered"], false);
+    let answer: HookAnswer = answer.json();
+    assert!(!answer.triggered);
     assert!(
-        answer["reason"].as_str().unwrap().contains("dev"),
-        "{answer}"
+        answer.reason.as_deref().is_some_and(|r| r.contains("dev")),
+        "{answer:?}"
     );
 
     let (status, answer) = github(&server, "push", &body, SECRET).await;
     assert_eq!(status, 202, "{answer}");
-    assert_eq!(answer["triggered"], true);
+    assert!(answer.json::<HookAnswer>().triggered, "{answer}");
     wait_revision(&server, &second, Duration::from_secs(3)).await;
     assert_eq!(
         checks(&server).await,
@@ -190,7 +197,7 @@ async fn a_signed_push_hook_fetches_at_once_and_bad_ones_change_nothing() {
     assert_eq!(status, 401, "{answer}");
     let (status, answer) = hook(&server, &gitlab(SECRET), &body).await;
     assert_eq!(status, 202, "{answer}");
-    assert_eq!(answer["triggered"], true);
+    assert!(answer.json::<HookAnswer>().triggered, "{answer}");
     wait_revision(&server, &third, Duration::from_secs(3)).await;
 
     let metrics = server.text("/metrics").await;
@@ -205,8 +212,8 @@ async fn a_signed_push_hook_fetches_at_once_and_bad_ones_change_nothing() {
     }
 
     // Secrets never show: not in the log, the API, or the metrics.
-    let revision = server.get("/api/v1/revision").await.to_string();
-    let schedulers = server.get("/api/v1/schedulers").await.to_string();
+    let revision = server.text("/api/v1/revision").await;
+    let schedulers = server.text("/api/v1/schedulers").await;
     for (what, text) in [
         ("log", server.log()),
         ("revision", revision),
@@ -236,13 +243,13 @@ async fn an_unreachable_remote_is_retried_shown_and_recovered_from() {
 
     git_host.stop().await;
     let source = wait_for("failures to show", Duration::from_secs(20), || async {
-        let source = server.get("/api/v1/revision").await["source"].clone();
-        (source["consecutiveFailures"].as_u64().unwrap_or(0) >= 2).then_some(source)
+        let source = source_status(&server).await;
+        (source.consecutive_failures >= 2).then_some(source)
     })
     .await;
-    let error = source["lastError"].as_str().unwrap();
+    let error = source.last_error.as_deref().expect("the last error");
     assert!(error.contains(&url), "names the remote: {error}");
-    assert!(source["lastAttempt"].as_u64() > source["lastSuccess"].as_u64());
+    assert!(source.last_attempt > source.last_success, "{source:?}");
     // Still serving, on the last good revision.
     assert_eq!(revision_id(&server).await.as_deref(), Some(first.as_str()));
     let health = server
@@ -252,12 +259,14 @@ async fn an_unreachable_remote_is_retried_shown_and_recovered_from() {
         .await
         .unwrap();
     assert!(health.status().is_success());
-    let revision = server.get("/api/v1/revision").await;
+    let revision = server.revision().await;
     assert!(
-        revision["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains(&url)),
-        "{revision}"
+        revision
+            .desired
+            .error
+            .as_ref()
+            .is_some_and(|e| e.message.contains(&url)),
+        "{revision:?}"
     );
 
     // No secret configured: webhooks are off, and say so.
@@ -268,14 +277,14 @@ async fn an_unreachable_remote_is_retried_shown_and_recovered_from() {
     )
     .await;
     assert_eq!(status, 404, "{answer}");
-    assert_eq!(answer["error"]["code"], "webhooks_disabled");
+    assert_eq!(answer.error().code, "webhooks_disabled");
 
     let second = work.commit("second", &[("arena.yaml", &scheduler("arena", 2))]);
     push(&work, &bare);
     git_host.resume().await;
     wait_revision(&server, &second, Duration::from_secs(30)).await;
-    let source = &server.get("/api/v1/revision").await["source"];
-    assert_eq!(source["consecutiveFailures"], 0, "{source}");
-    assert!(source["lastError"].is_null(), "{source}");
+    let source = source_status(&server).await;
+    assert_eq!(source.consecutive_failures, 0, "{source:?}");
+    assert!(source.last_error.is_none(), "{source:?}");
     assert!(!server.log().contains(TOKEN), "token in the log");
 }

@@ -14,7 +14,7 @@ pub mod samples;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +36,7 @@ const RECONCILE_MIN_INTERVAL: Duration = Duration::from_millis(100);
 const HEALTH_TICK: Duration = Duration::from_secs(1);
 
 /// Whether new revisions apply by themselves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "camelCase")]
 pub enum SyncMode {
     /// Apply every new good revision.
@@ -54,7 +54,7 @@ pub struct ControllerOptions {
 }
 
 /// The revision currently applied.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RevisionInfo {
     pub id: String,
@@ -66,7 +66,7 @@ pub struct RevisionInfo {
 }
 
 /// The newest revision, when it could not be used.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RevisionError {
     /// Revision id, when the source could be read at all.
@@ -78,7 +78,7 @@ pub struct RevisionError {
 }
 
 /// What the controller knows about desired state; served by the management API.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DesiredState {
     /// The last good revision: what runs.

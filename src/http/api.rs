@@ -212,7 +212,7 @@ async fn schedulers(State(state): State<AppState>) -> Json<Vec<SchedulerSummary>
     Json(summaries(&state))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SchedulerDetail {
     #[serde(flatten)]
@@ -380,7 +380,7 @@ impl From<ApplyError> for ApiError {
 /// Largest saved plan accepted: a plan carries the full specs it applies.
 const MAX_PLAN_BYTES: usize = 32 * 1024 * 1024;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct AppliedPlan {
     plan: String,
@@ -405,7 +405,7 @@ async fn apply_saved(
 }
 
 /// `GET /api/v1/revision`: what the controller holds, and how fresh the source is.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct RevisionView {
     #[serde(flatten)]
     desired: DesiredState,

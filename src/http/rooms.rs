@@ -127,7 +127,7 @@ pub struct PingBody {
     pub metadata: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PingAnswer {
     pub room: String,

@@ -111,7 +111,7 @@ pub fn sync_state(
 }
 
 /// Autoscaling bounds of a scheduler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Bounds {
     pub min: u32,
@@ -120,7 +120,7 @@ pub struct Bounds {
 }
 
 /// A scheduler as the overview shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SchedulerView {
     #[serde(flatten)]
@@ -134,7 +134,7 @@ pub struct SchedulerView {
 }
 
 /// The current plan in brief.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlanBrief {
     pub id: String,
@@ -142,7 +142,7 @@ pub struct PlanBrief {
     pub summary: Summary,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Overview {
     /// Whether new revisions apply by themselves or wait for approval.
@@ -224,7 +224,7 @@ struct PageQuery {
 }
 
 /// One page of a scheduler's rooms.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomsPage {
     /// Rooms matching the filters (all pages).
@@ -287,7 +287,7 @@ async fn rooms_page(
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct History {
     pub interval_seconds: u64,

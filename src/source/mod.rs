@@ -19,7 +19,7 @@ mod watch;
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use crate::domain::spec::SourceFile;
 pub use dir::DirSource;
@@ -41,7 +41,7 @@ pub struct Snapshot {
 }
 
 /// The commit a git snapshot was read from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitInfo {
     /// Full hex sha.
     pub sha: String,

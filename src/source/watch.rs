@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, watch as channel};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -42,7 +42,7 @@ pub type Observed = Option<Result<Snapshot, Arc<SourceError>>>;
 
 /// How fresh the source is: served by `GET /api/v1/revision` as `source`. Times are Unix
 /// milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceStatus {
     /// The source, as [`Source::describe`] puts it (never with credentials).

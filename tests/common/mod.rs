@@ -6,12 +6,19 @@
 pub mod router;
 
 use std::collections::BTreeSet;
+use std::fmt;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use troupe::controller::DesiredState;
+use troupe::domain::operation::{OpStatus, Operation};
+use troupe::domain::plan::Plan;
+use troupe::domain::room::{Room, RoomStatus};
+use troupe::source::SourceStatus;
 
 pub mod git_http;
 
@@ -105,6 +112,73 @@ local:
 {extra}"#,
         ports.0, ports.1
     )
+}
+
+/// A JSON answer as text, as the server sent it (or the CLI printed it): shown as is in assertion
+/// messages, read as the type the test expects with [`Reply::json`] (or [`Reply::error`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Reply(pub String);
+
+impl Reply {
+    /// The body as `T`; panics with the body when it is not one.
+    pub fn json<T: DeserializeOwned>(&self) -> T {
+        serde_json::from_str(&self.0).unwrap_or_else(|e| {
+            panic!(
+                "the answer is not a {} ({e}): {}",
+                std::any::type_name::<T>(),
+                self.0
+            )
+        })
+    }
+
+    /// The body as the API's error.
+    pub fn error(&self) -> ApiErrorDetail {
+        self.json::<ApiErrorBody>().error
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Every error the API answers: `{"error": {"code", "message"}}`, exactly (the server builds it
+/// from `troupe::http::ApiError`, which has no serde type of its own).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiErrorBody {
+    pub error: ApiErrorDetail,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+/// `GET /api/v1/revision`: the controller's desired state (less the plan) and how fresh the
+/// source is. The server's own type for it (`RevisionView`) is private to its module; this one
+/// is made of the same public parts.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Revision {
+    #[serde(flatten)]
+    pub desired: DesiredState,
+    pub source: Option<SourceStatus>,
+}
+
+/// What `POST /hooks/git` answers an authentic push: whether the source checks now, and why not.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HookAnswer {
+    pub triggered: bool,
+    pub reason: Option<String>,
 }
 
 /// A running `troupe serve`.
@@ -217,14 +291,31 @@ impl Server {
         }
     }
 
-    pub async fn get(&self, path: &str) -> Value {
+    /// A GET: the status and the body.
+    pub async fn get(&self, path: &str) -> (u16, Reply) {
         let resp = self
             .http
             .get(format!("{}{path}", self.url))
             .send()
             .await
             .unwrap();
-        resp.json().await.unwrap()
+        let status = resp.status().as_u16();
+        (status, Reply(resp.text().await.unwrap()))
+    }
+
+    /// A GET answered with success, read as `T`; panics with the status and the body otherwise.
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str) -> T {
+        let (status, body) = self.get(path).await;
+        assert!(
+            (200..300).contains(&status),
+            "GET {path} answered {status}: {body}"
+        );
+        serde_json::from_str(&body.0).unwrap_or_else(|e| {
+            panic!(
+                "GET {path}: not a {} ({e}): {body}",
+                std::any::type_name::<T>()
+            )
+        })
     }
 
     /// A GET answered as text (`/metrics`).
@@ -238,16 +329,17 @@ impl Server {
         resp.text().await.unwrap()
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+    /// A POST of `body` as JSON: the status and the body of the answer.
+    pub async fn post(&self, path: &str, body: &impl Serialize) -> (u16, Reply) {
         let resp = self
             .http
             .post(format!("{}{path}", self.url))
-            .json(&body)
+            .json(body)
             .send()
             .await
             .unwrap();
         let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        (status, Reply(resp.text().await.unwrap()))
     }
 
     /// The sum of the `/metrics` samples whose series starts with `series` (a name, or a name
@@ -272,9 +364,23 @@ impl Server {
 
     /// Reconciles the controller has completed (`reconciles` of `GET /api/v1/revision`).
     pub async fn reconciles(&self) -> u64 {
-        self.get("/api/v1/revision").await["reconciles"]
-            .as_u64()
-            .expect("the revision view counts reconciles")
+        self.revision().await.desired.reconciles
+    }
+
+    /// `GET /api/v1/revision`.
+    pub async fn revision(&self) -> Revision {
+        self.get_as("/api/v1/revision").await
+    }
+
+    /// `GET /api/v1/plan`; `None` while no revision is loaded yet (503 `no_revision`).
+    pub async fn plan(&self) -> Option<Plan> {
+        let (status, body) = self.get("/api/v1/plan").await;
+        if status == 503 {
+            assert_eq!(body.error().code, "no_revision", "{body}");
+            return None;
+        }
+        assert_eq!(status, 200, "GET /api/v1/plan: {body}");
+        Some(body.json())
     }
 
     /// Wait until the controller has completed a whole reconcile that started after this call:
@@ -290,19 +396,23 @@ impl Server {
         .await;
     }
 
-    pub async fn rooms(&self, scheduler: &str) -> Vec<Value> {
-        let v = self
-            .get(&format!("/api/v1/schedulers/{scheduler}/rooms"))
-            .await;
-        v.as_array().cloned().unwrap_or_default()
+    /// The scheduler's rooms; none while the server does not know the scheduler
+    /// (before a revision declaring it is loaded, or once it is deleted): a 404 `not_found`.
+    pub async fn rooms(&self, scheduler: &str) -> Vec<Room> {
+        let path = format!("/api/v1/schedulers/{scheduler}/rooms");
+        let (status, body) = self.get(&path).await;
+        if status == 404 {
+            assert_eq!(body.error().code, "not_found", "GET {path}: {body}");
+            return vec![];
+        }
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body.json()
     }
 
-    pub async fn ops(&self, scheduler: &str) -> Vec<Value> {
-        self.get(&format!("/api/v1/operations?scheduler={scheduler}"))
+    /// The scheduler's operations, newest first (at most the API's default limit).
+    pub async fn ops(&self, scheduler: &str) -> Vec<Operation> {
+        self.get_as(&format!("/api/v1/operations?scheduler={scheduler}"))
             .await
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
     }
 
     /// The secret room tokens derive from.
@@ -401,40 +511,35 @@ where
     }
 }
 
-/// An operation's status, read as the API's own type: a missing or unknown status fails the
-/// test instead of comparing unequal to everything.
-pub fn op_status(op: &Value) -> troupe::domain::operation::OpStatus {
-    serde_json::from_value(op["status"].clone())
-        .unwrap_or_else(|e| panic!("operation without a valid status ({e}): {op:#}"))
+/// An operation's status.
+pub fn op_status(op: &Operation) -> OpStatus {
+    op.status
 }
 
-/// Whether an operation (as the API returns it) has finished: succeeded, failed or canceled.
-pub fn op_finished(op: &Value) -> bool {
+/// Whether an operation has finished: succeeded, failed or canceled.
+pub fn op_finished(op: &Operation) -> bool {
     op_status(op).is_finished()
 }
 
-pub fn status_of(room: &Value) -> &str {
-    room["status"].as_str().unwrap_or("")
+pub fn status_of(room: &Room) -> RoomStatus {
+    room.status
 }
 
-pub fn count(rooms: &[Value], status: &str) -> usize {
+pub fn count(rooms: &[Room], status: RoomStatus) -> usize {
     rooms.iter().filter(|r| status_of(r) == status).count()
 }
 
 /// The demo room's own HTTP port (the port named `http`).
-pub fn http_port(room: &Value) -> u16 {
-    room["ports"]
-        .as_array()
-        .unwrap()
+pub fn http_port(room: &Room) -> u16 {
+    room.ports
         .iter()
-        .find(|p| p["name"] == "http")
-        .unwrap()["port"]
-        .as_u64()
-        .unwrap() as u16
+        .find(|p| p.name == "http")
+        .unwrap_or_else(|| panic!("room {} has no port named http: {room:?}", room.id))
+        .port
 }
 
 /// Start a match in a demo room through its HTTP API: it then reports itself occupied.
-pub async fn start_match(room: &Value) {
+pub async fn start_match(room: &Room) {
     let url = format!("http://127.0.0.1:{}/matches", http_port(room));
     let resp = reqwest::Client::new().post(url).send().await.unwrap();
     assert!(
@@ -444,7 +549,7 @@ pub async fn start_match(room: &Value) {
     );
 }
 
-pub async fn end_match(room: &Value) {
+pub async fn end_match(room: &Room) {
     let url = format!("http://127.0.0.1:{}/matches", http_port(room));
     let resp = reqwest::Client::new().delete(url).send().await.unwrap();
     assert!(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 use tower::ServiceExt;
 
 use tokio_util::sync::CancellationToken;
@@ -16,6 +16,8 @@ use troupe::http::{AppState, router};
 use troupe::metrics::Metrics;
 use troupe::runtime::memory::MemoryRuntime;
 use troupe::source::{Observed, Snapshot, SourceFile};
+
+use super::Reply;
 
 pub const SECRET: &[u8] = b"test-secret";
 
@@ -107,18 +109,27 @@ impl Fixture {
         self.controller().reconcile();
     }
 
-    pub async fn call(&self, req: Request<Body>) -> (StatusCode, Value) {
+    /// The status and the body.
+    pub async fn call(&self, req: Request<Body>) -> (StatusCode, Reply) {
         let (status, _, body) = self.call_raw(req).await;
-        (
-            status,
-            serde_json::from_slice(&body)
-                .unwrap_or(Value::String(String::from_utf8_lossy(&body).into())),
-        )
+        (status, Reply(String::from_utf8_lossy(&body).into_owned()))
     }
 
-    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+    pub async fn get(&self, path: &str) -> (StatusCode, Reply) {
         self.call(Request::get(path).body(Body::empty()).unwrap())
             .await
+    }
+
+    /// A GET answered with 200, read as `T`; panics with the status and the body otherwise.
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str) -> T {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+        serde_json::from_str(&body.0).unwrap_or_else(|e| {
+            panic!(
+                "GET {path}: not a {} ({e}): {body}",
+                std::any::type_name::<T>()
+            )
+        })
     }
 
     /// Status, headers and body bytes.

@@ -85,7 +85,7 @@ impl Room {
 
 /// A scheduler's rooms counted: the one way rooms are counted for metrics, the dashboard, the
 /// management API and the history chart.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomCounts {
     /// Rooms by status.
