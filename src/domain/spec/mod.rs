@@ -444,4 +444,89 @@ mod tests {
         assert_eq!(validate(&s), Vec::<Issue>::new());
         assert_eq!(s.target_rooms(None), 0);
     }
+
+    /// A version is a promise: the same YAML runs the same rooms across releases, so a controller
+    /// upgraded over a running fleet never rolls it out. The short forms of every release keep
+    /// their hashes (pinned here from the release before the whole pod was accepted).
+    #[test]
+    fn existing_yaml_keeps_its_version_across_releases() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fleets-example");
+        let mut files: Vec<SourceFile> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| SourceFile {
+                path: e.file_name().to_string_lossy().into_owned(),
+                contents: std::fs::read_to_string(e.path()).unwrap(),
+            })
+            .filter(|f| load::is_scheduler_file(&f.path))
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let versions: Vec<(String, String)> = load_documents(&files)
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.scheduler.name.clone(), d.scheduler.version()))
+            .collect();
+        let every_short_form = load_documents(&[SourceFile {
+            path: "full.yaml".into(),
+            contents: EVERY_SHORT_FORM.into(),
+        }])
+        .unwrap();
+        let full = every_short_form[0].scheduler.version();
+        let want = [
+            ("arena-eu", "557201af"),
+            ("arena-party", "24d00fe3"),
+            ("racer-us", "9636494c"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(versions, want);
+        assert_eq!(full, "f67534bb", "every short form at once");
+    }
+
+    const EVERY_SHORT_FORM: &str = r#"
+name: full
+game: arena
+roomsReplicas: 2
+portRange: {start: 42000, end: 42100}
+labels: {team: arena}
+annotations: {owner: arena-team, troupe.dev/prune: "true"}
+spec:
+  terminationGracePeriod: 45s
+  hostNetwork: false
+  nodeSelector: {pool: game}
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms:
+          - matchExpressions: [{key: zone, operator: In, values: [a, b]}]
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - {weight: 10, preference: {matchExpressions: [{key: ssd, operator: Exists}]}}
+    podAntiAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - weight: 5
+          podAffinityTerm:
+            topologyKey: kubernetes.io/hostname
+            labelSelector: {matchLabels: {team: arena}}
+  tolerations:
+    - {key: dedicated, operator: Equal, value: game, effect: NoSchedule}
+    - {operator: Exists, effect: NoExecute, tolerationSeconds: 30}
+  containers:
+    - name: server
+      image: registry.example/arena:1.4.2
+      command: [/server]
+      args: [--port, "7777"]
+      env: [{name: MODE, value: ranked}, {name: EMPTY}]
+      requests: {cpu: 500m, memory: 512Mi}
+      limits: {cpu: "1", memory: 1Gi}
+      ports:
+        - {name: game, protocol: UDP, port: 7777}
+        - {name: http, port: 8080}
+    - name: metrics
+      image: registry.example/metrics:2
+local:
+  command: [troupe, demo-room]
+  env: [{name: DEMO, value: "1"}]
+"#;
 }
