@@ -470,7 +470,7 @@ impl Fleet {
                 }
                 return Ok(summary);
             }
-            let grace = applied.spec.spec.termination_grace_period.as_std();
+            let grace = applied.spec.spec.grace();
             for id in &step.remove {
                 if let Some(room) = rooms.iter().find(|r| &r.id == id) {
                     self.stop_room(room, grace).await;
@@ -515,7 +515,7 @@ impl Fleet {
         let mut changes = self.registry.subscribe();
         let grace = self
             .applied(name)
-            .map(|a| a.spec.spec.termination_grace_period.as_std())
+            .map(|a| a.spec.spec.grace())
             .unwrap_or_default();
         loop {
             if ctx.cancel.is_cancelled() {

@@ -312,6 +312,7 @@ fn spec_reasons(old: &Scheduler, new: &Scheduler, out: &mut Vec<String>) {
             o.host_network, n.host_network
         ));
     }
+    pod_fields_reason("", o.pod_fields(), n.pod_fields(), out);
 }
 
 fn container_reasons(old: &[Container], new: &[Container], out: &mut Vec<String>) {
@@ -361,6 +362,7 @@ fn container_reasons(old: &[Container], new: &[Container], out: &mut Vec<String>
                 &c.limits,
             ));
         }
+        pod_fields_reason(&prefix, o.pod_fields(), c.pod_fields(), out);
         if o.ports != c.ports {
             let show = |c: &Container| {
                 c.ports
@@ -410,6 +412,9 @@ fn env_reason(label: &str, old: &[EnvVar], new: &[EnvVar]) -> String {
         match old.iter().find(|o| o.name == v.name) {
             None => parts.push(format!("{} added", v.name)),
             Some(o) if o.value != v.value => parts.push(change(&v.name, &o.value, &v.value)),
+            Some(o) if o.value_from != v.value_from => {
+                parts.push(format!("{} valueFrom changed", v.name))
+            }
             Some(_) => {}
         }
     }
@@ -424,22 +429,43 @@ fn env_reason(label: &str, old: &[EnvVar], new: &[EnvVar]) -> String {
 }
 
 fn resources_reason(label: &str, old: &Resources, new: &Resources) -> String {
-    let show = |q: &Option<crate::domain::spec::Quantity>| {
-        q.as_ref()
-            .map_or_else(|| "unset".to_string(), |q| q.to_string())
+    let show = |q: Option<&crate::domain::spec::Quantity>| {
+        q.map_or_else(|| "unset".to_string(), |q| q.to_string())
     };
-    let mut parts = Vec::new();
-    if old.cpu != new.cpu {
-        parts.push(format!("cpu {} → {}", show(&old.cpu), show(&new.cpu)));
-    }
-    if old.memory != new.memory {
-        parts.push(format!(
-            "memory {} → {}",
-            show(&old.memory),
-            show(&new.memory)
-        ));
-    }
+    let names: std::collections::BTreeSet<&String> = old.0.keys().chain(new.0.keys()).collect();
+    let parts: Vec<String> = names
+        .into_iter()
+        .filter(|n| old.get(n) != new.get(n))
+        .map(|n| format!("{n} {} → {}", show(old.get(n)), show(new.get(n))))
+        .collect();
     format!("{label} {}", parts.join(", "))
+}
+
+/// `readinessProbe changed, volumes added`: which of the Kubernetes fields passed through as
+/// given differ, by name.
+fn pod_fields_reason(
+    prefix: &str,
+    old: impl serde::Serialize,
+    new: impl serde::Serialize,
+    out: &mut Vec<String>,
+) {
+    let fields = |v: serde_json::Value| match v {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    let (old, new) = (
+        fields(serde_json::to_value(old).unwrap_or_default()),
+        fields(serde_json::to_value(new).unwrap_or_default()),
+    );
+    let names: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for name in names {
+        match (old.get(name), new.get(name)) {
+            (None, Some(_)) => out.push(format!("{prefix}{name} added")),
+            (Some(_), None) => out.push(format!("{prefix}{name} removed")),
+            (Some(o), Some(n)) if o != n => out.push(format!("{prefix}{name} changed")),
+            _ => {}
+        }
+    }
 }
 
 fn local_reasons(old: Option<&LocalSpec>, new: Option<&LocalSpec>, out: &mut Vec<String>) {

@@ -15,7 +15,9 @@ use std::fmt;
 
 use serde_saphyr::{MessageFormatter, UserMessageFormatter};
 
-use super::yaml_index::{DocumentIndex, Node, NodeKind, Pos, index_file, parent_path, push_key};
+use super::yaml_index::{
+    DocumentIndex, Node, NodeKind, Pos, index_file, parent_path, push_index, push_key,
+};
 use super::{Scheduler, validate};
 
 /// One file of a revision, path relative to the source root.
@@ -149,8 +151,20 @@ impl Loader {
             return;
         }
         let text = doc.isolate(&file.contents);
-        match serde_saphyr::from_str::<Scheduler>(&text) {
+        // Troupe's own types refuse unknown fields as they parse; Kubernetes' types (the pod
+        // fields passed through) skip them, so every skipped key is collected and refused here.
+        let mut unknown = Vec::new();
+        let parsed = serde_saphyr::with_deserializer_from_str(&text, |de| {
+            serde_ignored::deserialize(de, |path| unknown.push(field_path(&path)))
+        });
+        match parsed {
             Ok(scheduler) => {
+                for path in unknown {
+                    let pos = doc.key(&path).unwrap_or_else(|| doc.locate(&path));
+                    let field = path.rsplit(['.', '[']).next().unwrap_or(&path);
+                    let field = field.trim_matches(|c| c == '"' || c == ']');
+                    self.error(&file.path, pos, &path, format!("unknown field `{field}`"));
+                }
                 for issue in validate(&scheduler) {
                     let key = if issue.on_key {
                         doc.key(&issue.path)
@@ -200,6 +214,19 @@ impl Loader {
         for (file, pos, message) in found {
             self.error(&file, pos, "name", message);
         }
+    }
+}
+
+/// A path as serde_ignored names it, in the index's spelling (`spec.containers[0].name`).
+fn field_path(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => push_index(&field_path(parent), *index),
+        Path::Map { parent, key } => push_key(&field_path(parent), key),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
     }
 }
 
@@ -580,5 +607,127 @@ spec:
         let mut reversed = files.to_vec();
         reversed.reverse();
         assert_eq!(first, errors(&reversed));
+    }
+
+    /// Kubernetes' types skip fields they do not know; a typo inside a probe must not vanish.
+    #[test]
+    fn an_unknown_field_inside_a_kubernetes_field_is_an_error_at_its_key() {
+        let text = ARENA.replace(
+            "      ports:\n",
+            "      readinessProbe:\n        httpGet: {path: /ready, port: 8080}\n        periodSecond: 5\n      ports:\n",
+        );
+        let errs = errors(&[file("arena.yaml", &text)]);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(
+            errs[0].path,
+            "spec.containers[0].readinessProbe.periodSecond"
+        );
+        assert_eq!(
+            (errs[0].line, errs[0].column),
+            pos_of(&text, "periodSecond", 0)
+        );
+        assert_eq!(errs[0].message, "unknown field `periodSecond`");
+    }
+
+    #[test]
+    fn a_wrong_type_inside_a_volume_is_an_error_at_its_value() {
+        let text = ARENA.replace(
+            "spec:\n",
+            "spec:\n  volumes:\n    - name: config\n      configMap: {name: arena, defaultMode: rw}\n",
+        );
+        let errs = errors(&[file("arena.yaml", &text)]);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(errs[0].path, "spec.volumes[0].configMap.defaultMode");
+        assert_eq!((errs[0].line, errs[0].column), pos_of(&text, "rw", 0));
+    }
+
+    #[test]
+    fn what_troupe_owns_in_a_pod_is_refused_where_it_is_written() {
+        let text = ARENA
+            .replace(
+                "{name: game, protocol: UDP, port: 7777}",
+                "{name: game, protocol: UDP, containerPort: 7777, hostPort: 7777}",
+            )
+            .replace("roomsReplicas: 4", "roomsReplicas: 4\nlabels: {troupe.dev/room: mine}")
+            .replace(
+                "spec:\n",
+                "spec:\n  restartPolicy: Always\n  initContainers:\n    - name: agent\n      image: registry.example/agent:1\n      restartPolicy: Always\n      env: [{name: TROUPE_ROOM, value: x}]\n",
+            );
+        let errs = errors(&[file("arena.yaml", &text)]);
+        let got: Vec<(&str, (usize, usize))> = errs
+            .iter()
+            .map(|e| (e.path.as_str(), (e.line, e.column)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    r#"labels["troupe.dev/room"]"#,
+                    pos_of(&text, "troupe.dev/room", 0)
+                ),
+                ("spec.restartPolicy", pos_of(&text, "Always", 0)),
+                (
+                    "spec.initContainers[0].env[0].name",
+                    pos_of(&text, "TROUPE_ROOM", 0)
+                ),
+                (
+                    "spec.containers[0].ports[0].hostPort",
+                    pos_of(&text, "7777}", 0)
+                ),
+            ],
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn a_whole_kubernetes_pod_loads() {
+        let text = ARENA.replace(
+            "spec:\n  containers:\n    - name: server\n",
+            concat!(
+                "spec:\n",
+                "  terminationGracePeriodSeconds: 20\n",
+                "  serviceAccountName: arena\n",
+                "  imagePullSecrets: [{name: registry}]\n",
+                "  priorityClassName: game\n",
+                "  securityContext: {runAsNonRoot: true, runAsUser: 1000, seccompProfile: {type: RuntimeDefault}}\n",
+                "  volumes:\n",
+                "    - {name: config, configMap: {name: arena-config}}\n",
+                "    - {name: scratch, emptyDir: {medium: Memory, sizeLimit: 64Mi}}\n",
+                "  topologySpreadConstraints:\n",
+                "    - {maxSkew: 1, topologyKey: zone, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {game: arena}}}\n",
+                "  initContainers:\n",
+                "    - {name: logs, image: registry.example/vector:0.40, restartPolicy: Always}\n",
+                "  containers:\n",
+                "    - name: server\n",
+                "      env:\n",
+                "        - name: API_KEY\n",
+                "          valueFrom: {secretKeyRef: {name: arena, key: api-key}}\n",
+                "      envFrom: [{configMapRef: {name: arena-env}}]\n",
+                "      volumeMounts: [{name: config, mountPath: /etc/arena, readOnly: true}]\n",
+                "      readinessProbe: {httpGet: {path: /ready, port: 8080}, periodSeconds: 2}\n",
+                "      securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}\n",
+                "      imagePullPolicy: IfNotPresent\n",
+                "      requests: {cpu: 500m, nvidia.com/gpu: 1}\n",
+            ),
+        );
+        let docs =
+            load_documents(&[file("arena.yaml", &text)]).unwrap_or_else(|e| panic!("{:#?}", e.0));
+        let spec = &docs[0].scheduler.spec;
+        assert_eq!(spec.grace(), std::time::Duration::from_secs(20));
+        assert_eq!(spec.volumes.as_ref().map(Vec::len), Some(2));
+        let server = &spec.containers[0];
+        assert_eq!(
+            server.env[0]
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .map(|r| r.key.as_str()),
+            Some("api-key")
+        );
+        assert_eq!(
+            server.requests.get("nvidia.com/gpu").map(|q| q.to_string()),
+            Some("1".into())
+        );
+        assert!(server.readiness_probe.is_some());
     }
 }

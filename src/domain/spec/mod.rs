@@ -14,6 +14,8 @@ pub mod yaml_index;
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1 as kube;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -150,27 +152,125 @@ impl Default for Timeouts {
     }
 }
 
-/// The room template proper (the Kubernetes pod shape).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RoomSpec {
-    /// Time between SIGTERM and SIGKILL when a room is stopped.
-    #[serde(default = "RoomSpec::default_grace")]
-    pub termination_grace_period: Duration,
-    pub containers: Vec<Container>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub node_selector: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub affinity: Option<Affinity>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tolerations: Vec<Toleration>,
-    #[serde(default)]
-    pub host_network: bool,
+/// A struct of Troupe's own fields (each with its serde attributes) followed by fields of the
+/// Kubernetes type `$kube` that Troupe passes through as given: each is `Option` of Kubernetes'
+/// own type under Kubernetes' own name, absent from the serialized form when unset (so a
+/// template that sets none of them keeps its version). `pod_fields` is the Kubernetes object
+/// with those fields set and every other one left at its default: one list for both.
+macro_rules! with_pod_fields {
+    (
+        $(#[$m:meta])*
+        pub struct $name:ident => $kube:ty {
+            $($(#[$om:meta])* $own:ident : $own_ty:ty,)*
+        }
+        pass { $($pass:ident : $pass_ty:ty,)* }
+    ) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$om])* pub $own: $own_ty,)*
+            $(
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $pass: Option<$pass_ty>,
+            )*
+        }
+
+        impl $name {
+            /// The Kubernetes fields passed through as given, every other one at its default.
+            pub fn pod_fields(&self) -> $kube {
+                <$kube>::default_with(|k| {
+                    $(k.$pass = self.$pass.clone();)*
+                })
+            }
+
+            /// Serde names of the fields passed through to Kubernetes as given.
+            pub const POD_FIELDS: &'static [&'static str] = &[$(stringify!($pass)),*];
+        }
+    };
+}
+
+/// Build a Kubernetes object from its default, changed by `f`.
+trait DefaultWith: Default {
+    fn default_with(f: impl FnOnce(&mut Self)) -> Self {
+        let mut v = Self::default();
+        f(&mut v);
+        v
+    }
+}
+
+impl<T: Default> DefaultWith for T {}
+
+with_pod_fields! {
+    /// The room template proper: a Kubernetes `PodSpec`. Troupe reads and owns the fields before
+    /// `pass` (some in a shorter form than Kubernetes'); every other `PodSpec` field is taken
+    /// under its Kubernetes name and type and put on the room's pod as given.
+    pub struct RoomSpec => kube::PodSpec {
+        /// Time between SIGTERM and SIGKILL when a room is stopped (Kubernetes' form,
+        /// `terminationGracePeriodSeconds`, is accepted too; not both).
+        #[serde(default = "RoomSpec::default_grace")]
+        termination_grace_period: Duration,
+        containers: Vec<Container>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        node_selector: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        affinity: Option<Affinity>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tolerations: Vec<Toleration>,
+        #[serde(default)]
+        host_network: bool,
+    }
+    pass {
+        active_deadline_seconds: i64,
+        automount_service_account_token: bool,
+        dns_config: kube::PodDNSConfig,
+        dns_policy: String,
+        enable_service_links: bool,
+        ephemeral_containers: Vec<kube::EphemeralContainer>,
+        host_aliases: Vec<kube::HostAlias>,
+        host_ipc: bool,
+        host_pid: bool,
+        host_users: bool,
+        hostname: String,
+        hostname_override: String,
+        image_pull_secrets: Vec<kube::LocalObjectReference>,
+        init_containers: Vec<kube::Container>,
+        node_name: String,
+        os: kube::PodOS,
+        overhead: BTreeMap<String, KubeQuantity>,
+        preemption_policy: String,
+        priority: i32,
+        priority_class_name: String,
+        readiness_gates: Vec<kube::PodReadinessGate>,
+        resource_claims: Vec<kube::PodResourceClaim>,
+        resources: kube::ResourceRequirements,
+        restart_policy: String,
+        runtime_class_name: String,
+        scheduler_name: String,
+        scheduling_gates: Vec<kube::PodSchedulingGate>,
+        security_context: kube::PodSecurityContext,
+        service_account: String,
+        service_account_name: String,
+        set_hostname_as_fqdn: bool,
+        share_process_namespace: bool,
+        subdomain: String,
+        termination_grace_period_seconds: i64,
+        topology_spread_constraints: Vec<kube::TopologySpreadConstraint>,
+        volumes: Vec<kube::Volume>,
+    }
 }
 
 impl RoomSpec {
     fn default_grace() -> Duration {
         Duration::from_secs(30)
+    }
+
+    /// Time between SIGTERM and SIGKILL when a room is stopped, in whichever form it was given.
+    pub fn grace(&self) -> std::time::Duration {
+        match self.termination_grace_period_seconds {
+            Some(s) => std::time::Duration::from_secs(s.max(0) as u64),
+            None => self.termination_grace_period.as_std(),
+        }
     }
 
     /// Every declared container port, in declaration order; each gets one host port.
@@ -179,45 +279,76 @@ impl RoomSpec {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Container {
-    pub name: String,
-    pub image: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub command: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub args: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub env: Vec<EnvVar>,
-    #[serde(default, skip_serializing_if = "Resources::is_empty")]
-    pub requests: Resources,
-    #[serde(default, skip_serializing_if = "Resources::is_empty")]
-    pub limits: Resources,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<ContainerPort>,
+with_pod_fields! {
+    /// One container of the room: a Kubernetes `Container`. Troupe reads the fields before
+    /// `pass` (resources also in the short form `requests`/`limits`, ports with Troupe's names);
+    /// every other `Container` field is passed through as given.
+    pub struct Container => kube::Container {
+        name: String,
+        image: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        command: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        args: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        env: Vec<EnvVar>,
+        /// Short form of `resources.requests`.
+        #[serde(default, skip_serializing_if = "Resources::is_empty")]
+        requests: Resources,
+        /// Short form of `resources.limits`.
+        #[serde(default, skip_serializing_if = "Resources::is_empty")]
+        limits: Resources,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ports: Vec<ContainerPort>,
+    }
+    pass {
+        env_from: Vec<kube::EnvFromSource>,
+        image_pull_policy: String,
+        lifecycle: kube::Lifecycle,
+        liveness_probe: kube::Probe,
+        readiness_probe: kube::Probe,
+        resize_policy: Vec<kube::ContainerResizePolicy>,
+        resources: kube::ResourceRequirements,
+        restart_policy: String,
+        restart_policy_rules: Vec<kube::ContainerRestartRule>,
+        security_context: kube::SecurityContext,
+        startup_probe: kube::Probe,
+        stdin: bool,
+        stdin_once: bool,
+        termination_message_path: String,
+        termination_message_policy: String,
+        tty: bool,
+        volume_devices: Vec<kube::VolumeDevice>,
+        volume_mounts: Vec<kube::VolumeMount>,
+        working_dir: String,
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnvVar {
     pub name: String,
     #[serde(default)]
     pub value: String,
+    /// Where the value comes from instead (a Secret, a ConfigMap, a field of the pod, a
+    /// resource of the container): Kubernetes' `EnvVarSource`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<kube::EnvVarSource>,
 }
 
+/// Amounts of resources by name (`cpu`, `memory`, `nvidia.com/gpu`, `hugepages-2Mi`, …).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Resources {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu: Option<Quantity>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory: Option<Quantity>,
-}
+#[serde(transparent)]
+pub struct Resources(pub BTreeMap<String, Quantity>);
 
 impl Resources {
     pub fn is_empty(&self) -> bool {
-        self.cpu.is_none() && self.memory.is_none()
+        self.0.is_empty()
+    }
+
+    /// The amount of `name`, when set.
+    pub fn get(&self, name: &str) -> Option<&Quantity> {
+        self.0.get(name)
     }
 }
 
@@ -228,8 +359,16 @@ pub struct ContainerPort {
     pub name: String,
     #[serde(default)]
     pub protocol: Protocol,
-    /// Container port; the host port is picked from the scheduler's `portRange`.
+    /// Container port (Kubernetes' name, `containerPort`, is accepted too); the host port is
+    /// picked from the scheduler's `portRange`.
+    #[serde(alias = "containerPort")]
     pub port: u16,
+    /// Troupe's: every declared port gets a host port from `portRange`. Setting it is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u32>,
+    /// Host address to bind the host port to (Kubernetes' `hostIP`).
+    #[serde(default, rename = "hostIP", skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -244,7 +383,7 @@ pub enum Protocol {
 }
 
 /// How the local runtime starts a room: a command line run as a child process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalSpec {
     /// Program and arguments. `troupe` as the program means this very binary.

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::yaml_index::{push_index, push_key};
 use super::{
     Affinity, Autoscaling, Container, EnvVar, LabelSelector, NodeSelectorTerm, PodAffinityTerm,
-    PolicyKind, Quantity, Resources, Scheduler, Surge, Toleration,
+    PolicyKind, RoomSpec, Scheduler, Surge, Toleration,
 };
 
 /// One semantic problem: field path and message; the loader adds the location.
@@ -34,6 +34,10 @@ const LABEL_PART_MAX: usize = 63;
 /// Environment variables Troupe sets itself (`TROUPE_ROOM_TOKEN`, ports...) start with this;
 /// letting a spec set them would let it impersonate another room.
 const RESERVED_ENV_PREFIX: &str = "TROUPE_";
+/// Labels with this prefix are Troupe's own on every room (scheduler, room, version, status).
+const TROUPE_LABEL_PREFIX: &str = "troupe.dev/";
+/// The label every object Troupe manages carries.
+const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Operators of a node selector requirement.
 const NODE_OPERATORS: &[&str] = &["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"];
 /// Operators of a label selector requirement.
@@ -101,6 +105,7 @@ impl Checker {
         self.labels("labels", &s.labels);
         self.annotations("annotations", &s.annotations);
         self.containers(s);
+        self.pod_fields(s);
         self.placement(s);
         if let Some(local) = &s.local {
             if local.command.is_empty() {
@@ -206,14 +211,93 @@ impl Checker {
         }
     }
 
+    /// The Kubernetes pod fields passed through: none may take what Troupe owns (host ports,
+    /// its variables, the restart policy) or say one thing twice (a short form and its
+    /// Kubernetes form).
+    fn pod_fields(&mut self, s: &Scheduler) {
+        let spec = &s.spec;
+        if spec.termination_grace_period_seconds.is_some()
+            && spec.termination_grace_period != RoomSpec::default_grace()
+        {
+            self.fail(
+                "spec.terminationGracePeriodSeconds",
+                "set terminationGracePeriod or terminationGracePeriodSeconds, not both",
+            );
+        }
+        if spec.termination_grace_period_seconds.is_some_and(|s| s < 0) {
+            self.fail(
+                "spec.terminationGracePeriodSeconds",
+                "terminationGracePeriodSeconds must not be negative",
+            );
+        }
+        if let Some(policy) = spec.restart_policy.as_deref().filter(|p| *p != "Never") {
+            self.fail(
+                "spec.restartPolicy",
+                format!("restartPolicy {policy:?}: a room that ends is replaced, never restarted in place; remove it (Troupe sets Never)"),
+            );
+        }
+        if spec.ephemeral_containers.is_some() {
+            self.fail(
+                "spec.ephemeralContainers",
+                "ephemeralContainers cannot be set when a pod is created (add them to a running pod with kubectl debug)",
+            );
+        }
+        for (ci, c) in spec.containers.iter().enumerate() {
+            let path = push_index("spec.containers", ci);
+            if c.resources.is_some() && !(c.requests.is_empty() && c.limits.is_empty()) {
+                self.fail(
+                    push_key(&path, "resources"),
+                    "set resources or the short forms requests/limits, not both",
+                );
+            }
+            for (pi, port) in c.ports.iter().enumerate() {
+                if port.host_port.is_some() {
+                    self.fail(
+                        push_key(&push_index(&push_key(&path, "ports"), pi), "hostPort"),
+                        "hostPort is Troupe's: every declared port gets a host port from portRange; remove it",
+                    );
+                }
+            }
+            for (vi, var) in c.env.iter().enumerate() {
+                if var.value_from.is_some() && !var.value.is_empty() {
+                    self.fail(
+                        push_key(&push_index(&push_key(&path, "env"), vi), "valueFrom"),
+                        "set value or valueFrom, not both",
+                    );
+                }
+            }
+        }
+        for (ci, c) in spec.init_containers.iter().flatten().enumerate() {
+            let path = push_index("spec.initContainers", ci);
+            self.dns_label(&push_key(&path, "name"), &c.name, "container name");
+            if spec.containers.iter().any(|o| o.name == c.name) {
+                self.fail(
+                    push_key(&path, "name"),
+                    format!("container name {:?} is already used in spec.containers; container names must be unique", c.name),
+                );
+            }
+            for (pi, port) in c.ports.iter().flatten().enumerate() {
+                if port.host_port.is_some() {
+                    self.fail(
+                        push_key(&push_index(&push_key(&path, "ports"), pi), "hostPort"),
+                        "hostPort is Troupe's: only the ports of spec.containers get host ports, from portRange; remove it",
+                    );
+                }
+            }
+            for (vi, var) in c.env.iter().flatten().enumerate() {
+                if var.name.starts_with(RESERVED_ENV_PREFIX) {
+                    self.fail(
+                        push_key(&push_index(&push_key(&path, "env"), vi), "name"),
+                        format!("environment variable {:?} is reserved: Troupe sets the {RESERVED_ENV_PREFIX}* variables itself", var.name),
+                    );
+                }
+            }
+        }
+    }
+
     fn requests_within_limits(&mut self, path: &str, c: &Container) {
-        type Pick = fn(&Resources) -> Option<&Quantity>;
-        let resources: [(&str, Pick); 2] = [
-            ("cpu", |r| r.cpu.as_ref()),
-            ("memory", |r| r.memory.as_ref()),
-        ];
-        for (name, pick) in resources {
-            if let (Some(req), Some(lim)) = (pick(&c.requests), pick(&c.limits))
+        for (name, req) in &c.requests.0 {
+            if let Some(lim) = c.limits.get(name)
                 && req.value() > lim.value()
             {
                 self.fail(
@@ -532,6 +616,15 @@ impl Checker {
         for (key, value) in labels {
             let item = push_key(path, key);
             self.map_key(&item, key);
+            if key.starts_with(TROUPE_LABEL_PREFIX) || key == MANAGED_BY_LABEL {
+                self.issues.push(Issue {
+                    path: item.clone(),
+                    message: format!(
+                        "label {key:?} is Troupe's: it labels every room itself (`{TROUPE_LABEL_PREFIX}*` and `{MANAGED_BY_LABEL}`); choose another key"
+                    ),
+                    on_key: true,
+                });
+            }
             if let Err(why) = check_label_value(value) {
                 self.fail(item, format!("label value {value:?} is invalid: {why}"));
             }
@@ -898,21 +991,27 @@ forwarders:
     #[test]
     fn requests_must_not_exceed_limits() {
         let mut s = base();
-        s.spec.containers[0].requests.cpu = Some("2".parse().unwrap());
+        s.spec.containers[0]
+            .requests
+            .0
+            .insert("cpu".into(), "2".parse().unwrap());
         one_issue(
             &s,
             "spec.containers[0].requests.cpu",
             "requests.cpu (2) must not exceed limits.cpu (1)",
         );
         let mut s = base();
-        s.spec.containers[0].requests.memory = Some("1Gi".parse().unwrap());
+        s.spec.containers[0]
+            .requests
+            .0
+            .insert("memory".into(), "1Gi".parse().unwrap());
         one_issue(
             &s,
             "spec.containers[0].requests.memory",
             "must not exceed limits.memory (512Mi)",
         );
         // Only one side given: nothing to compare.
-        s.spec.containers[0].limits.memory = None;
+        s.spec.containers[0].limits.0.remove("memory");
         assert_eq!(validate(&s), []);
     }
 
@@ -922,6 +1021,7 @@ forwarders:
         s.spec.containers[0].env.push(EnvVar {
             name: "1BAD".into(),
             value: String::new(),
+            value_from: None,
         });
         one_issue(
             &s,
@@ -932,6 +1032,7 @@ forwarders:
         s.spec.containers[0].env.push(EnvVar {
             name: "LOG_LEVEL".into(),
             value: "debug".into(),
+            value_from: None,
         });
         one_issue(
             &s,
@@ -942,6 +1043,7 @@ forwarders:
         s.spec.containers[0].env.push(EnvVar {
             name: "TROUPE_ROOM_TOKEN".into(),
             value: "x".into(),
+            value_from: None,
         });
         one_issue(&s, "spec.containers[0].env[1].name", "reserved");
         let mut s = base();
@@ -949,6 +1051,7 @@ forwarders:
             local.env.push(EnvVar {
                 name: "A-B".into(),
                 value: String::new(),
+                value_from: None,
             });
         }
         one_issue(&s, "local.env[0].name", "invalid");

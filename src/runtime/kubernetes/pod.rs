@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodSpec,
-    ResourceRequirements, Toleration,
+    Affinity, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, ResourceRequirements,
+    Toleration,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -119,6 +119,13 @@ pub fn build_pod(
     ]);
 
     let troupe_env = troupe_env(req, &ports);
+    // Troupe's variables win over declared ones (validation refuses `TROUPE_` names anyway).
+    let with_troupe_env = |env: Vec<EnvVar>| -> Vec<EnvVar> {
+        env.into_iter()
+            .filter(|e| !troupe_env.iter().any(|t| t.name == e.name))
+            .chain(troupe_env.iter().cloned())
+            .collect()
+    };
     let mut next_port = ports.iter();
     let containers = spec
         .containers
@@ -139,32 +146,42 @@ pub fn build_pod(
                     host_port: Some(i32::from(given.port)),
                     name: is_port_name(&declared.name).then(|| declared.name.clone()),
                     protocol: Some(protocol_name(declared.protocol).to_owned()),
-                    host_ip: None,
+                    host_ip: declared.host_ip.clone(),
                 })
                 .collect();
             let env: Vec<EnvVar> = c
                 .env
                 .iter()
-                .filter(|e| !troupe_env.iter().any(|t| t.name == e.name))
                 .map(|e| EnvVar {
                     name: e.name.clone(),
-                    value: Some(e.value.clone()),
-                    value_from: None,
+                    value: e.value_from.is_none().then(|| e.value.clone()),
+                    value_from: e.value_from.clone(),
                 })
-                .chain(troupe_env.iter().cloned())
                 .collect();
-            Container {
-                name: c.name.clone(),
-                image: Some(c.image.clone()),
-                command: (!c.command.is_empty()).then(|| c.command.clone()),
-                args: (!c.args.is_empty()).then(|| c.args.clone()),
-                env: Some(env),
-                ports: (!container_ports.is_empty()).then_some(container_ports),
-                resources: resources(&c.requests, &c.limits),
-                ..Container::default()
+            let mut container = c.pod_fields();
+            container.name = c.name.clone();
+            container.image = Some(c.image.clone());
+            container.command = (!c.command.is_empty()).then(|| c.command.clone());
+            container.args = (!c.args.is_empty()).then(|| c.args.clone());
+            container.env = Some(with_troupe_env(env));
+            container.ports = (!container_ports.is_empty()).then_some(container_ports);
+            if container.resources.is_none() {
+                container.resources = resources(&c.requests, &c.limits);
             }
+            container
         })
         .collect();
+    // Init containers (native sidecars among them) get Troupe's variables too: a sidecar may
+    // be the one that reports the room's status.
+    let init_containers = spec.init_containers.as_ref().map(|cs| {
+        cs.iter()
+            .cloned()
+            .map(|mut c| {
+                c.env = Some(with_troupe_env(c.env.take().unwrap_or_default()));
+                c
+            })
+            .collect()
+    });
 
     let affinity: Option<Affinity> = spec
         .affinity
@@ -177,6 +194,20 @@ pub fn build_pod(
         .map(|t| convert("tolerations", t))
         .collect::<Result<_, _>>()?;
 
+    let mut pod_spec = spec.pod_fields();
+    pod_spec.containers = containers;
+    pod_spec.init_containers = init_containers;
+    pod_spec.node_selector = (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone());
+    pod_spec.affinity = affinity;
+    pod_spec.tolerations = (!tolerations.is_empty()).then_some(tolerations);
+    pod_spec.host_network = spec.host_network.then_some(true);
+    pod_spec.termination_grace_period_seconds = Some(spec.grace().as_secs() as i64);
+    // A room that ends is replaced, never restarted in place.
+    pod_spec.restart_policy = Some("Never".to_owned());
+    // Rooms talk to Troupe over HTTP, not to the Kubernetes API, unless the template says so.
+    pod_spec.automount_service_account_token =
+        Some(spec.automount_service_account_token.unwrap_or(false));
+
     Ok(Pod {
         metadata: ObjectMeta {
             name: Some(req.room_id.clone()),
@@ -185,20 +216,7 @@ pub fn build_pod(
             annotations: Some(annotations),
             ..ObjectMeta::default()
         },
-        spec: Some(PodSpec {
-            containers,
-            node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
-            affinity,
-            tolerations: (!tolerations.is_empty()).then_some(tolerations),
-            host_network: spec.host_network.then_some(true),
-            termination_grace_period_seconds: Some(
-                spec.termination_grace_period.as_std().as_secs() as i64,
-            ),
-            restart_policy: Some("Never".to_owned()),
-            // Rooms talk to Troupe over HTTP, never to the Kubernetes API.
-            automount_service_account_token: Some(false),
-            ..PodSpec::default()
-        }),
+        spec: Some(pod_spec),
         status: None,
     })
 }
@@ -248,10 +266,10 @@ fn troupe_env(req: &StartRoom, ports: &[RoomPort]) -> Vec<EnvVar> {
 
 fn resources(requests: &Resources, limits: &Resources) -> Option<ResourceRequirements> {
     let map = |r: &Resources| {
-        let m: BTreeMap<String, Quantity> = [("cpu", &r.cpu), ("memory", &r.memory)]
-            .into_iter()
-            .filter_map(|(k, v)| v.as_ref().map(|q| (k.to_owned(), Quantity(q.to_string()))))
-            .collect();
+        let m: BTreeMap<String, Quantity> =
+            r.0.iter()
+                .map(|(k, q)| (k.clone(), Quantity(q.to_string())))
+                .collect();
         (!m.is_empty()).then_some(m)
     };
     let (requests, limits) = (map(requests), map(limits));
@@ -332,7 +350,7 @@ mod tests {
         }
     }
 
-    fn env_of(c: &Container) -> BTreeMap<String, Option<String>> {
+    fn env_of(c: &k8s_openapi::api::core::v1::Container) -> BTreeMap<String, Option<String>> {
         c.env
             .iter()
             .flatten()
@@ -475,5 +493,98 @@ mod tests {
         ] {
             assert!(!is_port_name(bad), "{bad}");
         }
+    }
+
+    /// The pod fields Troupe does not own reach the pod exactly as written; Troupe adds its own
+    /// (ports' host ports, `TROUPE_*` variables, labels, grace, restart policy) and nothing else.
+    #[test]
+    fn every_kubernetes_field_reaches_the_pod_as_given() {
+        let pod_fields = serde_json::json!({
+            "serviceAccountName": "arena",
+            "automountServiceAccountToken": true,
+            "imagePullSecrets": [{"name": "registry"}],
+            "priorityClassName": "game",
+            "runtimeClassName": "gvisor",
+            "dnsPolicy": "None",
+            "dnsConfig": {"nameservers": ["10.0.0.10"], "searches": ["arena.svc"]},
+            "hostAliases": [{"ip": "10.0.0.5", "hostnames": ["matchmaker"]}],
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "fsGroup": 2000},
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone",
+                "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"game": "arena"}}}],
+            "volumes": [
+                {"name": "config", "configMap": {"name": "arena-config", "defaultMode": 420}},
+                {"name": "secret", "secret": {"secretName": "arena"}},
+                {"name": "scratch", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}
+            ],
+            "initContainers": [{"name": "logs", "image": "registry.example/vector:0.40",
+                "restartPolicy": "Always", "env": [{"name": "SINK", "value": "loki"}]}],
+            "terminationGracePeriodSeconds": 20,
+        });
+        let container_fields = serde_json::json!({
+            "envFrom": [{"configMapRef": {"name": "arena-env"}}],
+            "volumeMounts": [{"name": "config", "mountPath": "/etc/arena", "readOnly": true}],
+            "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 2},
+            "livenessProbe": {"tcpSocket": {"port": 7777}},
+            "startupProbe": {"exec": {"command": ["/ready.sh"]}, "failureThreshold": 30},
+            "lifecycle": {"preStop": {"exec": {"command": ["/drain"]}}},
+            "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+            "imagePullPolicy": "IfNotPresent",
+            "workingDir": "/srv",
+            "resources": {"requests": {"cpu": "500m", "nvidia.com/gpu": "1"}, "limits": {"hugepages-2Mi": "64Mi"}},
+        });
+        let mut doc = serde_json::json!({
+            "name": "arena", "game": "arena", "roomsReplicas": 1, "portRange": {"start": 40000, "end": 40010},
+            "spec": {"containers": [{"name": "server", "image": "registry.example/arena:1",
+                "env": [{"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "arena", "key": "api-key"}}}],
+                "ports": [{"name": "game", "protocol": "UDP", "containerPort": 7777}]}]}
+        });
+        for (k, v) in pod_fields.as_object().unwrap() {
+            doc["spec"][k] = v.clone();
+        }
+        for (k, v) in container_fields.as_object().unwrap() {
+            doc["spec"]["containers"][0][k] = v.clone();
+        }
+        let s: Scheduler = serde_json::from_value(doc).unwrap();
+        assert_eq!(crate::domain::spec::validate(&s), vec![]);
+        let pod = build_pod(&req(s), "ns", &[40003], 1234).unwrap();
+        let spec = serde_json::to_value(pod.spec.as_ref().unwrap()).unwrap();
+        for (k, v) in pod_fields.as_object().unwrap() {
+            if k == "initContainers" {
+                continue;
+            }
+            assert_eq!(&spec[k], v, "spec.{k}");
+        }
+        let server = &spec["containers"][0];
+        for (k, v) in container_fields.as_object().unwrap() {
+            assert_eq!(&server[k], v, "spec.containers[0].{k}");
+        }
+        assert_eq!(
+            server["env"][0],
+            serde_json::json!({"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "arena", "key": "api-key"}}})
+        );
+        assert_eq!(
+            server["ports"],
+            serde_json::json!([{"containerPort": 7777, "hostPort": 40003, "name": "game", "protocol": "UDP"}])
+        );
+        let sidecar = &spec["initContainers"][0];
+        assert_eq!(sidecar["restartPolicy"], "Always");
+        let names: Vec<&str> = sidecar["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names[0], "SINK");
+        assert!(names.contains(&"TROUPE_ROOM_TOKEN"), "{names:?}");
+        assert_eq!(spec["restartPolicy"], "Never");
+        // Nothing else: Troupe's own fields and the ones given, no more.
+        let mut keys: Vec<&str> = spec
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.retain(|k| pod_fields.get(*k).is_none());
+        assert_eq!(keys, ["containers", "restartPolicy"]);
     }
 }
