@@ -100,8 +100,9 @@ async fn browser(driver: &Driver, profile: &Path) -> Client {
 }
 
 /// Copy fleets-example to `dir`, moving its port ranges away from the defaults a person's own
-/// `troupe serve fleets-example` would use on this machine.
-fn copy_fleets(dir: &Path) {
+/// `troupe serve fleets-example` would use on this machine. Returns how many fleets it copied.
+fn copy_fleets(dir: &Path) -> usize {
+    let mut copied = 0;
     std::fs::create_dir_all(dir).unwrap();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("fleets-example");
     for entry in std::fs::read_dir(example).unwrap().flatten() {
@@ -114,9 +115,13 @@ fn copy_fleets(dir: &Path) {
             .replace("start: 40", "start: 45")
             .replace("end: 40", "end: 45")
             .replace("start: 41", "start: 46")
-            .replace("end: 41", "end: 46");
+            .replace("end: 41", "end: 46")
+            .replace("start: 42", "start: 47")
+            .replace("end: 42", "end: 47");
         std::fs::write(dir.join(name), text).unwrap();
+        copied += 1;
     }
+    copied
 }
 
 fn screenshots_dir() -> PathBuf {
@@ -217,7 +222,7 @@ async fn wait_text(client: &Client, css: &str, want: &str) {
 async fn the_dashboard_shows_what_the_api_says_and_cancels_an_operation() {
     let tmp = tempfile::tempdir().unwrap();
     let fleets = tmp.path().join("fleets");
-    copy_fleets(&fleets);
+    let fleet_count = copy_fleets(&fleets);
     let token_file = tmp.path().join("api-token");
     std::fs::write(&token_file, API_TOKEN).unwrap();
     let server = Server::start(
@@ -227,7 +232,8 @@ async fn the_dashboard_shows_what_the_api_says_and_cancels_an_operation() {
     );
     wait_for("every scheduler created", T, || async {
         let ops: Vec<Operation> = server.get_as("/api/v1/operations").await;
-        (ops.len() == 3 && ops.iter().all(|o| o.status == OpStatus::Succeeded)).then_some(())
+        (ops.len() == fleet_count && ops.iter().all(|o| o.status == OpStatus::Succeeded))
+            .then_some(())
     })
     .await;
 

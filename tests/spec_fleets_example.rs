@@ -55,6 +55,36 @@ fn fleets_example_loads_and_its_fleets_fit_on_one_machine() {
             );
         }
     }
+    // One fleet is the pod a production game server needs, in Kubernetes' own words.
+    let full = docs
+        .iter()
+        .map(|d| &d.scheduler.spec)
+        .find(|s| s.init_containers.is_some())
+        .expect("a fleet with a sidecar");
+    let server = &full.containers[0];
+    assert!(
+        server.env.iter().any(|e| e
+            .value_from
+            .as_ref()
+            .is_some_and(|v| v.secret_key_ref.is_some())),
+        "a Secret"
+    );
+    assert!(
+        full.volumes
+            .iter()
+            .flatten()
+            .any(|v| v.config_map.is_some()),
+        "a ConfigMap volume"
+    );
+    assert!(server.readiness_probe.is_some(), "a readiness probe");
+    assert!(full.image_pull_secrets.is_some(), "imagePullSecrets");
+    assert!(
+        full.init_containers
+            .iter()
+            .flatten()
+            .any(|c| c.restart_policy.as_deref() == Some("Always")),
+        "a native sidecar"
+    );
     assert!(
         docs.iter().any(|d| d.scheduler.autoscaled()),
         "one fleet shows autoscaling"
