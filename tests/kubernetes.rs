@@ -20,6 +20,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
+use serde_json::Value;
 use troupe::domain::operation::{OpKind, OpStatus, Operation};
 use troupe::domain::plan::Plan;
 use troupe::domain::room::{Room, RoomStatus};
@@ -1178,4 +1179,190 @@ async fn an_unreachable_cluster_at_start_up_degrades_to_retries_and_the_apis_kee
         "{}",
         server.log()
     );
+}
+
+/// Whether every field of `given` is in `actual` with the same value: the API server adds its
+/// defaults (a probe's `timeoutSeconds`, a volume's `defaultMode`), it must change nothing given.
+fn holds(actual: &Value, given: &Value) -> Result<(), String> {
+    match (given, actual) {
+        (Value::Object(g), Value::Object(a)) => g.iter().try_for_each(|(k, v)| {
+            let got = a.get(k).ok_or(format!("{k} missing"))?;
+            holds(got, v).map_err(|e| format!("{k}.{e}"))
+        }),
+        (Value::Array(g), Value::Array(a)) if g.len() == a.len() => g
+            .iter()
+            .zip(a)
+            .enumerate()
+            .try_for_each(|(i, (g, a))| holds(a, g).map_err(|e| format!("[{i}].{e}"))),
+        _ if given == actual => Ok(()),
+        _ => Err(format!(" {given} became {actual}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_pod_template_reaches_the_api_server_as_written_and_a_probe_change_rolls_out() {
+    let env = Env::new("fullpod").await;
+    // The realistic example, on a port range of its own; its priority class must exist.
+    let classes: Api<k8s_openapi::api::scheduling::v1::PriorityClass> =
+        Api::all(env.cluster.client.clone());
+    let class: k8s_openapi::api::scheduling::v1::PriorityClass = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "game-server"}, "value": 1000}),
+    )
+    .unwrap();
+    match classes.create(&PostParams::default(), &class).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+        Err(e) => panic!("creating the priority class: {e}"),
+    }
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fleets-example/arena-ranked.yaml"),
+    )
+    .unwrap()
+    .replace("{start: 42000, end: 42100}", "{start: 43000, end: 43100}");
+    env.repo.commit("ranked", &[("arena.yaml", &example)]);
+    let server = env.serve(&[]);
+    let game = Game::start(&server, env.secret(), "arena-ranked");
+    let rooms = wait_ready(&server, "arena-ranked", 2).await;
+
+    let doc: Value = serde_saphyr::from_str(&example).unwrap();
+    let given = &doc["spec"];
+    let pods = env.pods("arena-ranked").await;
+    assert_eq!(pods.len(), 2);
+    for pod in &pods {
+        let spec = serde_json::to_value(pod.spec.as_ref().unwrap()).unwrap();
+        // Every Kubernetes field given reaches the pod unchanged (Troupe's own are below).
+        let own = [
+            "containers",
+            "initContainers",
+            "nodeSelector",
+            "tolerations",
+        ];
+        for (k, v) in given.as_object().unwrap() {
+            if !own.contains(&k.as_str()) {
+                holds(&spec[k], v).unwrap_or_else(|e| panic!("spec.{k}{e}"));
+            }
+        }
+        holds(&spec["nodeSelector"], &given["nodeSelector"]).unwrap();
+        // The API server adds its default tolerations (not-ready, unreachable) after ours.
+        let given_tolerations = given["tolerations"].as_array().unwrap();
+        let first = Value::Array(
+            spec["tolerations"].as_array().unwrap()[..given_tolerations.len()].to_vec(),
+        );
+        holds(&first, &given["tolerations"]).unwrap();
+        let mut sidecar = given["initContainers"][0].clone();
+        let mut server_c = given["containers"][0].clone();
+        for c in [&mut sidecar, &mut server_c] {
+            let c = c.as_object_mut().unwrap();
+            c.remove("env");
+            c.remove("ports");
+            c.remove("requests");
+            c.remove("limits");
+        }
+        holds(&spec["initContainers"][0], &sidecar).unwrap_or_else(|e| panic!("sidecar {e}"));
+        holds(&spec["containers"][0], &server_c).unwrap_or_else(|e| panic!("server {e}"));
+        // Troupe's additions: host ports from the range, its variables after the declared
+        // ones (a Secret reference kept as one), the short-form resources, its labels.
+        let c = &spec["containers"][0];
+        let env_names: Vec<&str> = c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(env_names[..3], ["LOG_DIR", "API_KEY", "POD_NAME"]);
+        assert!(env_names.contains(&"TROUPE_ROOM_TOKEN"), "{env_names:?}");
+        assert_eq!(c["env"][1], given["containers"][0]["env"][1]);
+        for (i, p) in c["ports"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(
+                p["containerPort"],
+                given["containers"][0]["ports"][i]["containerPort"]
+            );
+            let host = p["hostPort"].as_u64().unwrap();
+            assert!((43000..43100).contains(&host), "{p}");
+        }
+        assert_eq!(c["resources"]["requests"]["cpu"], "500m");
+        assert_eq!(c["resources"]["limits"]["memory"], "1Gi");
+        let sidecar_env = spec["initContainers"][0]["env"].as_array().unwrap();
+        assert!(
+            sidecar_env.iter().any(|e| e["name"] == "TROUPE_ROOM"),
+            "the sidecar gets Troupe's variables"
+        );
+        assert_eq!(spec["restartPolicy"], "Never");
+        assert_eq!(spec["terminationGracePeriodSeconds"], 60);
+        assert_eq!(label(pod, "troupe.dev/scheduler"), "arena-ranked");
+        assert_eq!(label(pod, "team"), "arena");
+        // Nothing else: beyond what was given, only Troupe's and the API server's defaults.
+        let allowed = [
+            "restartPolicy",
+            "automountServiceAccountToken",
+            "dnsPolicy",
+            "schedulerName",
+            "enableServiceLinks",
+            "preemptionPolicy",
+            "priority",
+            "nodeName",
+            "serviceAccount",
+        ];
+        for k in spec.as_object().unwrap().keys() {
+            assert!(
+                given.get(k).is_some() || allowed.contains(&k.as_str()),
+                "spec.{k} was added: {}",
+                spec[k]
+            );
+        }
+    }
+
+    // A probe change is a new version: rolled out, the occupied room kept until its match ends.
+    let v1 = version_of(&server, "arena-ranked").await;
+    let busy = id(&rooms[0]);
+    game.occupy(&busy);
+    wait_for("the room to report occupied", T, || async {
+        server
+            .rooms("arena-ranked")
+            .await
+            .iter()
+            .any(|r| id(r) == busy && status_of(r) == RoomStatus::Occupied)
+            .then_some(())
+    })
+    .await;
+    env.repo.commit(
+        "slower probe",
+        &[(
+            "arena.yaml",
+            &example.replace("periodSeconds: 2", "periodSeconds: 5"),
+        )],
+    );
+    let v2 = wait_for("the new version", T, || async {
+        let v = version_of(&server, "arena-ranked").await;
+        (v != v1).then_some(v)
+    })
+    .await;
+    wait_for(
+        "two ready rooms of the new version beside the occupied one",
+        T,
+        || async {
+            let rooms = server.rooms("arena-ranked").await;
+            let new = rooms
+                .iter()
+                .filter(|r| r.version == v2 && status_of(r) == RoomStatus::Ready)
+                .count();
+            let kept = rooms
+                .iter()
+                .any(|r| id(r) == busy && status_of(r) == RoomStatus::Occupied);
+            assert!(kept, "the occupied room was touched: {rooms:#?}");
+            (new == 2).then_some(())
+        },
+    )
+    .await;
+    let probes: Vec<Value> = env
+        .pods("arena-ranked")
+        .await
+        .iter()
+        .filter(|p| label(p, "troupe.dev/version") == v2)
+        .map(|p| {
+            serde_json::to_value(&p.spec.as_ref().unwrap().containers[0].readiness_probe).unwrap()
+        })
+        .collect();
+    assert_eq!(probes.len(), 2);
+    assert!(probes.iter().all(|p| p["periodSeconds"] == 5), "{probes:?}");
 }
