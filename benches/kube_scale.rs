@@ -4,6 +4,9 @@
 //!
 //! Run: `TROUPE_TEST_KUBECONFIG=... cargo bench --bench kube_scale` (`ROOMS=2000` to change the
 //! size; `tests/cluster/up.sh` starts a cluster and prints its env file, which sets KUBECONFIG).
+//! `TEMPLATE=ranked` runs the whole production pod of fleets-example/arena-ranked.yaml (Secret,
+//! ConfigMap volume, probe, sidecar, …) instead of a bare container, its requests scaled down so
+//! that 1,000 rooms fit on the test nodes.
 //! Under `cargo test` it only checks that it builds.
 
 mod common;
@@ -39,6 +42,9 @@ fn main() {
 }
 
 fn scheduler_yaml(rooms: u32) -> String {
+    if std::env::var("TEMPLATE").as_deref() == Ok("ranked") {
+        return ranked_yaml(rooms);
+    }
     format!(
         r#"name: scale
 game: bench
@@ -57,6 +63,18 @@ spec:
     )
 }
 
+/// fleets-example/arena-ranked.yaml as the `scale` scheduler of `rooms` rooms.
+fn ranked_yaml(rooms: u32) -> String {
+    let example = include_str!("../fleets-example/arena-ranked.yaml");
+    let spec = &example[example.find("\nspec:\n").expect("the example has a spec")..];
+    let spec = spec
+        .replace("cpu: 500m, memory: 512Mi", "cpu: 10m, memory: 16Mi")
+        .replace("cpu: 50m, memory: 64Mi", "cpu: 5m, memory: 8Mi");
+    format!(
+        "name: scale\ngame: bench\nroomsReplicas: {rooms}\nportRange: {{start: 43000, end: 46000}}\ntimeouts: {{pending: 600s, unready: 600s, ping: 600s, terminating: 60s}}{spec}"
+    )
+}
+
 async fn run(kubeconfig: &str, wanted: u32) {
     let config = kube::Config::from_custom_kubeconfig(
         Kubeconfig::read_from(kubeconfig).expect("a readable kubeconfig"),
@@ -65,6 +83,15 @@ async fn run(kubeconfig: &str, wanted: u32) {
     .await
     .expect("a usable kubeconfig");
     let client = kube::Client::try_from(config).unwrap();
+    // The ranked template names a priority class: it must exist.
+    let classes: Api<k8s_openapi::api::scheduling::v1::PriorityClass> = Api::all(client.clone());
+    let class = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "game-server"}, "value": 1000}),
+    )
+    .unwrap();
+    let _ = classes
+        .create(&kube::api::PostParams::default(), &class)
+        .await;
     let mut suffix = [0u8; 3];
     getrandom::fill(&mut suffix).unwrap();
     let prefix = format!("bench-{}-", hex::encode(suffix));

@@ -55,6 +55,19 @@ spec:
     serde_saphyr::from_str(&yaml).expect("bench YAML parses")
 }
 
+/// fleets-example/arena-ranked.yaml as scheduler `i`: the whole production pod (Secret,
+/// ConfigMap volume, probes, sidecar, security contexts, topology spread).
+fn full_pod_scheduler(i: usize) -> Scheduler {
+    let yaml = include_str!("../fleets-example/arena-ranked.yaml")
+        .replace("name: arena-ranked", &format!("name: ranked-{i:04}"))
+        .replace(
+            "roomsReplicas: 2",
+            &format!("roomsReplicas: {ROOMS_PER_SCHEDULER}"),
+        )
+        .replace("{start: 42000, end: 42100}", "{start: 40000, end: 41000}");
+    serde_saphyr::from_str(&yaml).expect("the example parses")
+}
+
 fn live_state(desired: &[Scheduler]) -> LiveState {
     let statuses = [
         RoomStatus::Ready,
@@ -115,6 +128,33 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("10% template changes", |b| {
         b.iter(|| plan(black_box(&changed), black_box(&live), &opts))
+    });
+    g.finish();
+
+    let full: Vec<Scheduler> = (0..SCHEDULERS).map(full_pod_scheduler).collect();
+    let full_live = live_state(&full);
+    let full_changed: Vec<Scheduler> = full
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut s = s.clone();
+            if i % CHANGED_EVERY == 0
+                && let Some(probe) = s.spec.containers[0].readiness_probe.as_mut()
+            {
+                probe.period_seconds = Some(5);
+            }
+            s
+        })
+        .collect();
+    assert!(!plan(&full, &full_live, &opts).has_changes());
+    let p_full = plan(&full_changed, &full_live, &opts);
+    assert_eq!(p_full.summary.rollout as usize, SCHEDULERS / CHANGED_EVERY);
+    let mut g = c.benchmark_group("plan 1000 full-pod schedulers x 100 rooms");
+    g.bench_function("all in sync", |b| {
+        b.iter(|| plan(black_box(&full), black_box(&full_live), &opts))
+    });
+    g.bench_function("10% probe changes", |b| {
+        b.iter(|| plan(black_box(&full_changed), black_box(&full_live), &opts))
     });
     g.finish();
 
