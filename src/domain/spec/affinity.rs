@@ -1,6 +1,8 @@
 //! Kubernetes placement types (`affinity`, `tolerations`), mirrored field for field so their JSON
-//! is exactly the Kubernetes form: the Kubernetes runtime converts them with serde, and the
-//! spec layer stays free of Kubernetes crates. Unknown fields are refused like everywhere else.
+//! is exactly the Kubernetes form: the Kubernetes runtime converts them with serde. They predate
+//! the pass-through pod fields (which use k8s-openapi's types) and stay Troupe's own because
+//! their serialized field order is part of every existing template's version hash. Unknown
+//! fields are refused like everywhere else.
 
 use std::collections::BTreeMap;
 

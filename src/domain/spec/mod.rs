@@ -2,8 +2,10 @@
 //!
 //! Owns the shape of a scheduler document and the split between a scheduler's *template* (everything
 //! that shapes a room: a change needs a rollout) and its in-place settings (replicas, autoscaling,
-//! timeouts, forwarders). Must always hold: deserialising refuses unknown fields, and every value
-//! that reaches the planner has passed [`validate`]. Imports nothing from kube, axum or git2.
+//! timeouts, forwarders). Must always hold: deserialising refuses unknown fields (Troupe's types
+//! as they parse, the Kubernetes types of pass-through pod fields through the loader), and every
+//! value that reaches the planner has passed [`validate`]. The pod fields Troupe does not own are
+//! k8s-openapi's plain data types (no client, no I/O); nothing here imports kube, axum or git2.
 
 mod affinity;
 pub mod load;
