@@ -16,7 +16,7 @@ pub mod yaml_index;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1 as kube;
+use k8s_openapi::api::core::v1 as k8s;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -155,14 +155,14 @@ impl Default for Timeouts {
 }
 
 /// A struct of Troupe's own fields (each with its serde attributes) followed by fields of the
-/// Kubernetes type `$kube` that Troupe passes through as given: each is `Option` of Kubernetes'
+/// Kubernetes type `$k8s_type` that Troupe passes through as given: each is `Option` of Kubernetes'
 /// own type under Kubernetes' own name, absent from the serialized form when unset (so a
 /// template that sets none of them keeps its version). `pod_fields` is the Kubernetes object
 /// with those fields set and every other one left at its default: one list for both.
 macro_rules! with_pod_fields {
     (
         $(#[$m:meta])*
-        pub struct $name:ident => $kube:ty {
+        pub struct $name:ident => $k8s_type:ty {
             $($(#[$om:meta])* $own:ident : $own_ty:ty,)*
         }
         pass { $($pass:ident : $pass_ty:ty,)* }
@@ -180,8 +180,8 @@ macro_rules! with_pod_fields {
 
         impl $name {
             /// The Kubernetes fields passed through as given, every other one at its default.
-            pub fn pod_fields(&self) -> $kube {
-                <$kube>::default_with(|k| {
+            pub fn pod_fields(&self) -> $k8s_type {
+                <$k8s_type>::default_with(|k| {
                     $(k.$pass = self.$pass.clone();)*
                 })
             }
@@ -207,7 +207,7 @@ with_pod_fields! {
     /// The room template proper: a Kubernetes `PodSpec`. Troupe reads and owns the fields before
     /// `pass` (some in a shorter form than Kubernetes'); every other `PodSpec` field is taken
     /// under its Kubernetes name and type and put on the room's pod as given.
-    pub struct RoomSpec => kube::PodSpec {
+    pub struct RoomSpec => k8s::PodSpec {
         /// Time between SIGTERM and SIGKILL when a room is stopped (Kubernetes' form,
         /// `terminationGracePeriodSeconds`, is accepted too; not both).
         #[serde(default = "RoomSpec::default_grace")]
@@ -225,40 +225,40 @@ with_pod_fields! {
     pass {
         active_deadline_seconds: i64,
         automount_service_account_token: bool,
-        dns_config: kube::PodDNSConfig,
+        dns_config: k8s::PodDNSConfig,
         dns_policy: String,
         enable_service_links: bool,
-        ephemeral_containers: Vec<kube::EphemeralContainer>,
-        host_aliases: Vec<kube::HostAlias>,
+        ephemeral_containers: Vec<k8s::EphemeralContainer>,
+        host_aliases: Vec<k8s::HostAlias>,
         host_ipc: bool,
         host_pid: bool,
         host_users: bool,
         hostname: String,
         hostname_override: String,
-        image_pull_secrets: Vec<kube::LocalObjectReference>,
-        init_containers: Vec<kube::Container>,
+        image_pull_secrets: Vec<k8s::LocalObjectReference>,
+        init_containers: Vec<k8s::Container>,
         node_name: String,
-        os: kube::PodOS,
+        os: k8s::PodOS,
         overhead: BTreeMap<String, KubeQuantity>,
         preemption_policy: String,
         priority: i32,
         priority_class_name: String,
-        readiness_gates: Vec<kube::PodReadinessGate>,
-        resource_claims: Vec<kube::PodResourceClaim>,
-        resources: kube::ResourceRequirements,
+        readiness_gates: Vec<k8s::PodReadinessGate>,
+        resource_claims: Vec<k8s::PodResourceClaim>,
+        resources: k8s::ResourceRequirements,
         restart_policy: String,
         runtime_class_name: String,
         scheduler_name: String,
-        scheduling_gates: Vec<kube::PodSchedulingGate>,
-        security_context: kube::PodSecurityContext,
+        scheduling_gates: Vec<k8s::PodSchedulingGate>,
+        security_context: k8s::PodSecurityContext,
         service_account: String,
         service_account_name: String,
         set_hostname_as_fqdn: bool,
         share_process_namespace: bool,
         subdomain: String,
         termination_grace_period_seconds: i64,
-        topology_spread_constraints: Vec<kube::TopologySpreadConstraint>,
-        volumes: Vec<kube::Volume>,
+        topology_spread_constraints: Vec<k8s::TopologySpreadConstraint>,
+        volumes: Vec<k8s::Volume>,
     }
 }
 
@@ -285,7 +285,7 @@ with_pod_fields! {
     /// One container of the room: a Kubernetes `Container`. Troupe reads the fields before
     /// `pass` (resources also in the short form `requests`/`limits`, ports with Troupe's names);
     /// every other `Container` field is passed through as given.
-    pub struct Container => kube::Container {
+    pub struct Container => k8s::Container {
         name: String,
         image: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -304,24 +304,24 @@ with_pod_fields! {
         ports: Vec<ContainerPort>,
     }
     pass {
-        env_from: Vec<kube::EnvFromSource>,
+        env_from: Vec<k8s::EnvFromSource>,
         image_pull_policy: String,
-        lifecycle: kube::Lifecycle,
-        liveness_probe: kube::Probe,
-        readiness_probe: kube::Probe,
-        resize_policy: Vec<kube::ContainerResizePolicy>,
-        resources: kube::ResourceRequirements,
+        lifecycle: k8s::Lifecycle,
+        liveness_probe: k8s::Probe,
+        readiness_probe: k8s::Probe,
+        resize_policy: Vec<k8s::ContainerResizePolicy>,
+        resources: k8s::ResourceRequirements,
         restart_policy: String,
-        restart_policy_rules: Vec<kube::ContainerRestartRule>,
-        security_context: kube::SecurityContext,
-        startup_probe: kube::Probe,
+        restart_policy_rules: Vec<k8s::ContainerRestartRule>,
+        security_context: k8s::SecurityContext,
+        startup_probe: k8s::Probe,
         stdin: bool,
         stdin_once: bool,
         termination_message_path: String,
         termination_message_policy: String,
         tty: bool,
-        volume_devices: Vec<kube::VolumeDevice>,
-        volume_mounts: Vec<kube::VolumeMount>,
+        volume_devices: Vec<k8s::VolumeDevice>,
+        volume_mounts: Vec<k8s::VolumeMount>,
         working_dir: String,
     }
 }
@@ -335,7 +335,7 @@ pub struct EnvVar {
     /// Where the value comes from instead (a Secret, a ConfigMap, a field of the pod, a
     /// resource of the container): Kubernetes' `EnvVarSource`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value_from: Option<kube::EnvVarSource>,
+    pub value_from: Option<k8s::EnvVarSource>,
 }
 
 /// Amounts of resources by name (`cpu`, `memory`, `nvidia.com/gpu`, `hugepages-2Mi`, …).

@@ -37,8 +37,8 @@ pub fn scheduler_schema() -> Value {
     schema
 }
 
-/// Give each of `fields` (serde names, snake case) in `ours` the description `kube` has for it.
-fn describe_like(ours: Option<&mut Value>, kube: Value, fields: &[&str]) {
+/// Give each of `fields` (serde names, snake case) in `ours` the description `theirs` has for it.
+fn describe_like(ours: Option<&mut Value>, theirs: Value, fields: &[&str]) {
     let Some(props) = ours
         .and_then(|o| o.get_mut("properties"))
         .and_then(Value::as_object_mut)
@@ -47,7 +47,7 @@ fn describe_like(ours: Option<&mut Value>, kube: Value, fields: &[&str]) {
     };
     for field in fields {
         let name = camel_case(field);
-        let description = kube["properties"][&name]["description"].clone();
+        let description = theirs["properties"][&name]["description"].clone();
         if let (Some(prop), Value::String(_)) = (props.get_mut(&name), &description) {
             prop["description"] = description;
         }
