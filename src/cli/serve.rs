@@ -164,16 +164,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let (runtime, events): (Arc<dyn Runtime>, _) = match args.runtime {
         RuntimeKind::Local => {
-            if let Some(dir) = &args.local_config_dir
-                && !dir.is_dir()
-            {
-                bail!("--local-config-dir {} is not a directory", dir.display());
-            }
+            // Absolute, so that a room that cannot start names the very file it looked for.
+            let config_dir = match &args.local_config_dir {
+                Some(dir) if dir.is_dir() => Some(
+                    std::fs::canonicalize(dir)
+                        .with_context(|| format!("--local-config-dir {}", dir.display()))?,
+                ),
+                Some(dir) => bail!("--local-config-dir {} is not a directory", dir.display()),
+                None => None,
+            };
             let local = LocalConfig {
                 state_dir: args.state_dir.clone(),
                 self_exe: std::env::current_exe().context("finding the troupe executable")?,
                 host: "127.0.0.1".into(),
-                config_dir: args.local_config_dir.clone(),
+                config_dir,
             };
             let (runtime, events) = LocalRuntime::new(local);
             (Arc::new(runtime), events)

@@ -40,7 +40,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Adopted, Runtime, RuntimeError, RuntimeEvent, StartRoom, Started};
 use crate::domain::room::{Room, RoomPort};
-use crate::domain::spec::{LocalSpec, Protocol};
+use crate::domain::spec::{LocalSpec, Protocol, ignored_locally};
 pub use process::{BadProcRef, ProcRef};
 use process::{ExitStatus, Stat};
 
@@ -109,6 +109,8 @@ struct State {
     ports: ports::PortBook,
     /// Schedulers already warned that their `portRange` overlaps the ephemeral range.
     warned: HashSet<String>,
+    /// `(scheduler, version)` whose fields left to the cluster have been logged.
+    told_ignored: HashSet<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -335,6 +337,7 @@ impl Inner {
         };
         let declared: Vec<_> = scheduler.spec.ports().collect();
         let protocols: Vec<Protocol> = declared.iter().map(|p| p.protocol).collect();
+        let version = scheduler.version();
 
         let host_ports = {
             let mut state = self.lock();
@@ -348,6 +351,21 @@ impl Inner {
                         overlap,
                         ephemeral = format!("{}-{}", eph.0, eph.1),
                         "portRange overlaps the kernel's ephemeral ports: an outgoing connection can take a room's port before it binds it; choose a range outside it"
+                    );
+                }
+            }
+            if state
+                .told_ignored
+                .insert((scheduler.name.clone(), version.clone()))
+            {
+                let ignored = ignored_locally(scheduler);
+                if !ignored.is_empty() {
+                    // By design, not a fault: the same template runs on Kubernetes, where these
+                    // apply. Said once per version, so that nobody wonders where they went.
+                    info!(
+                        %version,
+                        fields = %ignored.join(", "),
+                        "the local runtime does not use these fields of the room template (they apply on Kubernetes)"
                     );
                 }
             }
