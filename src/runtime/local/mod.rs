@@ -16,6 +16,8 @@
 //! - Host ports are unique across all local rooms of every scheduler (they share one address) and
 //!   never one that something else on the machine holds when the room starts.
 //! - Rooms do not inherit the controller's own `TROUPE_*` variables; they get their own.
+//! - A room whose environment cannot be built ([`env`]: a required Secret or ConfigMap key
+//!   missing, a pod field this machine does not have) is not spawned, and keeps no port.
 
 mod env;
 mod logs;
