@@ -57,7 +57,7 @@ fn main() {
             api_token: None,
             webhook_secret: None,
         };
-        let local = LocalConfig { state_dir: dir.path().into(), self_exe: "/bin/false".into(), host: "127.0.0.1".into() };
+        let local = LocalConfig { state_dir: dir.path().into(), self_exe: "/bin/false".into(), host: "127.0.0.1".into(), config_dir: None };
         let (runtime, events) = LocalRuntime::new(local);
         let server = Server::open(config, Arc::new(Metrics::new()), Arc::new(runtime) as Arc<dyn Runtime>, events).unwrap();
         let fleet = Arc::clone(&server.controller.fleet);

@@ -84,6 +84,7 @@ impl Fixture {
             state_dir: self.dir.path().join("state"),
             self_exe: PathBuf::from(env!("CARGO_BIN_EXE_troupe")),
             host: "127.0.0.1".into(),
+            config_dir: Some(self.dir.path().join("config")),
         }
     }
 
@@ -808,6 +809,131 @@ async fn troupe_as_the_program_runs_the_configured_executable() {
         expect_exited(&mut rx, "self-1").await,
         (false, "exited with status 4: run as self".into())
     );
+}
+
+/// A scheduler whose one container `server` has `container` fields besides its name and image,
+/// and one port from `range`.
+fn scheduler_json(
+    name: &str,
+    range: (u16, u16),
+    container: serde_json::Value,
+    local: serde_json::Value,
+) -> Arc<Scheduler> {
+    let mut server = serde_json::json!({
+        "name": "server", "image": "ignored",
+        "ports": [{"name": "game", "protocol": "UDP", "port": 7777}]
+    });
+    server
+        .as_object_mut()
+        .unwrap()
+        .extend(container.as_object().unwrap().clone());
+    Arc::new(
+        serde_json::from_value(serde_json::json!({
+            "name": name,
+            "game": "test",
+            "portRange": {"start": range.0, "end": range.1},
+            "labels": {"team": "blue"},
+            "spec": {"containers": [server]},
+            "local": local,
+        }))
+        .expect("valid scheduler"),
+    )
+}
+
+#[tokio::test]
+async fn secrets_and_config_maps_reach_the_room_from_the_config_directory() {
+    let fx = Fixture::new();
+    let config = fx.config().config_dir.unwrap();
+    for (path, contents) in [
+        ("secrets/arena-keys/api-key", "s3cret"),
+        ("configmaps/arena-env/MODE", "ranked"),
+        ("configmaps/arena-env/REGION", "eu"),
+    ] {
+        let path = config.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+    let (rt, mut rx) = fx.runtime();
+    let out = fx.dir.path().join("room.env");
+    let sched = scheduler_json(
+        "keyed",
+        (20130, 20131),
+        serde_json::json!({
+            "envFrom": [{"configMapRef": {"name": "arena-env"}, "prefix": "CFG_"}],
+            "env": [
+                {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "arena-keys", "key": "api-key"}}},
+                {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "TEAM", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['team']"}}},
+                // Optional and missing: not set, not even as troupe serve's own HOME.
+                {"name": "HOME", "valueFrom": {"secretKeyRef": {"name": "arena-keys", "key": "home", "optional": true}}},
+            ],
+        }),
+        serde_json::json!({
+            "command": ["/bin/sh", "-c", "env > \"$OUT.tmp\" && mv \"$OUT.tmp\" \"$OUT\"; exec sleep 30"],
+            "env": [{"name": "OUT", "value": out.to_str().unwrap()}],
+        }),
+    );
+    fx.start(&rt, &sched, "keyed-1").await;
+    expect_running(&mut rx, "keyed-1").await;
+    let env = wait_for_file(&out).await;
+    let var = |name: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .map(str::to_owned)
+    };
+    assert_eq!(var("API_KEY").as_deref(), Some("s3cret"));
+    assert_eq!(var("CFG_MODE").as_deref(), Some("ranked"));
+    assert_eq!(var("CFG_REGION").as_deref(), Some("eu"));
+    assert_eq!(var("POD").as_deref(), Some("keyed-1"));
+    assert_eq!(var("TEAM").as_deref(), Some("blue"));
+    if std::env::var_os("HOME").is_some() {
+        assert_eq!(
+            var("HOME"),
+            None,
+            "an optional value that is missing is unset"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_missing_required_secret_fails_the_start_naming_the_file_and_books_nothing() {
+    let fx = Fixture::new();
+    let (rt, mut rx) = fx.runtime();
+    let sched = scheduler_json(
+        "keyless",
+        (20140, 20141),
+        serde_json::json!({"env": [
+            {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "arena-keys", "key": "api-key"}}},
+        ]}),
+        serde_json::json!({"command": SLEEP}),
+    );
+    let err = rt
+        .start(request(&sched, "keyless-1"))
+        .await
+        .expect_err("the secret is missing");
+    let RuntimeError::Start { room, reason } = &err else {
+        panic!("expected a failed start, got {err:?}");
+    };
+    assert_eq!(room, "keyless-1");
+    let file = fx
+        .config()
+        .config_dir
+        .unwrap()
+        .join("secrets/arena-keys/api-key");
+    assert!(
+        reason.starts_with("scheduler keyless, container server, variable API_KEY: ")
+            && reason.contains(&format!("no file {}", file.display())),
+        "{reason}"
+    );
+    expect_silence(&mut rx).await;
+
+    // Nothing was left behind: the range's only port is free, and the room starts once the
+    // secret is there.
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, "s3cret").unwrap();
+    let started = fx.start(&rt, &sched, "keyless-1").await;
+    assert_eq!(started.ports[0].port, 20140);
+    expect_running(&mut rx, "keyless-1").await;
 }
 
 mod demo_room {

@@ -623,3 +623,102 @@ async fn a_timeout_changed_in_git_applies_at_once_without_replacing_rooms() {
     .await;
     assert!(!reason.is_empty());
 }
+
+/// A scheduler `name` of `replicas` rooms that run `troupe demo-room` after writing their
+/// `API_KEY` to `out/<room>`, `API_KEY` being the Secret `arena-keys`' key `key`.
+fn secret_reading_yaml(
+    name: &str,
+    replicas: u32,
+    ports: (u16, u16),
+    key: &str,
+    out: &std::path::Path,
+) -> String {
+    format!(
+        r#"name: {name}
+game: arena
+roomsReplicas: {replicas}
+portRange: {{start: {}, end: {}}}
+spec:
+  containers:
+    - name: server
+      image: registry.example/arena:1
+      readinessProbe: {{tcpSocket: {{port: 8080}}}}
+      env:
+        - name: API_KEY
+          valueFrom: {{secretKeyRef: {{name: arena-keys, key: {key}}}}}
+      ports: [{{name: http, protocol: TCP, port: 8080}}]
+local:
+  command: ["/bin/sh", "-c", "printf %s \"$API_KEY\" > \"$OUT/$TROUPE_ROOM.tmp\" && mv \"$OUT/$TROUPE_ROOM.tmp\" \"$OUT/$TROUPE_ROOM\"; exec \"$BIN\" demo-room --ping-interval 1s --startup-delay 300ms"]
+  env: [{{name: OUT, value: "{}"}}, {{name: BIN, value: "{TROUPE}"}}]
+"#,
+        ports.0,
+        ports.1,
+        out.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_read_secrets_from_the_local_config_dir_and_a_missing_one_fails_the_operation() {
+    let config = tempfile::tempdir().unwrap();
+    let secrets = config.path().join("secrets/arena-keys");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("api-key"), "s3cret").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let repo = Repo::new();
+    repo.commit(
+        "keyed and locked",
+        &[
+            (
+                "keyed.yaml",
+                &secret_reading_yaml("keyed", 2, (44000, 44100), "api-key", out.path()),
+            ),
+            (
+                "locked.yaml",
+                &secret_reading_yaml("locked", 1, (44100, 44200), "missing", out.path()),
+            ),
+        ],
+    );
+    let state = tempfile::tempdir().unwrap();
+    let dir = config.path().to_str().unwrap();
+    let server = Server::start(
+        repo.path(),
+        &state.path().join("state"),
+        &["--local-config-dir", dir],
+    );
+
+    for room in wait_ready(&server, "keyed", 2).await {
+        assert_eq!(
+            std::fs::read_to_string(out.path().join(&room.id)).unwrap(),
+            "s3cret",
+            "the Secret's value reached {}",
+            room.id
+        );
+    }
+
+    let op = wait_op(&server, "locked", OpKind::Create, 0).await;
+    assert_eq!(op.status, OpStatus::Failed, "{op:#?}");
+    let error = op.error.as_deref().expect("why the creation failed");
+    let file = secrets.join("missing");
+    assert!(
+        error.contains("scheduler locked, container server, variable API_KEY")
+            && error.contains(&format!("no file {}", file.display())),
+        "{error}"
+    );
+
+    let told: Vec<String> = server
+        .log()
+        .lines()
+        .filter(|l| l.contains("scheduler=keyed") && l.contains("does not use these fields"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        told.len(),
+        1,
+        "said once for the version, not per room: {told:#?}"
+    );
+    assert!(
+        told[0].contains("spec.containers[0].image, spec.containers[0].readinessProbe"),
+        "{}",
+        told[0]
+    );
+}

@@ -66,6 +66,13 @@ pub struct ServeArgs {
     /// Where rooms run.
     #[arg(long, value_enum, env = "TROUPE_RUNTIME", default_value = "local")]
     runtime: RuntimeKind,
+    /// Local runtime: directory holding the Secrets and ConfigMaps that rooms' `secretKeyRef`,
+    /// `configMapKeyRef` and `envFrom` read, laid out as Kubernetes mounts them:
+    /// DIR/secrets/NAME/KEY and DIR/configmaps/NAME/KEY, each file's contents (exactly, a final
+    /// newline included) the value of its key. A room needing one that is missing (or this
+    /// directory, when unset) fails to start, unless the reference is `optional`.
+    #[arg(long, env = "TROUPE_LOCAL_CONFIG_DIR", value_name = "DIR")]
+    local_config_dir: Option<PathBuf>,
     /// Kubernetes runtime: prefix of every scheduler's namespace (`PREFIX` + scheduler name).
     /// Controllers sharing a cluster need different prefixes.
     #[arg(long, env = "TROUPE_KUBE_NAMESPACE_PREFIX", default_value = "")]
@@ -157,10 +164,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let (runtime, events): (Arc<dyn Runtime>, _) = match args.runtime {
         RuntimeKind::Local => {
+            // Absolute, so that a room that cannot start names the very file it looked for.
+            let config_dir = match &args.local_config_dir {
+                Some(dir) if dir.is_dir() => Some(
+                    std::fs::canonicalize(dir)
+                        .with_context(|| format!("--local-config-dir {}", dir.display()))?,
+                ),
+                Some(dir) => bail!("--local-config-dir {} is not a directory", dir.display()),
+                None => None,
+            };
             let local = LocalConfig {
                 state_dir: args.state_dir.clone(),
                 self_exe: std::env::current_exe().context("finding the troupe executable")?,
                 host: "127.0.0.1".into(),
+                config_dir,
             };
             let (runtime, events) = LocalRuntime::new(local);
             (Arc::new(runtime), events)

@@ -9,6 +9,7 @@
 
 mod affinity;
 pub mod load;
+mod local;
 pub mod schema;
 mod units;
 pub mod validate;
@@ -24,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 pub use affinity::*;
 pub use load::{Document, LoadError, Located, SourceFile, load_documents};
+pub use local::ignored_locally;
 pub use schema::scheduler_schema;
 pub use units::{Duration, Quantity, Surge};
 pub use validate::{Issue, validate};

@@ -142,6 +142,38 @@ impl Quantity {
         Self::parse_value(&self.0).unwrap_or(f64::NAN)
     }
 
+    /// The quantity times `factor`, rounded up to a whole number, computed exactly: what
+    /// Kubernetes hands a container for its resources (`ceil_times(1000)` is its milli-value,
+    /// `ceil_times(1)` its value). `None` when it does not fit in a `u128`.
+    pub fn ceil_times(&self, factor: u128) -> Option<u128> {
+        let s = self.0.as_str();
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        let (number, suffix) = s.split_at(split);
+        let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+        let digits: u128 = format!("{int}{frac}").parse().ok()?;
+        let mut num = digits.checked_mul(factor)?;
+        let mut den = 10u128.checked_pow(u32::try_from(frac.len()).ok()?)?;
+        let exponent = if suffix.is_empty() {
+            0
+        } else if let Some((_, p)) = BINARY_SUFFIXES.iter().find(|(x, _)| *x == suffix) {
+            num = num.checked_mul(1024u128.checked_pow(*p)?)?;
+            0
+        } else if let Some((_, p)) = DECIMAL_SUFFIXES.iter().find(|(x, _)| *x == suffix) {
+            *p
+        } else {
+            suffix.strip_prefix(['e', 'E'])?.parse().ok()?
+        };
+        let scale = 10u128.checked_pow(exponent.unsigned_abs())?;
+        if exponent >= 0 {
+            num = num.checked_mul(scale)?;
+        } else {
+            den = den.checked_mul(scale)?;
+        }
+        Some(num.div_ceil(den))
+    }
+
     fn parse_value(s: &str) -> Option<f64> {
         let split = s
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -348,6 +380,26 @@ mod tests {
                 "{bad:?} should be refused"
             );
         }
+    }
+
+    #[test]
+    fn quantities_scale_exactly_and_round_up() {
+        let q = |s: &str, factor: u128| s.parse::<Quantity>().unwrap().ceil_times(factor);
+        assert_eq!(q("500m", 1000), Some(500));
+        assert_eq!(q("500m", 1), Some(1), "half a core rounds up to one");
+        assert_eq!(
+            q("0.1", 1000),
+            Some(100),
+            "no floating point error rounds it up"
+        );
+        assert_eq!(q("2", 1000), Some(2000));
+        assert_eq!(q("1.5Gi", 1), Some(1610612736));
+        assert_eq!(q("512Mi", 1), Some(512 << 20));
+        assert_eq!(q("1k", 1), Some(1000));
+        assert_eq!(q("1500u", 1000), Some(2));
+        assert_eq!(q("1e3", 1), Some(1000));
+        assert_eq!(q("12E-1", 1), Some(2));
+        assert_eq!(q("0", 1000), Some(0));
     }
 
     #[test]

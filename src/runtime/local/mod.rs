@@ -16,7 +16,10 @@
 //! - Host ports are unique across all local rooms of every scheduler (they share one address) and
 //!   never one that something else on the machine holds when the room starts.
 //! - Rooms do not inherit the controller's own `TROUPE_*` variables; they get their own.
+//! - A room whose environment cannot be built ([`env`]: a required Secret or ConfigMap key
+//!   missing, a pod field this machine does not have) is not spawned, and keeps no port.
 
+mod env;
 mod logs;
 mod ports;
 mod process;
@@ -37,10 +40,9 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::port_env_name;
 use super::{Adopted, Runtime, RuntimeError, RuntimeEvent, StartRoom, Started};
 use crate::domain::room::{Room, RoomPort};
-use crate::domain::spec::{LocalSpec, Protocol};
+use crate::domain::spec::{LocalSpec, Protocol, ignored_locally};
 pub use process::{BadProcRef, ProcRef};
 use process::{ExitStatus, Stat};
 
@@ -57,8 +59,13 @@ pub struct LocalConfig {
     pub state_dir: PathBuf,
     /// What `troupe` as a command's program means: normally the current executable.
     pub self_exe: PathBuf,
-    /// Address rooms listen on and are reached at (`TROUPE_HOST`); ports are probed there.
+    /// Address rooms listen on and are reached at (`TROUPE_HOST`, and the pod's `status.podIP`
+    /// and `status.hostIP` for `fieldRef`); ports are probed there.
     pub host: String,
+    /// Where `secretKeyRef`, `configMapKeyRef` and `envFrom` read Secrets and ConfigMaps, laid
+    /// out as Kubernetes mounts them: `secrets/<name>/<key>`, `configmaps/<name>/<key>`, each
+    /// file's contents a key's value. `None`: rooms that need one do not start.
+    pub config_dir: Option<PathBuf>,
 }
 
 impl LocalConfig {
@@ -72,6 +79,7 @@ impl LocalConfig {
             state_dir: state_dir.into(),
             self_exe: std::env::current_exe()?,
             host: Self::DEFAULT_HOST.to_owned(),
+            config_dir: None,
         })
     }
 }
@@ -86,6 +94,8 @@ pub struct LocalRuntime {
 
 struct Inner {
     config: LocalConfig,
+    /// This machine, as rooms' `fieldRef` and `resourceFieldRef` see it.
+    node: env::Node,
     probe_host: IpAddr,
     /// The kernel's ephemeral port range, read once.
     ephemeral: Option<(u16, u16)>,
@@ -101,6 +111,8 @@ struct State {
     ports: ports::PortBook,
     /// Schedulers already warned that their `portRange` overlaps the ephemeral range.
     warned: HashSet<String>,
+    /// `(scheduler, version)` whose fields left to the cluster have been logged.
+    told_ignored: HashSet<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -174,9 +186,11 @@ impl LocalRuntime {
     pub fn with_queue(config: LocalConfig, queue: usize) -> (Self, super::Events) {
         let (events, rx) = mpsc::channel(queue);
         let probe_host = ports::probe_addr(&config.host);
+        let node = env::Node::this_machine(config.host.clone(), config.config_dir.clone());
         let runtime = Self {
             inner: Arc::new(Inner {
                 config,
+                node,
                 probe_host,
                 ephemeral: ports::ephemeral_range(),
                 events,
@@ -325,6 +339,7 @@ impl Inner {
         };
         let declared: Vec<_> = scheduler.spec.ports().collect();
         let protocols: Vec<Protocol> = declared.iter().map(|p| p.protocol).collect();
+        let version = scheduler.version();
 
         let host_ports = {
             let mut state = self.lock();
@@ -338,6 +353,21 @@ impl Inner {
                         overlap,
                         ephemeral = format!("{}-{}", eph.0, eph.1),
                         "portRange overlaps the kernel's ephemeral ports: an outgoing connection can take a room's port before it binds it; choose a range outside it"
+                    );
+                }
+            }
+            if state
+                .told_ignored
+                .insert((scheduler.name.clone(), version.clone()))
+            {
+                let ignored = ignored_locally(scheduler);
+                if !ignored.is_empty() {
+                    // By design, not a fault: the same template runs on Kubernetes, where these
+                    // apply. Said once per version, so that nobody wonders where they went.
+                    info!(
+                        %version,
+                        fields = %ignored.join(", "),
+                        "the local runtime does not use these fields of the room template (they apply on Kubernetes)"
                     );
                 }
             }
@@ -449,7 +479,19 @@ impl Inner {
                 command.env_remove(name);
             }
         }
-        command.envs(room_env(req, local, &self.config.host, ports));
+        let env = env::room_env(req, local, &self.node, ports).map_err(|e| e.to_string())?;
+        if !env.skipped.is_empty() {
+            warn!(
+                skipped = %env.skipped.join(", "),
+                "envFrom keys that cannot be variable names are left out"
+            );
+        }
+        for (name, value) in env.vars {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
         let mut child = command
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
@@ -711,98 +753,10 @@ fn exit_reason(status: ExitStatus, last_log_line: Option<String>) -> String {
     }
 }
 
-/// A room's environment, in order of precedence (later wins): the containers' `env`, `local.env`,
-/// then Troupe's own variables, which a room can always rely on.
-fn room_env(
-    req: &StartRoom,
-    local: &LocalSpec,
-    host: &str,
-    ports: &[RoomPort],
-) -> Vec<(String, String)> {
-    let declared = req
-        .scheduler
-        .spec
-        .containers
-        .iter()
-        .flat_map(|c| c.env.iter())
-        .chain(local.env.iter());
-    let mut env: Vec<(String, String)> = declared
-        .map(|e| (e.name.clone(), e.value.clone()))
-        .collect();
-    env.extend([
-        ("TROUPE_SCHEDULER".to_owned(), req.scheduler.name.clone()),
-        ("TROUPE_ROOM".to_owned(), req.room_id.clone()),
-        ("TROUPE_ROOMS_URL".to_owned(), req.rooms_url.clone()),
-        ("TROUPE_ROOM_TOKEN".to_owned(), req.token.clone()),
-        ("TROUPE_HOST".to_owned(), host.to_owned()),
-    ]);
-    env.extend(
-        ports
-            .iter()
-            .map(|p| (port_env_name(&p.name), p.port.to_string())),
-    );
-    env
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::spec::Scheduler;
-
-    fn scheduler() -> Scheduler {
-        serde_json::from_value(serde_json::json!({
-            "name": "arena",
-            "game": "arena",
-            "portRange": {"start": 40000, "end": 40010},
-            "spec": {"containers": [
-                {"name": "server", "image": "x", "env": [{"name": "LOG_LEVEL", "value": "info"}, {"name": "MODE", "value": "a"}],
-                 "ports": [{"name": "game", "protocol": "UDP", "port": 7777}]},
-                {"name": "sidecar", "image": "y", "ports": [{"name": "http-admin", "port": 8080}]}
-            ]},
-            "local": {"command": ["troupe", "demo-room"], "env": [{"name": "MODE", "value": "b"}, {"name": "TROUPE_ROOM", "value": "spoof"}]}
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn troupes_own_variables_win_over_declared_ones_and_local_env_over_containers() {
-        let scheduler = Arc::new(scheduler());
-        let local = scheduler.local.clone().unwrap();
-        let req = StartRoom {
-            scheduler,
-            room_id: "arena-1".into(),
-            token: "tok".into(),
-            rooms_url: "http://h:1".into(),
-        };
-        let ports = [
-            RoomPort {
-                name: "game".into(),
-                protocol: Protocol::Udp,
-                port: 40000,
-            },
-            RoomPort {
-                name: "http-admin".into(),
-                protocol: Protocol::Tcp,
-                port: 40001,
-            },
-        ];
-        let env = room_env(&req, &local, "127.0.0.1", &ports);
-        let last = |name: &str| {
-            env.iter()
-                .rev()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
-        assert_eq!(last("LOG_LEVEL"), Some("info"));
-        assert_eq!(last("MODE"), Some("b"));
-        assert_eq!(last("TROUPE_ROOM"), Some("arena-1"));
-        assert_eq!(last("TROUPE_SCHEDULER"), Some("arena"));
-        assert_eq!(last("TROUPE_ROOMS_URL"), Some("http://h:1"));
-        assert_eq!(last("TROUPE_ROOM_TOKEN"), Some("tok"));
-        assert_eq!(last("TROUPE_HOST"), Some("127.0.0.1"));
-        assert_eq!(last("TROUPE_PORT_GAME"), Some("40000"));
-        assert_eq!(last("TROUPE_PORT_HTTP_ADMIN"), Some("40001"));
-    }
+    use crate::runtime::port_env_name;
 
     #[test]
     fn troupe_as_the_program_means_this_binary() {
