@@ -1357,6 +1357,16 @@ async fn pods_refused_by_pod_security_show_in_the_plan_and_fail_the_operation_be
     );
     assert!(env.pods("party").await.is_empty());
     assert!(server.rooms("party").await.is_empty());
+    for name in ["arena", "party"] {
+        let failed: Vec<String> = server
+            .ops(name)
+            .await
+            .iter()
+            .filter(|o| o.status == OpStatus::Failed)
+            .map(|o| o.id.clone())
+            .collect();
+        assert_eq!(failed.len(), 1, "held, not retried in a loop: {failed:?}");
+    }
     let live: LiveState = server.get_as("/api/v1/live").await;
     assert!(
         !live.schedulers.contains_key("party"),
