@@ -2,8 +2,10 @@
 //!
 //! `plan SOURCE` loads a revision locally and plans it against a server's live state (or against
 //! nothing, without `--server`); `plan` alone shows the server's current plan. `-o FILE` saves
-//! the plan for `troupe apply FILE`, which applies exactly that or is refused. Exit codes with
-//! `--detailed-exitcode`: 0 no changes, 2 changes, 1 error.
+//! the plan for `troupe apply FILE`, which applies exactly that or is refused. With `--runtime
+//! kubernetes` the pods of creates and rollouts are dry-run against the cluster and a refusal is
+//! shown on its change. Exit codes with `--detailed-exitcode`: 0 no changes, 2 changes, 1 error
+//! (a refusal included, also without the flag).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -48,7 +50,8 @@ pub struct OutputArgs {
     /// Never colour the text output.
     #[arg(long, env = "NO_COLOR", value_parser = clap::builder::FalseyValueParser::new())]
     no_color: bool,
-    /// Exit 0 when there are no changes, 2 when there are, 1 on error.
+    /// Exit 0 when there are no changes, 2 when there are, 1 on error (pods the cluster refuses
+    /// included).
     #[arg(long)]
     detailed_exitcode: bool,
 }
@@ -98,8 +101,9 @@ pub struct PlanArgs {
     /// Plan against this server's live state. Without it (and with SOURCE), everything is new.
     #[arg(long, env = "TROUPE_SERVER", conflicts_with = "runtime")]
     server: Option<String>,
-    /// Plan against what runs in this runtime instead of a server: `kubernetes` reads the
-    /// applied schedulers and rooms from the cluster of your kubeconfig (no server needed).
+    /// Plan against what runs in this runtime instead of a server: `kubernetes` reads the applied
+    /// schedulers and rooms from the cluster of your kubeconfig (no server needed) and dry-runs
+    /// one room's pod of every create and rollout; pods it refuses are an error.
     #[arg(long, value_enum, requires = "source")]
     runtime: Option<PlanRuntime>,
     /// With `--runtime kubernetes`: the controller's namespace prefix.
