@@ -22,7 +22,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
 use serde_json::Value;
 use troupe::domain::operation::{OpKind, OpStatus, Operation};
-use troupe::domain::plan::Plan;
+use troupe::domain::plan::{LiveState, Plan};
 use troupe::domain::room::{Room, RoomStatus};
 use troupe::http::allocate::Allocation;
 use troupe::http::api::SchedulerSummary;
@@ -1365,4 +1365,233 @@ async fn a_whole_pod_template_reaches_the_api_server_as_written_and_a_probe_chan
         .collect();
     assert_eq!(probes.len(), 2);
     assert!(probes.iter().all(|p| p["periodSeconds"] == 5), "{probes:?}");
+}
+
+/// A scheduler for a namespace that enforces PodSecurity `restricted`: no ports (host ports are
+/// refused from `baseline` up) and the security context `restricted` asks for, or, with
+/// `privileged`, a privileged container.
+fn restricted_yaml(name: &str, ports: (u16, u16), tag: &str, privileged: bool) -> String {
+    let container_context = if privileged {
+        "{privileged: true, capabilities: {drop: [ALL]}}"
+    } else {
+        "{allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}"
+    };
+    format!(
+        r#"name: {name}
+game: arena
+roomsReplicas: 2
+maxSurge: 1
+portRange: {{start: {}, end: {}}}
+timeouts: {{pending: 60s, unready: 60s, ping: 30s, terminating: 30s}}
+spec:
+  terminationGracePeriod: 1s
+  securityContext: {{runAsNonRoot: true, seccompProfile: {{type: RuntimeDefault}}}}
+  nodeSelector: {{pool: game}}
+  containers:
+    - name: server
+      image: registry.example/arena:{tag}
+      securityContext: {container_context}
+"#,
+        ports.0, ports.1
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_refused_by_pod_security_show_in_the_plan_and_fail_the_operation_before_any_starts() {
+    let env = Env::new("admit").await;
+    // The operator's namespaces enforce PodSecurity `restricted` before Troupe ever runs there.
+    let namespaces: Api<Namespace> = Api::all(env.cluster.client.clone());
+    for scheduler in ["arena", "party"] {
+        let ns = serde_json::json!({"metadata": {
+            "name": env.namespace(scheduler),
+            "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+        }});
+        namespaces
+            .create(&PostParams::default(), &serde_json::from_value(ns).unwrap())
+            .await
+            .unwrap();
+    }
+    let good = restricted_yaml("arena", (43000, 43100), "1", false);
+    env.repo
+        .commit("restricted arena", &[("arena.yaml", &good)]);
+    let server = env.serve(&[]);
+    let _game = Game::start(&server, env.secret(), "arena");
+    let old = ids(&wait_ready(&server, "arena", 2).await);
+    let create = wait_op(&server, "arena", OpKind::Create).await;
+    assert_eq!(create.status, OpStatus::Succeeded, "{create:#?}");
+    let v1 = version_of(&server, "arena").await;
+
+    // `troupe plan --runtime kubernetes` asks the API server before anything is committed.
+    let plan = |files: &[(&str, &str)]| {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let out = std::process::Command::new(TROUPE)
+            .arg("plan")
+            .arg(dir.path())
+            .args([
+                "--runtime",
+                "kubernetes",
+                "--kube-namespace-prefix",
+                &env.prefix,
+            ])
+            .args(["--detailed-exitcode", "--no-color"])
+            .env("KUBECONFIG", &env.cluster.kubeconfig)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, text) = plan(&[("arena.yaml", &good)]);
+    assert_eq!(code, Some(0), "in sync: {text}");
+    // A compliant rollout is admitted: a change, no error.
+    let (code, text) = plan(&[(
+        "arena.yaml",
+        &restricted_yaml("arena", (43000, 43100), "2", false),
+    )]);
+    assert_eq!(code, Some(2), "an admitted rollout: {text}");
+    assert!(!text.contains("refused"), "{text}");
+
+    let bad = restricted_yaml("arena", (43000, 43100), "2", true);
+    // A new scheduler's document starts on line 3 of its file.
+    let party = format!(
+        "# party rooms\n# owned by the party team\n{}",
+        restricted_yaml("party", (43100, 43200), "1", true)
+    );
+    let (code, text) = plan(&[("arena.yaml", &bad), ("party.yaml", &party)]);
+    assert_eq!(code, Some(1), "refused pods are an error: {text}");
+    let refusal = text
+        .lines()
+        .find(|l| l.starts_with("      ! arena.yaml:1: refused by the API server: "))
+        .unwrap_or_else(|| panic!("no refusal of arena with its file and line:\n{text}"));
+    assert!(
+        refusal.contains("violates PodSecurity \"restricted:latest\"")
+            && refusal.contains("privileged"),
+        "the API server's reason: {refusal}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("      ! party.yaml:3: refused by the API server: ")),
+        "{text}"
+    );
+    assert!(
+        text.contains("Error: the API server refuses the pods of 2 schedulers (arena, party)"),
+        "{text}"
+    );
+
+    // Committed anyway: the server's operations fail before any pod of them is created.
+    env.repo.commit(
+        "privileged arena, new party",
+        &[("arena.yaml", &bad), ("party.yaml", &party)],
+    );
+    let began = Instant::now();
+    let rollout = wait_op(&server, "arena", OpKind::Rollout).await;
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(rollout.status, OpStatus::Failed, "{rollout:#?}");
+    let error = rollout.error.clone().unwrap_or_default();
+    assert!(
+        error.starts_with("arena.yaml:1: scheduler arena version ")
+            && error.contains("refused by the API server: ")
+            && error.contains("violates PodSecurity \"restricted:latest\"")
+            && error.contains("privileged"),
+        "{error}"
+    );
+    let refused = rollout.admission.clone().expect("the refusal, structured");
+    assert_eq!(
+        refused.declared.as_ref().map(|d| (d.file.as_str(), d.line)),
+        Some(("arena.yaml", 1))
+    );
+    let party_op = wait_op(&server, "party", OpKind::Create).await;
+    assert_eq!(party_op.status, OpStatus::Failed, "{party_op:#?}");
+    let party_error = party_op.error.clone().unwrap_or_default();
+    assert!(
+        party_error.starts_with("party.yaml:3: scheduler party version ")
+            && party_error.contains("privileged"),
+        "{party_error}"
+    );
+
+    // Nothing of the refused versions exists; the old version keeps serving.
+    server.next_reconcile().await;
+    assert_eq!(version_of(&server, "arena").await, v1);
+    let pods = env.pods("arena").await;
+    assert_eq!(
+        pods.iter().map(|p| p.name_any()).collect::<BTreeSet<_>>(),
+        old,
+        "only the old version's pods"
+    );
+    assert!(
+        pods.iter().all(|p| label(p, "troupe.dev/version") == v1),
+        "{pods:#?}"
+    );
+    let rooms = server.rooms("arena").await;
+    assert_eq!(
+        ids(&rooms),
+        old,
+        "no room of the refused version: {rooms:#?}"
+    );
+    assert!(
+        rooms.iter().all(|r| status_of(r) == RoomStatus::Ready),
+        "{rooms:#?}"
+    );
+    assert!(env.pods("party").await.is_empty());
+    assert!(server.rooms("party").await.is_empty());
+    for name in ["arena", "party"] {
+        let failed: Vec<String> = server
+            .ops(name)
+            .await
+            .iter()
+            .filter(|o| o.status == OpStatus::Failed)
+            .map(|o| o.id.clone())
+            .collect();
+        assert_eq!(failed.len(), 1, "held, not retried in a loop: {failed:?}");
+    }
+    let live: LiveState = server.get_as("/api/v1/live").await;
+    assert!(
+        !live.schedulers.contains_key("party"),
+        "a refused scheduler is not applied: {live:#?}"
+    );
+    let party_ns = namespaces.get(&env.namespace("party")).await.unwrap();
+    assert!(
+        party_ns.annotations().get("troupe.dev/applied").is_none(),
+        "nor recorded in the cluster: {:?}",
+        party_ns.annotations()
+    );
+    assert_eq!(
+        party_ns
+            .labels()
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("restricted"),
+        "the operator's labels are kept: {:?}",
+        party_ns.labels()
+    );
+
+    // The server's plan shows what its operations were told, on the changes that wait.
+    let plan = server.plan().await.expect("a plan");
+    for (name, line) in [("arena", 1), ("party", 3)] {
+        let change = plan
+            .changes
+            .iter()
+            .find(|c| c.scheduler == name)
+            .unwrap_or_else(|| panic!("{name} still waits: {plan:#?}"));
+        let admission = change
+            .admission
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}'s refusal in the plan: {change:#?}"));
+        assert_eq!(
+            admission.declared.as_ref().map(|d| d.line),
+            Some(line),
+            "{admission:?}"
+        );
+        assert!(admission.reason.contains("privileged"), "{admission:?}");
+    }
 }

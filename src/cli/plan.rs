@@ -2,8 +2,10 @@
 //!
 //! `plan SOURCE` loads a revision locally and plans it against a server's live state (or against
 //! nothing, without `--server`); `plan` alone shows the server's current plan. `-o FILE` saves
-//! the plan for `troupe apply FILE`, which applies exactly that or is refused. Exit codes with
-//! `--detailed-exitcode`: 0 no changes, 2 changes, 1 error.
+//! the plan for `troupe apply FILE`, which applies exactly that or is refused. With `--runtime
+//! kubernetes` the pods of creates and rollouts are dry-run against the cluster and a refusal is
+//! shown on its change. Exit codes with `--detailed-exitcode`: 0 no changes, 2 changes, 1 error
+//! (a refusal included, also without the flag).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -15,11 +17,12 @@ use clap::{Args, ValueEnum};
 use super::client::{Client, ServerArgs};
 use super::git_auth::{GitAuthArgs, open_source};
 use crate::clock::now_ms;
+use crate::domain::admission::Refusal;
 use crate::domain::plan::live::{LiveRoom, LiveScheduler, LiveState};
 use crate::domain::plan::saved::SavedPlan;
 use crate::domain::plan::{Plan, PlanOptions, render};
 use crate::domain::room::RoomStatus;
-use crate::domain::spec::{Duration, Scheduler};
+use crate::domain::spec::{Document, Duration, Scheduler};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -47,7 +50,8 @@ pub struct OutputArgs {
     /// Never colour the text output.
     #[arg(long, env = "NO_COLOR", value_parser = clap::builder::FalseyValueParser::new())]
     no_color: bool,
-    /// Exit 0 when there are no changes, 2 when there are, 1 on error.
+    /// Exit 0 when there are no changes, 2 when there are, 1 on error (pods the cluster refuses
+    /// included).
     #[arg(long)]
     detailed_exitcode: bool,
 }
@@ -63,11 +67,20 @@ impl OutputArgs {
         if !out.ends_with('\n') {
             println!();
         }
-        if self.detailed_exitcode && plan.has_changes() {
-            ExitCode::from(2)
-        } else {
-            ExitCode::SUCCESS
-        }
+        ExitCode::from(exit_status(plan, self.detailed_exitcode))
+    }
+}
+
+/// `troupe plan`'s exit status: 1 when the API server refuses the pods of a change (an error,
+/// like invalid YAML: applying the plan would fail), else with `--detailed-exitcode` 2 when
+/// there are changes and 0 when there are none; 0 without it.
+pub fn exit_status(plan: &Plan, detailed: bool) -> u8 {
+    if plan.refused().next().is_some() {
+        1
+    } else if detailed && plan.has_changes() {
+        2
+    } else {
+        0
     }
 }
 
@@ -88,8 +101,9 @@ pub struct PlanArgs {
     /// Plan against this server's live state. Without it (and with SOURCE), everything is new.
     #[arg(long, env = "TROUPE_SERVER", conflicts_with = "runtime")]
     server: Option<String>,
-    /// Plan against what runs in this runtime instead of a server: `kubernetes` reads the
-    /// applied schedulers and rooms from the cluster of your kubeconfig (no server needed).
+    /// Plan against what runs in this runtime instead of a server: `kubernetes` reads the applied
+    /// schedulers and rooms from the cluster of your kubeconfig (no server needed) and dry-runs
+    /// one room's pod of every create and rollout; pods it refuses are an error.
     #[arg(long, value_enum, requires = "source")]
     runtime: Option<PlanRuntime>,
     /// With `--runtime kubernetes`: the controller's namespace prefix.
@@ -118,7 +132,7 @@ async fn load(
     branch: Option<&str>,
     sub_path: Option<&str>,
     git: &GitAuthArgs,
-) -> anyhow::Result<(String, Vec<Scheduler>)> {
+) -> anyhow::Result<(String, Vec<Document>)> {
     let (source, branch, sub_path, git) = (
         source.to_owned(),
         branch.map(str::to_owned),
@@ -137,15 +151,12 @@ fn load_blocking(
     branch: Option<&str>,
     sub_path: Option<&str>,
     git: &GitAuthArgs,
-) -> anyhow::Result<(String, Vec<Scheduler>)> {
+) -> anyhow::Result<(String, Vec<Document>)> {
     let cache = tempfile::tempdir().context("creating a temporary directory for the clone")?;
     let source = open_source(source, branch, sub_path, cache.path(), git)?;
     let snapshot = source.load()?;
     match crate::domain::spec::load_documents(&snapshot.files) {
-        Ok(docs) => Ok((
-            snapshot.revision,
-            docs.into_iter().map(|d| d.scheduler).collect(),
-        )),
+        Ok(docs) => Ok((snapshot.revision, docs)),
         Err(err) => {
             for e in &err.0 {
                 eprintln!("{e}");
@@ -170,26 +181,32 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         }
         Some(path) => {
             let branch = args.revision.as_deref().or(args.branch.as_deref());
-            let (revision, desired) =
-                load(path, branch, args.sub_path.as_deref(), &args.git).await?;
-            let live: LiveState = match (&server, args.runtime) {
-                (_, Some(PlanRuntime::Kubernetes)) => {
-                    live_from_cluster(&args.kube_namespace_prefix).await?
-                }
+            let (revision, docs) = load(path, branch, args.sub_path.as_deref(), &args.git).await?;
+            let desired: Vec<Scheduler> = docs.iter().map(|d| d.scheduler.clone()).collect();
+            let cluster = match args.runtime {
+                Some(PlanRuntime::Kubernetes) => Some(super::kube::connect(None).await?),
+                None => None,
+            };
+            let live: LiveState = match (&server, &cluster) {
+                (_, Some(client)) => live_from_cluster(client, &args.kube_namespace_prefix).await?,
                 (Some(s), None) => Client::new(s)
                     .get("/api/v1/live")
                     .await
                     .context("reading live state")?,
                 (None, None) => LiveState::default(),
             };
-            crate::domain::plan::plan(
+            let mut plan = crate::domain::plan::plan(
                 &desired,
                 &live,
                 &PlanOptions {
                     prune: args.prune,
                     revision: Some(revision),
                 },
-            )
+            );
+            if let Some(client) = &cluster {
+                check_admission(client, &args.kube_namespace_prefix, &docs, &mut plan).await?;
+            }
+            plan
         }
     };
     if let Some(out) = &args.out {
@@ -210,11 +227,62 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     Ok(args.output.print(&plan))
 }
 
+/// Dry runs a plan's changes can run at once against the API server.
+const ADMISSION_CONCURRENCY: usize = 8;
+
+/// Ask the cluster whether it admits the pods of every change that would create rooms of a new
+/// version (a create, a rollout): a server-side dry run of one room's pod each, which changes
+/// nothing. A refusal is put on its change with where the scheduler is declared; a pod that
+/// cannot be checked (its namespace does not exist yet, a webhook without dry-run support) is
+/// said on stderr.
+async fn check_admission(
+    client: &kube::Client,
+    prefix: &str,
+    docs: &[Document],
+    plan: &mut Plan,
+) -> anyhow::Result<()> {
+    use crate::runtime::kubernetes::admission::{self, Verdict};
+    use futures_util::StreamExt;
+
+    let checks = plan
+        .changes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| crate::domain::admission::change_needs_check(c))
+        .filter_map(|(i, c)| Some((i, c.desired.clone()?)))
+        .map(|(i, desired)| async move {
+            let verdict = admission::check(client, prefix, &desired).await;
+            (i, verdict)
+        });
+    let verdicts: Vec<_> = futures_util::stream::iter(checks)
+        .buffer_unordered(ADMISSION_CONCURRENCY)
+        .collect()
+        .await;
+    for (i, verdict) in verdicts {
+        let change = &mut plan.changes[i];
+        let declared = docs
+            .iter()
+            .find(|d| d.scheduler.name == change.scheduler)
+            .map(Document::declared);
+        match verdict.with_context(|| format!("checking the pods of {}", change.scheduler))? {
+            Verdict::Admitted => {}
+            Verdict::Refused(reason) => change.admission = Some(Refusal { declared, reason }),
+            Verdict::Unchecked(why) => {
+                let at = declared.map(|d| format!("{d}: ")).unwrap_or_default();
+                eprintln!(
+                    "note: {at}pods of {} not checked against the cluster's admission: {why}",
+                    change.scheduler
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Live state read from the cluster alone: the applied specs recorded on the schedulers'
 /// namespaces and the rooms recorded on their pods.
-async fn live_from_cluster(prefix: &str) -> anyhow::Result<LiveState> {
-    let client = super::kube::connect(None).await?;
-    let found = crate::runtime::kubernetes::discover(&client, prefix)
+async fn live_from_cluster(client: &kube::Client, prefix: &str) -> anyhow::Result<LiveState> {
+    let found = crate::runtime::kubernetes::discover(client, prefix)
         .await
         .context("reading live state from the cluster")?;
     let applied = found.schedulers;
@@ -307,6 +375,9 @@ pub async fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
         &args.git,
     )
     .await?;
+    let schedulers =
+        |docs: Vec<Document>| -> Vec<Scheduler> { docs.into_iter().map(|d| d.scheduler).collect() };
+    let (before, after) = (schedulers(before), schedulers(after));
     let live = settled(&before);
     let plan = crate::domain::plan::plan(
         &after,
@@ -347,4 +418,63 @@ fn settled(schedulers: &[Scheduler]) -> LiveState {
         })
         .collect();
     LiveState { schedulers }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::plan::{Action, Change, Impact};
+
+    fn plan_of(changes: Vec<Change>) -> Plan {
+        Plan {
+            id: "p".into(),
+            prints: Default::default(),
+            revision: None,
+            changes,
+            in_sync: vec![],
+            summary: Default::default(),
+        }
+    }
+
+    fn change(action: Action, refused: bool) -> Change {
+        Change {
+            scheduler: "arena".into(),
+            action,
+            reasons: vec![],
+            fields: vec![],
+            impact: Impact::default(),
+            from_version: None,
+            to_version: None,
+            target_rooms: 0,
+            live_target_rooms: None,
+            autoscaled: false,
+            diff: String::new(),
+            desired: None,
+            admission: refused.then(|| Refusal {
+                declared: None,
+                reason: "forbidden".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_refused_change_makes_the_plan_exit_1_with_or_without_detailed_exit_codes() {
+        for (changes, detailed, want) in [
+            (vec![], false, 0),
+            (vec![], true, 0),
+            (vec![change(Action::Orphan, false)], true, 0),
+            (vec![change(Action::Rollout, false)], false, 0),
+            (vec![change(Action::Rollout, false)], true, 2),
+            (vec![change(Action::Rollout, true)], false, 1),
+            (vec![change(Action::Rollout, true)], true, 1),
+            (
+                vec![change(Action::Create, true), change(Action::Scale, false)],
+                true,
+                1,
+            ),
+        ] {
+            let p = plan_of(changes);
+            assert_eq!(exit_status(&p, detailed), want, "{:?}", p.changes);
+        }
+    }
 }

@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 
 use crate::clock::now_ms;
 use crate::domain::Applied;
+use crate::domain::admission::{self, Refusal};
 use crate::domain::adoption::strays;
 use crate::domain::converge::{self, Target};
 use crate::domain::plan::LiveState;
@@ -23,7 +24,7 @@ use crate::domain::room::token::room_token;
 use crate::domain::room::{Room, RoomEvent, RoomStatus};
 use crate::domain::spec::Scheduler;
 use crate::domain::timeouts::{self, Expiry};
-use crate::runtime::{Runtime, RuntimeEvent, StartRoom};
+use crate::runtime::{Runtime, RuntimeError, RuntimeEvent, StartRoom};
 use crate::state::journal::{Journal, StoreError};
 use crate::state::ops::{OpContext, OpError, OpKind, Operation};
 use crate::state::{Registry, RegistryError};
@@ -548,6 +549,27 @@ impl Fleet {
         }
     }
 
+    /// Ask the runtime whether it admits rooms of `version` before the first is started (and
+    /// before the version is applied: a refused version never becomes the one rooms are
+    /// driven to, so the old version's rooms are left alone). Once per operation.
+    async fn admit(&self, op: &Operation, spec: &Scheduler, version: &str) -> Result<(), OpError> {
+        match self.runtime.check_admission(spec).await {
+            Ok(()) => Ok(()),
+            Err(RuntimeError::Refused { reason, .. }) => {
+                let refusal = Refusal {
+                    declared: op.declared.clone(),
+                    reason,
+                };
+                let message = refusal.op_error(&op.scheduler, version);
+                tracing::warn!(scheduler = %op.scheduler, %version, error = %message, "rooms refused");
+                Err(OpError::Refused { message, refusal })
+            }
+            Err(e) => Err(OpError::Failed(format!(
+                "checking that rooms of version {version} are admitted: {e}"
+            ))),
+        }
+    }
+
     /// A rollout failed before any room of its version served: its version is not fit to run, so
     /// the scheduler goes back to the version it replaced (whose rooms were kept running).
     fn fall_back(
@@ -603,6 +625,10 @@ impl crate::state::ops::Executor for Fleet {
                     .ok_or_else(|| OpError::Failed("operation has no spec".into()))?;
                 let previous = self.applied(&op.scheduler);
                 let version = spec.version();
+                let applied_version = previous.as_ref().map(|p| p.version.as_str());
+                if admission::op_needs_check(op.kind, Some(&version), applied_version) {
+                    self.admit(op, &spec, &version).await?;
+                }
                 let fallback = match &previous {
                     Some(p) if p.version == version => p.previous.clone(),
                     Some(p) => Some(Box::new(p.spec.clone())),

@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod rooms;
 pub mod samples;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,12 +22,12 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ms;
 use crate::domain::plan::saved::SavedPlan;
 use crate::domain::plan::{self, Action, Plan, PlanOptions};
-use crate::domain::spec::{Located, Scheduler, load_documents};
-use crate::domain::{Applied, autoscale, reconcile};
+use crate::domain::spec::{Declared, Located, Scheduler, load_documents};
+use crate::domain::{Applied, admission, autoscale, reconcile};
 use crate::metrics::Metrics;
 use crate::source::{CommitInfo, Observed, Snapshot};
 pub use crate::state::history::{History, RevisionRecord};
-use crate::state::ops::{Cause, OpStatus, Operation, Operations};
+use crate::state::ops::{Cause, OpKind, OpStatus, Operation, Operations};
 pub use fleet::{Fleet, FleetConfig};
 pub use rooms::{AllocateError, Rooms};
 
@@ -85,6 +86,9 @@ pub struct DesiredState {
     pub revision: Option<RevisionInfo>,
     #[serde(skip)]
     pub schedulers: Vec<Scheduler>,
+    /// Where each scheduler of the last good revision is declared, by name.
+    #[serde(skip)]
+    pub declared: BTreeMap<String, Declared>,
     /// The newest revision's problems, while it keeps the last good one running.
     pub error: Option<RevisionError>,
     /// The current plan: last good revision against live state.
@@ -273,6 +277,10 @@ impl Controller {
                         schedulers: docs.len(),
                     });
                 }
+                state.declared = docs
+                    .iter()
+                    .map(|d| (d.scheduler.name.clone(), d.declared()))
+                    .collect();
                 state.schedulers = docs.into_iter().map(|d| d.scheduler).collect();
                 state.error = None;
             }
@@ -308,7 +316,21 @@ impl Controller {
             prune: self.options.prune,
             revision: Some(revision),
         };
-        Some(plan::plan(&desired, &live, &opts))
+        let mut plan = plan::plan(&desired, &live, &opts);
+        self.mark_refused(&mut plan);
+        Some(plan)
+    }
+
+    /// Show on each change the refusal its version already met: the server's plan asks the
+    /// runtime nothing (a dry run per plan would put the API server's latency into every
+    /// reconcile), it shows what its operations were told, from their journaled history.
+    fn mark_refused(&self, plan: &mut Plan) {
+        for change in plan.changes.iter_mut() {
+            if admission::change_needs_check(change) {
+                let latest = self.ops.latest(&change.scheduler);
+                change.admission = admission::known_refusal(change, latest.as_ref());
+            }
+        }
     }
 
     /// Plan the last good revision against live state, store the plan, and act on it:
@@ -355,9 +377,10 @@ impl Controller {
         let waiting = reconcile::waiting(&plan, &facts);
         let repairs = self.repairs(&waiting);
         for e in reconcile::decide(&plan, repairs.as_ref(), &facts) {
-            if let Err(err) = self
-                .ops
-                .enqueue(&e.scheduler, e.kind, e.cause, e.spec, false)
+            let declared = self.declared(&e.scheduler, e.kind);
+            if let Err(err) =
+                self.ops
+                    .enqueue_declared(&e.scheduler, e.kind, e.cause, e.spec, declared, false)
             {
                 tracing::error!(scheduler = %e.scheduler, error = %err, "cannot enqueue operation");
             }
@@ -473,15 +496,26 @@ impl Controller {
                 revision: saved.plan.revision.clone(),
                 user: user.to_string(),
             };
-            ops.push(self.ops.enqueue(
+            let kind = reconcile::op_kind(c.action);
+            ops.push(self.ops.enqueue_declared(
                 &c.scheduler,
-                reconcile::op_kind(c.action),
+                kind,
                 cause,
                 c.desired.clone(),
+                self.declared(&c.scheduler, kind),
                 false,
             )?);
         }
         Ok(ops)
+    }
+
+    /// Where the last good revision declares `scheduler`, for an operation of `kind` that
+    /// applies its spec (a heal or a delete applies none).
+    fn declared(&self, scheduler: &str, kind: OpKind) -> Option<Declared> {
+        if matches!(kind, OpKind::Heal | OpKind::Delete) {
+            return None;
+        }
+        self.lock().declared.get(scheduler).cloned()
     }
 
     /// A scheduler whose latest operation failed or was canceled since `since` waits for a new
@@ -529,13 +563,15 @@ impl Controller {
             {
                 continue;
             }
-            self.ops.enqueue(
+            let kind = reconcile::op_kind(change.action);
+            self.ops.enqueue_declared(
                 &change.scheduler,
-                reconcile::op_kind(change.action),
+                kind,
                 Cause::User {
                     name: user.to_string(),
                 },
                 change.desired.clone(),
+                self.declared(&change.scheduler, kind),
                 force && change.action == Action::Delete,
             )?;
         }

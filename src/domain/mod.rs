@@ -5,6 +5,7 @@
 //! `tests/architecture.rs` checks the imports. Every decision of the controller is a function
 //! here, table-tested with plain `#[test]`s; the controller observes, calls it, and acts.
 
+pub mod admission;
 pub mod adoption;
 pub mod applied;
 pub mod autoscale;

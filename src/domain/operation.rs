@@ -4,7 +4,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::spec::Scheduler;
+use crate::domain::admission::Refusal;
+use crate::domain::spec::{Declared, Scheduler};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -110,6 +111,9 @@ pub struct Operation {
     /// The spec the operation applies (create, update, rollout, scale).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<Scheduler>,
+    /// Where `spec` is declared in the revision it comes from, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared: Option<Declared>,
     /// Delete without waiting for busy rooms.
     #[serde(default)]
     pub force: bool,
@@ -118,6 +122,10 @@ pub struct Operation {
     pub target: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Set when it failed because the runtime's API server refused its rooms (before any
+    /// started); `error` says the same in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<Refusal>,
     pub events: Vec<OpEvent>,
 }
 
@@ -130,4 +138,8 @@ pub enum OpError {
     /// It could not finish; the message says why (the room, its status, its last log line).
     #[error("{0}")]
     Failed(String),
+    /// The runtime refused rooms of its version before any started: `message` says where the
+    /// scheduler is declared and why.
+    #[error("{message}")]
+    Refused { message: String, refusal: Refusal },
 }

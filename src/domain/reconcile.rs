@@ -124,6 +124,7 @@ mod tests {
             autoscaled: false,
             diff: String::new(),
             desired: None,
+            admission: None,
         }
     }
 

@@ -331,6 +331,7 @@ mod tests {
             autoscaled: false,
             diff: String::new(),
             desired: None,
+            admission: None,
         }
     }
 

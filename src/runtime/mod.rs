@@ -121,6 +121,11 @@ pub enum RuntimeError {
     /// The backend did not answer in time (a cluster that cannot be reached).
     #[error("{0}")]
     Unreachable(String),
+    /// The backend refuses rooms of the scheduler as written: its admission (on Kubernetes:
+    /// PodSecurity, a ResourceQuota or LimitRange, a webhook, a missing ServiceAccount) said no
+    /// to one room's pod. `reason` is the backend's own message.
+    #[error("rooms of scheduler {scheduler} are refused: {reason}")]
+    Refused { scheduler: String, reason: String },
 }
 
 /// What a runtime's backend knows without any state of Troupe's: rooms found running and
@@ -194,6 +199,16 @@ pub trait Runtime: Send + Sync + 'static {
     /// yet: a gauge, so that a backend that cannot keep up shows. By default none.
     fn pending_records(&self) -> usize {
         0
+    }
+
+    /// Whether the backend would admit rooms of `scheduler` as written, asked without starting
+    /// one (on Kubernetes: a server-side dry run of one room's pod in the scheduler's namespace,
+    /// which it creates when missing, as the first room's start would). A refusal is
+    /// [`RuntimeError::Refused`] with the backend's reason. Called once before an operation
+    /// creates rooms of a version not applied yet, never per room. By default every scheduler is
+    /// admitted: runtimes without admission have nothing to ask.
+    async fn check_admission(&self, _scheduler: &Scheduler) -> Result<(), RuntimeError> {
+        Ok(())
     }
 
     /// Rooms and applied specs as recorded by [`Runtime::record`] and

@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::clock::now_ms;
 pub use crate::domain::operation::{Cause, OpError, OpEvent, OpKind, OpStatus, Operation};
-use crate::domain::spec::Scheduler;
+use crate::domain::spec::{Declared, Scheduler};
 use crate::state::journal::{Journal, StoreError};
 
 /// Finished operations kept in history (all schedulers together).
@@ -207,7 +207,21 @@ impl Operations {
         spec: Option<Scheduler>,
         force: bool,
     ) -> Result<Operation, StoreError> {
-        self.push(scheduler, kind, cause, spec, force, None)
+        self.push(scheduler, kind, cause, spec, None, force, None)
+    }
+
+    /// [`Operations::enqueue`] of a spec declared at `declared` in the revision it comes from,
+    /// so that what goes wrong with it can say where to look.
+    pub fn enqueue_declared(
+        self: &Arc<Self>,
+        scheduler: &str,
+        kind: OpKind,
+        cause: Cause,
+        spec: Option<Scheduler>,
+        declared: Option<Declared>,
+        force: bool,
+    ) -> Result<Operation, StoreError> {
+        self.push(scheduler, kind, cause, spec, declared, force, None)
     }
 
     /// Queue a scale of an autoscaled scheduler to `target` rooms.
@@ -217,15 +231,25 @@ impl Operations {
         target: u32,
         cause: Cause,
     ) -> Result<Operation, StoreError> {
-        self.push(scheduler, OpKind::Scale, cause, None, false, Some(target))
+        self.push(
+            scheduler,
+            OpKind::Scale,
+            cause,
+            None,
+            None,
+            false,
+            Some(target),
+        )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn push(
         self: &Arc<Self>,
         scheduler: &str,
         kind: OpKind,
         cause: Cause,
         spec: Option<Scheduler>,
+        declared: Option<Declared>,
         force: bool,
         target: Option<u32>,
     ) -> Result<Operation, StoreError> {
@@ -243,9 +267,11 @@ impl Operations {
                 started_at: None,
                 finished_at: None,
                 spec,
+                declared,
                 force,
                 target,
                 error: None,
+                admission: None,
                 events: vec![],
             };
             self.commit(&mut inner, op.clone())?;
@@ -508,6 +534,15 @@ impl Operations {
                     message: format!("failed: {reason}"),
                 });
                 op.error = Some(reason);
+            }
+            Err(OpError::Refused { message, refusal }) => {
+                op.status = OpStatus::Failed;
+                op.events.push(OpEvent {
+                    at: now,
+                    message: format!("failed: {message}"),
+                });
+                op.error = Some(message);
+                op.admission = Some(refusal);
             }
         }
         self.commit(&mut inner, op.clone())?;

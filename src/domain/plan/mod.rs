@@ -19,7 +19,7 @@ pub mod live;
 pub mod render;
 pub mod saved;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,6 +33,7 @@ pub use compare::canonical;
 pub use impact::Impact;
 pub use live::{LiveRoom, LiveScheduler, LiveState};
 
+use crate::domain::admission::Refusal;
 use crate::domain::spec::Scheduler;
 use compare::{Delta, classify, sort_fields};
 use impact::{Tally, VersionCounts, assess};
@@ -134,6 +135,11 @@ pub struct Change {
     pub diff: String,
     /// The spec to apply; `None` on delete and orphan.
     pub desired: Option<Scheduler>,
+    /// Set when the runtime's API server refuses the pods this change would create (a create
+    /// or a rollout, checked with a dry run of one room's pod): applying it would fail before
+    /// any room of the new version starts. Never set by [`plan`] itself, which does no I/O.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<Refusal>,
 }
 
 /// Counts over a plan, for the final line and for CI.
@@ -178,6 +184,13 @@ impl Plan {
     /// with only orphans has no changes (`plan --detailed-exitcode` exits 0 for it).
     pub fn has_changes(&self) -> bool {
         self.changes.iter().any(|c| c.action != Action::Orphan)
+    }
+
+    /// Changes whose pods the runtime's API server refuses.
+    pub fn refused(&self) -> impl Iterator<Item = (&Change, &Refusal)> {
+        self.changes
+            .iter()
+            .filter_map(|c| c.admission.as_ref().map(|r| (c, r)))
     }
 
     /// Changes that would be applied (everything but orphans).
@@ -309,6 +322,7 @@ fn create(d: &Scheduler) -> Change {
         autoscaled: cd.autoscaled(),
         diff: diff::unified(&cd.name, None, Some(&cd)),
         desired: Some(cd),
+        admission: None,
     }
 }
 
@@ -359,6 +373,7 @@ fn gone(name: &str, l: &LiveScheduler, counts: &VersionCounts, opts: &PlanOption
         autoscaled: l.applied.autoscaled(),
         diff: diff::unified(name, Some(&ca), None),
         desired: None,
+        admission: None,
     }
 }
 
@@ -453,6 +468,7 @@ fn update(d: &Scheduler, l: &LiveScheduler, same: bool, counts: &VersionCounts) 
         autoscaled,
         diff,
         desired: Some(desired),
+        admission: None,
     })
 }
 

@@ -144,6 +144,9 @@ pub fn text(plan: &Plan, color: bool) -> String {
         for r in &c.reasons {
             let _ = writeln!(out, "      # {r}");
         }
+        if let Some(refusal) = &c.admission {
+            let _ = writeln!(out, "      {}", paint(color, RED, &format!("! {refusal}")));
+        }
         if c.action != Action::Orphan {
             let _ = writeln!(out, "      rooms: {}", impact_text(&c.impact));
         }
@@ -176,7 +179,26 @@ pub fn text(plan: &Plan, color: bool) -> String {
             let _ = writeln!(out, "{note}");
         }
     }
+    if let Some(note) = refused_note(plan, |name| name.to_string()) {
+        let _ = writeln!(out, "{} {note}", paint(color, RED, "Error:"));
+    }
     out
+}
+
+/// `the API server refuses the pods of 2 schedulers (arena, party): applying this plan would
+/// fail before any of their new rooms start.` `None` when nothing is refused. `name` formats a
+/// scheduler's name.
+fn refused_note(plan: &Plan, name: impl Fn(&str) -> String) -> Option<String> {
+    let names: Vec<String> = plan.refused().map(|(c, _)| name(&c.scheduler)).collect();
+    if names.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the API server refuses the pods of {} ({}): applying this plan would fail before any of \
+         their new rooms start.",
+        schedulers(names.len()),
+        names.join(", ")
+    ))
 }
 
 /// HTML-escape text that goes inside `<details>`, where a stray `<` would be taken for a tag.
@@ -208,6 +230,18 @@ fn markdown_section(c: &Change) -> String {
     );
     for r in &c.reasons {
         let _ = writeln!(s, "- {}", escape(r));
+    }
+    if let Some(refusal) = &c.admission {
+        let at = refusal
+            .declared
+            .as_ref()
+            .map(|d| format!(" (`{d}`)"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "\n> **Refused by the API server**{at}: {}",
+            escape(&refusal.reason)
+        );
     }
     if c.action != Action::Orphan {
         let _ = writeln!(s, "\n**Rooms:** {}", impact_text(&c.impact));
@@ -248,6 +282,9 @@ pub fn markdown(plan: &Plan, limit: usize) -> String {
     }
     if let Some(note) = orphan_note(plan) {
         let _ = writeln!(out, "{note}\n");
+    }
+    if let Some(note) = refused_note(plan, |name| format!("`{name}`")) {
+        let _ = writeln!(out, "> **Error:** {note}\n");
     }
     if !plan.in_sync.is_empty() {
         let _ = writeln!(out, "{} in sync.\n", schedulers(plan.in_sync.len()));
@@ -400,6 +437,83 @@ mod tests {
             assert!(out.lines().any(|l| l == line), "missing line {line:?} in:\n{out}");
         }
         assert!(!out.contains('\x1b'), "no colour asked for");
+    }
+
+    /// [`sample`] with the API server refusing the pods of the rollout of `arena-eu`.
+    fn refused_sample() -> Plan {
+        let mut p = sample();
+        p.changes[0].admission = Some(crate::domain::admission::Refusal {
+            declared: Some(crate::domain::spec::Declared {
+                file: "fleets/arena.yaml".into(),
+                line: 3,
+            }),
+            reason: "pods \"arena-eu-admit-x\" is forbidden: violates PodSecurity \"restricted:latest\": privileged".into(),
+        });
+        p
+    }
+
+    #[test]
+    fn text_shows_a_refusal_on_its_change_with_file_and_line_and_says_the_plan_would_fail() {
+        let out = text(&refused_sample(), false);
+        let lines: Vec<&str> = out.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| {
+                *l == "      ! fleets/arena.yaml:3: refused by the API server: pods \"arena-eu-admit-x\" \
+                       is forbidden: violates PodSecurity \"restricted:latest\": privileged"
+            })
+            .unwrap_or_else(|| panic!("no refusal line in:\n{out}"));
+        assert!(
+            lines[..at]
+                .iter()
+                .any(|l| l.contains("arena-eu will be rolled out")),
+            "under its own change:\n{out}"
+        );
+        assert_eq!(
+            lines.last().copied(),
+            Some(
+                "Error: the API server refuses the pods of 1 scheduler (arena-eu): applying this \
+                 plan would fail before any of their new rooms start."
+            ),
+            "{out}"
+        );
+        assert_eq!(out.matches("refused by the API server").count(), 1, "{out}");
+        let coloured = text(&refused_sample(), true);
+        assert!(
+            coloured.contains(&format!("{RED}! fleets/arena.yaml:3: refused")),
+            "{coloured}"
+        );
+        // Nothing refused, nothing said.
+        assert!(!text(&sample(), false).contains("refuse"));
+    }
+
+    #[test]
+    fn markdown_shows_a_refusal_in_the_header_and_in_its_section() {
+        let md = markdown(&refused_sample(), DEFAULT_MARKDOWN_LIMIT);
+        assert!(
+            md.contains("> **Error:** the API server refuses the pods of 1 scheduler (`arena-eu`)"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "> **Refused by the API server** (`fleets/arena.yaml:3`): pods \"arena-eu-admit-x\" is forbidden"
+            ),
+            "{md}"
+        );
+        let section = md.split("<details>").nth(1).unwrap();
+        assert!(section.contains("arena-eu"), "in the section of arena-eu");
+        assert!(section.contains("Refused by the API server"), "{section}");
+        assert!(!markdown(&sample(), DEFAULT_MARKDOWN_LIMIT).contains("Refused"));
+    }
+
+    #[test]
+    fn json_carries_the_refusal_and_leaves_it_out_when_there_is_none() {
+        let out = json(&refused_sample());
+        assert!(out.contains("\"admission\": {"), "{out}");
+        assert!(out.contains("\"file\": \"fleets/arena.yaml\""), "{out}");
+        assert!(!json(&sample()).contains("\"admission\""));
+        let back: Plan = serde_json::from_str(&out).unwrap();
+        assert_eq!(back, refused_sample());
     }
 
     #[test]

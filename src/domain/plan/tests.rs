@@ -54,11 +54,11 @@ autoscaling:
   policy: {type: roomOccupancy, parameters: {roomOccupancy: {readyTarget: 0.3, downThreshold: 0.9}}}
 "#;
 
-pub(super) fn parse(yaml: &str) -> Scheduler {
+pub(crate) fn parse(yaml: &str) -> Scheduler {
     serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("test YAML does not parse: {e}\n{yaml}"))
 }
 
-pub(super) fn base() -> Scheduler {
+pub(crate) fn base() -> Scheduler {
     parse(BASE)
 }
 
@@ -66,22 +66,22 @@ fn autoscaled() -> Scheduler {
     parse(&format!("{BASE}{AUTOSCALING}"))
 }
 
-pub(super) fn edit(mut s: Scheduler, f: impl FnOnce(&mut Scheduler)) -> Scheduler {
+pub(crate) fn edit(mut s: Scheduler, f: impl FnOnce(&mut Scheduler)) -> Scheduler {
     f(&mut s);
     s
 }
 
-pub(super) fn image(s: Scheduler, image: &str) -> Scheduler {
+pub(crate) fn image(s: Scheduler, image: &str) -> Scheduler {
     edit(s, |s| s.spec.containers[0].image = image.to_string())
 }
 
-pub(super) fn replicas(s: Scheduler, n: u32) -> Scheduler {
+pub(crate) fn replicas(s: Scheduler, n: u32) -> Scheduler {
     edit(s, |s| s.rooms_replicas = Some(n))
 }
 
 /// A live scheduler running `applied`, with rooms given as (status, count) at `applied`'s
 /// version, plus rooms at another version.
-pub(super) fn live(
+pub(crate) fn live(
     applied: &Scheduler,
     target: u32,
     current: &[(RoomStatus, u32)],
@@ -107,7 +107,7 @@ pub(super) fn live(
     }
 }
 
-pub(super) fn state(schedulers: impl IntoIterator<Item = LiveScheduler>) -> LiveState {
+pub(crate) fn state(schedulers: impl IntoIterator<Item = LiveScheduler>) -> LiveState {
     LiveState {
         schedulers: schedulers
             .into_iter()

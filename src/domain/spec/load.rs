@@ -36,6 +36,33 @@ pub struct Document {
     pub scheduler: Scheduler,
 }
 
+impl Document {
+    /// Where the scheduler is declared.
+    pub fn declared(&self) -> Declared {
+        Declared {
+            file: self.file.clone(),
+            line: self.line,
+        }
+    }
+}
+
+/// Where a scheduler is declared in its revision: file (relative to the source root) and the
+/// line its document starts on. Shown as `file:line`, before what is wrong with it.
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+pub struct Declared {
+    pub file: String,
+    /// 1-based.
+    pub line: usize,
+}
+
+impl fmt::Display for Declared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
 /// Path shown for a problem that concerns a whole document rather than one of its fields.
 pub const DOCUMENT_PATH: &str = "(document)";
 

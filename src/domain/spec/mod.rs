@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use affinity::*;
-pub use load::{Document, LoadError, Located, SourceFile, load_documents};
+pub use load::{Declared, Document, LoadError, Located, SourceFile, load_documents};
 pub use local::ignored_locally;
 pub use schema::scheduler_schema;
 pub use units::{Duration, Quantity, Surge};

@@ -197,6 +197,14 @@ function impactHtml(change) {
   </div>`;
 }
 
+/// The API server's refusal of a change's pods, with where the scheduler is declared.
+function refusalHtml(change) {
+  const r = change.admission;
+  if (!r) return "";
+  const where = r.declared ? `<span class="where">${esc(r.declared.file)}:${r.declared.line}</span>: ` : "";
+  return `<p class="refused">${where}refused by the API server: ${esc(r.reason)}</p>`;
+}
+
 /// One scheduler's change; `sync` (from the overview), when given, says whether it waits.
 function changeHtml(change, link, sync) {
   const waits = sync && (sync.state === "suspended" || sync.message)
@@ -206,6 +214,7 @@ function changeHtml(change, link, sync) {
     <h3><span class="sym ${symbolClass(change.action)}">${SYMBOL[change.action] || "~"}</span> ${name}
       <span class="muted">${esc(ACTION_LABEL[change.action] || change.action)}</span> ${waits}</h3>
     <ul class="reasons">${change.reasons.map((r) => `<li>${esc(r)}</li>`).join("")}</ul>
+    ${refusalHtml(change)}
     ${impactHtml(change)}
     ${change.diff ? `<pre class="diff">${diffHtml(change.diff)}</pre>` : ""}
   </section>`;

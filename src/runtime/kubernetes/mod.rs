@@ -19,6 +19,7 @@
 //!   through a queue bounded by the number of rooms ([`Runtime::record`]); nothing on the ping
 //!   path waits for the API server.
 
+pub mod admission;
 pub mod discover;
 pub mod observe;
 pub mod pod;
@@ -302,6 +303,14 @@ impl Runtime for KubernetesRuntime {
         self.inner.discover().await
     }
 
+    async fn check_admission(
+        &self,
+        scheduler: &crate::domain::spec::Scheduler,
+    ) -> Result<(), RuntimeError> {
+        let span = info_span!("admission", scheduler = %scheduler.name);
+        self.inner.check_admission(scheduler).instrument(span).await
+    }
+
     fn pending_records(&self) -> usize {
         self.inner.records.depth()
     }
@@ -491,6 +500,55 @@ impl Inner {
             ports: room_ports,
             runtime_ref: uid,
         })
+    }
+
+    /// A dry run of one room's pod in the scheduler's namespace, which is created first when
+    /// missing, for real and with Troupe's labels: the first room's start would create it
+    /// anyway, and only a namespace that exists can answer for its pods (its PodSecurity labels,
+    /// its quotas and limits). A namespace someone else made, labels and all, is kept as is.
+    async fn check_admission(
+        &self,
+        scheduler: &crate::domain::spec::Scheduler,
+    ) -> Result<(), RuntimeError> {
+        let namespace = self.namespace(&scheduler.name);
+        if namespace.len() > MAX_NAME {
+            return Err(RuntimeError::Unsupported {
+                scheduler: scheduler.name.clone(),
+                runtime: RUNTIME_NAME,
+                reason: format!("namespace {namespace} is longer than {MAX_NAME} characters"),
+            });
+        }
+        if let Err(e) = self.ensure_namespace(&namespace, &scheduler.name).await {
+            let what = format!("creating namespace {namespace}");
+            return Err(match &e {
+                kube::Error::Api(s) => match admission::verdict(s) {
+                    Some(admission::Verdict::Refused(reason)) => RuntimeError::Refused {
+                        scheduler: scheduler.name.clone(),
+                        reason: format!("{what}: {reason}"),
+                    },
+                    _ => backend(&what, e),
+                },
+                _ => backend(&what, e),
+            });
+        }
+        let scheduler = Arc::new(scheduler.clone());
+        match admission::dry_run(&self.client, &namespace, &scheduler).await? {
+            admission::Verdict::Admitted => {
+                debug!(%namespace, version = %scheduler.version(), "a room's pod passes a dry run");
+                Ok(())
+            }
+            admission::Verdict::Refused(reason) => {
+                warn!(%namespace, version = %scheduler.version(), %reason, "the API server refuses the scheduler's pods");
+                Err(RuntimeError::Refused {
+                    scheduler: scheduler.name.clone(),
+                    reason,
+                })
+            }
+            admission::Verdict::Unchecked(why) => {
+                warn!(%namespace, %why, "pods cannot be checked with a dry run; starting rooms unchecked");
+                Ok(())
+            }
+        }
     }
 
     async fn create_pod(
