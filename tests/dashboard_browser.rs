@@ -228,7 +228,12 @@ async fn the_dashboard_shows_what_the_api_says_and_cancels_an_operation() {
     let server = Server::start(
         &fleets,
         &tmp.path().join("state"),
-        &["--api-token-file", token_file.to_str().unwrap()],
+        &[
+            "--api-token-file",
+            token_file.to_str().unwrap(),
+            "--local-config-dir",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/fleets-example/local-config"),
+        ],
     );
     wait_for("every scheduler created", T, || async {
         let ops: Vec<Operation> = server.get_as("/api/v1/operations").await;

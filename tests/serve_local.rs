@@ -722,3 +722,47 @@ async fn rooms_read_secrets_from_the_local_config_dir_and_a_missing_one_fails_th
         told[0]
     );
 }
+
+/// The local runtime says plainly which template fields only a cluster uses: once per
+/// scheduler, on its change in the server's plan (and `troupe plan` shows it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_on_the_local_runtime_names_the_template_fields_it_ignores() {
+    let out = tempfile::tempdir().unwrap();
+    let repo = Repo::new();
+    repo.commit(
+        "probed",
+        &[(
+            "keyed.yaml",
+            &secret_reading_yaml("keyed", 1, (44200, 44300), "api-key", out.path()),
+        )],
+    );
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        repo.path(),
+        &state.path().join("state"),
+        &["--sync", "manual"],
+    );
+    let plan = wait_for("the plan of the new scheduler", T, || async {
+        server.plan().await.filter(|p| !p.changes.is_empty())
+    })
+    .await;
+    let change = &plan.changes[0];
+    assert_eq!(
+        change.ignored_locally,
+        [
+            "spec.containers[0].image",
+            "spec.containers[0].readinessProbe"
+        ],
+        "{change:#?}"
+    );
+    let shown = std::process::Command::new(TROUPE)
+        .args(["plan", "--server", &server.url])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("note: the local runtime ignores spec.containers[0].image, spec.containers[0].readinessProbe (they apply on Kubernetes)"),
+        "{text}"
+    );
+}

@@ -454,6 +454,7 @@ mod tests {
                 declared: None,
                 reason: "forbidden".into(),
             }),
+            ignored_locally: Vec::new(),
         }
     }
 

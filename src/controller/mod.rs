@@ -318,6 +318,13 @@ impl Controller {
         };
         let mut plan = plan::plan(&desired, &live, &opts);
         self.mark_refused(&mut plan);
+        if self.fleet.runtime.name() == crate::runtime::local::RUNTIME_NAME {
+            for change in plan.changes.iter_mut() {
+                if let Some(desired) = &change.desired {
+                    change.ignored_locally = crate::domain::spec::ignored_locally(desired);
+                }
+            }
+        }
         Some(plan)
     }
 

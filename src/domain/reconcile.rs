@@ -125,6 +125,7 @@ mod tests {
             diff: String::new(),
             desired: None,
             admission: None,
+            ignored_locally: Vec::new(),
         }
     }
 

@@ -332,6 +332,7 @@ mod tests {
             diff: String::new(),
             desired: None,
             admission: None,
+            ignored_locally: Vec::new(),
         }
     }
 

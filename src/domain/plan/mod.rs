@@ -140,6 +140,11 @@ pub struct Change {
     /// any room of the new version starts. Never set by [`plan`] itself, which does no I/O.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admission: Option<Refusal>,
+    /// On a server whose rooms run on the local runtime: the fields of the desired template
+    /// that the local runtime does not use (they apply on Kubernetes), by path
+    /// ([`crate::domain::spec::ignored_locally`]). Never set by [`plan`] itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored_locally: Vec<String>,
 }
 
 /// Counts over a plan, for the final line and for CI.
@@ -323,6 +328,7 @@ fn create(d: &Scheduler) -> Change {
         diff: diff::unified(&cd.name, None, Some(&cd)),
         desired: Some(cd),
         admission: None,
+        ignored_locally: Vec::new(),
     }
 }
 
@@ -374,6 +380,7 @@ fn gone(name: &str, l: &LiveScheduler, counts: &VersionCounts, opts: &PlanOption
         diff: diff::unified(name, Some(&ca), None),
         desired: None,
         admission: None,
+        ignored_locally: Vec::new(),
     }
 }
 
@@ -469,6 +476,7 @@ fn update(d: &Scheduler, l: &LiveScheduler, same: bool, counts: &VersionCounts) 
         diff,
         desired: Some(desired),
         admission: None,
+        ignored_locally: Vec::new(),
     })
 }
 

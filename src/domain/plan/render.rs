@@ -127,6 +127,22 @@ fn orphan_note(plan: &Plan) -> Option<String> {
     }
 }
 
+/// Fields of a template shown by name in a plan's note before the rest are counted.
+const IGNORED_SHOWN: usize = 6;
+
+/// `the local runtime ignores spec.volumes, spec.containers[0].image and 3 more (they apply on
+/// Kubernetes)`.
+fn ignored_locally_note(fields: &[String]) -> String {
+    let shown = fields[..fields.len().min(IGNORED_SHOWN)].join(", ");
+    let more = fields.len().saturating_sub(IGNORED_SHOWN);
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    format!("the local runtime ignores {shown}{more} (they apply on Kubernetes)")
+}
+
 /// Terminal text, terraform-like. `color` adds ANSI styles.
 pub fn text(plan: &Plan, color: bool) -> String {
     let mut out = String::new();
@@ -146,6 +162,13 @@ pub fn text(plan: &Plan, color: bool) -> String {
         }
         if let Some(refusal) = &c.admission {
             let _ = writeln!(out, "      {}", paint(color, RED, &format!("! {refusal}")));
+        }
+        if !c.ignored_locally.is_empty() {
+            let _ = writeln!(
+                out,
+                "      note: {}",
+                ignored_locally_note(&c.ignored_locally)
+            );
         }
         if c.action != Action::Orphan {
             let _ = writeln!(out, "      rooms: {}", impact_text(&c.impact));

@@ -597,11 +597,11 @@ mod tests {
         let mut files: Vec<SourceFile> = std::fs::read_dir(dir)
             .unwrap()
             .flatten()
+            .filter(|e| load::is_scheduler_file(&e.file_name().to_string_lossy()))
             .map(|e| SourceFile {
                 path: e.file_name().to_string_lossy().into_owned(),
                 contents: std::fs::read_to_string(e.path()).unwrap(),
             })
-            .filter(|f| load::is_scheduler_file(&f.path))
             .collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let versions: Vec<(String, String)> = load_documents(&files)

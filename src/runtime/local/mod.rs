@@ -50,7 +50,8 @@ use process::{ExitStatus, Stat};
 pub const SELF_PROGRAM: &str = "troupe";
 
 /// Name of this runtime in logs, errors and status.
-const RUNTIME_NAME: &str = "local";
+/// The local runtime's [`Runtime::name`].
+pub const RUNTIME_NAME: &str = "local";
 
 /// How the local runtime runs rooms.
 #[derive(Debug, Clone, PartialEq, Eq)]
