@@ -65,7 +65,11 @@ spec:
 
 /// fleets-example/arena-ranked.yaml as the `scale` scheduler of `rooms` rooms.
 fn ranked_yaml(rooms: u32) -> String {
-    let example = include_str!("../fleets-example/arena-ranked.yaml");
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fleets-example/arena-ranked.yaml"
+    ))
+    .expect("fleets-example/arena-ranked.yaml");
     let spec = &example[example.find("\nspec:\n").expect("the example has a spec")..];
     let spec = spec
         .replace("cpu: 500m, memory: 512Mi", "cpu: 10m, memory: 16Mi")

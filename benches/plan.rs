@@ -58,13 +58,17 @@ spec:
 /// fleets-example/arena-ranked.yaml as scheduler `i`: the whole production pod (Secret,
 /// ConfigMap volume, probes, sidecar, security contexts, topology spread).
 fn full_pod_scheduler(i: usize) -> Scheduler {
-    let yaml = include_str!("../fleets-example/arena-ranked.yaml")
-        .replace("name: arena-ranked", &format!("name: ranked-{i:04}"))
-        .replace(
-            "roomsReplicas: 2",
-            &format!("roomsReplicas: {ROOMS_PER_SCHEDULER}"),
-        )
-        .replace("{start: 42000, end: 42100}", "{start: 40000, end: 41000}");
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fleets-example/arena-ranked.yaml"
+    ))
+    .expect("fleets-example/arena-ranked.yaml")
+    .replace("name: arena-ranked", &format!("name: ranked-{i:04}"))
+    .replace(
+        "roomsReplicas: 2",
+        &format!("roomsReplicas: {ROOMS_PER_SCHEDULER}"),
+    )
+    .replace("{start: 42000, end: 42100}", "{start: 40000, end: 41000}");
     serde_saphyr::from_str(&yaml).expect("the example parses")
 }
 

@@ -20,7 +20,11 @@ fn main() {
     let files = if bench { env("FILES", 1000) } else { 3 };
     let runs = if bench { env("RUNS", 10) } else { 1 };
     let dir = tempfile::tempdir().unwrap();
-    let example = include_str!("../fleets-example/arena-ranked.yaml");
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fleets-example/arena-ranked.yaml"
+    ))
+    .expect("fleets-example/arena-ranked.yaml");
     for i in 0..files {
         let yaml = example.replace("name: arena-ranked", &format!("name: ranked-{i:04}"));
         std::fs::write(dir.path().join(format!("ranked-{i:04}.yaml")), yaml).unwrap();
