@@ -221,11 +221,11 @@ mod tests {
         // counts as set.
         let mut spec = serde_json::Map::new();
         for field in super::super::RoomSpec::POD_FIELDS {
-            spec.insert(camel(field), sample(field));
+            spec.insert(super::super::camel_case(field), sample(field));
         }
         let mut container = serde_json::Map::new();
         for field in super::super::Container::POD_FIELDS {
-            container.insert(camel(field), sample(field));
+            container.insert(super::super::camel_case(field), sample(field));
         }
         container.insert("name".into(), "server".into());
         container.insert("image".into(), "x:1".into());
@@ -233,31 +233,15 @@ mod tests {
         let s = scheduler(Value::Object(spec));
         let got = ignored_locally(&s);
         for field in super::super::RoomSpec::POD_FIELDS {
-            let path = format!("spec.{}", camel(field));
+            let path = format!("spec.{}", super::super::camel_case(field));
             let used = *field == "termination_grace_period_seconds";
             assert_eq!(got.contains(&path), !used, "{path}");
         }
         for field in super::super::Container::POD_FIELDS {
-            let path = format!("spec.containers[0].{}", camel(field));
+            let path = format!("spec.containers[0].{}", super::super::camel_case(field));
             let used = *field == "env_from";
             assert_eq!(got.contains(&path), !used, "{path}");
         }
-    }
-
-    fn camel(snake: &str) -> String {
-        let mut out = String::new();
-        let mut upper = false;
-        for c in snake.chars() {
-            if c == '_' {
-                upper = true;
-            } else if upper {
-                out.push(c.to_ascii_uppercase());
-                upper = false;
-            } else {
-                out.push(c);
-            }
-        }
-        out
     }
 
     /// A value of the right Kubernetes type for `field` that is not its default.

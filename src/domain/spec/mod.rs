@@ -194,6 +194,24 @@ macro_rules! with_pod_fields {
     };
 }
 
+/// `image_pull_policy` → `imagePullPolicy`: a field's serde name from its Rust name (what
+/// `rename_all = "camelCase"` does), for the names in `POD_FIELDS`.
+fn camel_case(snake: &str) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper = false;
+    for c in snake.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Build a Kubernetes object from its default, changed by `f`.
 trait DefaultWith: Default {
     fn default_with(f: impl FnOnce(&mut Self)) -> Self {

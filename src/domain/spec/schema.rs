@@ -46,28 +46,12 @@ fn describe_like(ours: Option<&mut Value>, theirs: Value, fields: &[&str]) {
         return;
     };
     for field in fields {
-        let name = camel_case(field);
+        let name = super::camel_case(field);
         let description = theirs["properties"][&name]["description"].clone();
         if let (Some(prop), Value::String(_)) = (props.get_mut(&name), &description) {
             prop["description"] = description;
         }
     }
-}
-
-fn camel_case(snake: &str) -> String {
-    let mut out = String::with_capacity(snake.len());
-    let mut upper = false;
-    for c in snake.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.push(c.to_ascii_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// A port takes `port` or Kubernetes' `containerPort` (a serde alias, which schemars does not
