@@ -892,3 +892,36 @@ fn troupe_annotations_apply_in_place_without_a_rollout() {
         p.changes[0]
     );
 }
+
+/// Any pod field is part of the template: a Secret reference or a probe changed is a rollout
+/// (busy rooms kept, as for an image), and the plan says which field changed.
+#[test]
+fn a_secret_reference_or_a_probe_change_is_a_rollout_that_names_the_field() {
+    let with_pod = |secret: &str, period: u32| {
+        parse(&BASE.replace(
+            "      command:",
+            &format!(
+                "      env: [{{name: API_KEY, valueFrom: {{secretKeyRef: {{name: {secret}, key: api-key}}}}}}]\n      readinessProbe: {{httpGet: {{path: /ready, port: 8080}}, periodSeconds: {period}}}\n      command:"
+            ),
+        ))
+    };
+    let applied = with_pod("arena-v1", 2);
+    for (desired, reason) in [
+        (with_pod("arena-v2", 2), "env: API_KEY valueFrom changed"),
+        (with_pod("arena-v1", 5), "readinessProbe changed"),
+    ] {
+        let p = plan(
+            std::slice::from_ref(&desired),
+            &state([live(&applied, 4, &[(Ready, 3), (Occupied, 1)], &[])]),
+            &PlanOptions::default(),
+        );
+        let c = &p.changes[0];
+        assert_eq!(c.action, Action::Rollout, "{reason}");
+        assert_eq!(c.reasons, [reason]);
+        assert_eq!(
+            c.impact.kept_busy, 1,
+            "the occupied room is kept: {:?}",
+            c.impact
+        );
+    }
+}
