@@ -443,12 +443,16 @@ fn resources_reason(label: &str, old: &Resources, new: &Resources) -> String {
 
 /// `readinessProbe changed, volumes added`: which of the Kubernetes fields passed through as
 /// given differ, by name.
-fn pod_fields_reason(
+fn pod_fields_reason<T: serde::Serialize + PartialEq>(
     prefix: &str,
-    old: impl serde::Serialize,
-    new: impl serde::Serialize,
+    old: T,
+    new: T,
     out: &mut Vec<String>,
 ) {
+    if old == new {
+        // The common case (an image bump): nothing to name, nothing to serialise.
+        return;
+    }
     let fields = |v: serde_json::Value| match v {
         serde_json::Value::Object(m) => m,
         _ => serde_json::Map::new(),

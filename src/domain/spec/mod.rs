@@ -158,7 +158,9 @@ impl Default for Timeouts {
 
 /// A struct of Troupe's own fields (each with its serde attributes) followed by fields of the
 /// Kubernetes type `$k8s_type` that Troupe passes through as given: each is `Option` of Kubernetes'
-/// own type under Kubernetes' own name, absent from the serialized form when unset (so a
+/// own type under Kubernetes' own name (those in `boxed` behind a `Box`: large structs, mostly
+/// unset, in a template that is cloned and moved often), absent from the serialized form when
+/// unset (so a
 /// template that sets none of them keeps its version). `pod_fields` is the Kubernetes object
 /// with those fields set and every other one left at its default: one list for both.
 macro_rules! with_pod_fields {
@@ -168,6 +170,7 @@ macro_rules! with_pod_fields {
             $($(#[$om:meta])* $own:ident : $own_ty:ty,)*
         }
         pass { $($pass:ident : $pass_ty:ty,)* }
+        boxed { $($big:ident : $big_ty:ty,)* }
     ) => {
         $(#[$m])*
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -178,6 +181,10 @@ macro_rules! with_pod_fields {
                 #[serde(default, skip_serializing_if = "Option::is_none")]
                 pub $pass: Option<$pass_ty>,
             )*
+            $(
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $big: Option<Box<$big_ty>>,
+            )*
         }
 
         impl $name {
@@ -185,11 +192,13 @@ macro_rules! with_pod_fields {
             pub fn pod_fields(&self) -> $k8s_type {
                 <$k8s_type>::default_with(|k| {
                     $(k.$pass = self.$pass.clone();)*
+                    $(k.$big = self.$big.as_deref().cloned();)*
                 })
             }
 
             /// Serde names of the fields passed through to Kubernetes as given.
-            pub const POD_FIELDS: &'static [&'static str] = &[$(stringify!($pass)),*];
+            pub const POD_FIELDS: &'static [&'static str] =
+                &[$(stringify!($pass),)* $(stringify!($big)),*];
         }
     };
 }
@@ -245,7 +254,6 @@ with_pod_fields! {
     pass {
         active_deadline_seconds: i64,
         automount_service_account_token: bool,
-        dns_config: k8s::PodDNSConfig,
         dns_policy: String,
         enable_service_links: bool,
         ephemeral_containers: Vec<k8s::EphemeralContainer>,
@@ -258,19 +266,16 @@ with_pod_fields! {
         image_pull_secrets: Vec<k8s::LocalObjectReference>,
         init_containers: Vec<k8s::Container>,
         node_name: String,
-        os: k8s::PodOS,
         overhead: BTreeMap<String, KubeQuantity>,
         preemption_policy: String,
         priority: i32,
         priority_class_name: String,
         readiness_gates: Vec<k8s::PodReadinessGate>,
         resource_claims: Vec<k8s::PodResourceClaim>,
-        resources: k8s::ResourceRequirements,
         restart_policy: String,
         runtime_class_name: String,
         scheduler_name: String,
         scheduling_gates: Vec<k8s::PodSchedulingGate>,
-        security_context: k8s::PodSecurityContext,
         service_account: String,
         service_account_name: String,
         set_hostname_as_fqdn: bool,
@@ -279,6 +284,12 @@ with_pod_fields! {
         termination_grace_period_seconds: i64,
         topology_spread_constraints: Vec<k8s::TopologySpreadConstraint>,
         volumes: Vec<k8s::Volume>,
+    }
+    boxed {
+        dns_config: k8s::PodDNSConfig,
+        os: k8s::PodOS,
+        resources: k8s::ResourceRequirements,
+        security_context: k8s::PodSecurityContext,
     }
 }
 
@@ -326,15 +337,9 @@ with_pod_fields! {
     pass {
         env_from: Vec<k8s::EnvFromSource>,
         image_pull_policy: String,
-        lifecycle: k8s::Lifecycle,
-        liveness_probe: k8s::Probe,
-        readiness_probe: k8s::Probe,
         resize_policy: Vec<k8s::ContainerResizePolicy>,
-        resources: k8s::ResourceRequirements,
         restart_policy: String,
         restart_policy_rules: Vec<k8s::ContainerRestartRule>,
-        security_context: k8s::SecurityContext,
-        startup_probe: k8s::Probe,
         stdin: bool,
         stdin_once: bool,
         termination_message_path: String,
@@ -343,6 +348,14 @@ with_pod_fields! {
         volume_devices: Vec<k8s::VolumeDevice>,
         volume_mounts: Vec<k8s::VolumeMount>,
         working_dir: String,
+    }
+    boxed {
+        lifecycle: k8s::Lifecycle,
+        liveness_probe: k8s::Probe,
+        readiness_probe: k8s::Probe,
+        resources: k8s::ResourceRequirements,
+        security_context: k8s::SecurityContext,
+        startup_probe: k8s::Probe,
     }
 }
 
