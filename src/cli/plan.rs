@@ -423,7 +423,7 @@ fn settled(schedulers: &[Scheduler]) -> LiveState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::plan::{Action, Change, Impact};
+    use crate::domain::plan::{Action, Change};
 
     fn plan_of(changes: Vec<Change>) -> Plan {
         Plan {
@@ -438,23 +438,11 @@ mod tests {
 
     fn change(action: Action, refused: bool) -> Change {
         Change {
-            scheduler: "arena".into(),
-            action,
-            reasons: vec![],
-            fields: vec![],
-            impact: Impact::default(),
-            from_version: None,
-            to_version: None,
-            target_rooms: 0,
-            live_target_rooms: None,
-            autoscaled: false,
-            diff: String::new(),
-            desired: None,
             admission: refused.then(|| Refusal {
                 declared: None,
                 reason: "forbidden".into(),
             }),
-            ignored_locally: Vec::new(),
+            ..Change::bare("arena", action)
         }
     }
 

@@ -108,24 +108,12 @@ pub fn op_kind(action: Action) -> OpKind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::plan::{Change, Impact};
+    use crate::domain::plan::Change;
 
     fn change(scheduler: &str, action: Action) -> Change {
         Change {
-            scheduler: scheduler.into(),
-            action,
             reasons: vec![format!("{action:?}")],
-            fields: vec![],
-            impact: Impact::default(),
-            from_version: None,
-            to_version: None,
-            target_rooms: 0,
-            live_target_rooms: None,
-            autoscaled: false,
-            diff: String::new(),
-            desired: None,
-            admission: None,
-            ignored_locally: Vec::new(),
+            ..Change::bare(scheduler, action)
         }
     }
 

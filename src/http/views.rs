@@ -314,25 +314,12 @@ async fn history(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::plan::Impact;
     use crate::state::ops::OpKind;
 
     fn change(action: Action) -> Change {
         Change {
-            scheduler: "arena".into(),
-            action,
-            reasons: vec![],
-            fields: vec![],
-            impact: Impact::default(),
-            from_version: None,
-            to_version: None,
             target_rooms: 1,
-            live_target_rooms: None,
-            autoscaled: false,
-            diff: String::new(),
-            desired: None,
-            admission: None,
-            ignored_locally: Vec::new(),
+            ..Change::bare("arena", action)
         }
     }
 

@@ -147,6 +147,30 @@ pub struct Change {
     pub ignored_locally: Vec<String>,
 }
 
+#[cfg(test)]
+impl Change {
+    /// A change of `scheduler` with nothing else to say about it: the starting point of the
+    /// tests that need one.
+    pub(crate) fn bare(scheduler: &str, action: Action) -> Self {
+        Self {
+            scheduler: scheduler.into(),
+            action,
+            reasons: vec![],
+            fields: vec![],
+            impact: Impact::default(),
+            from_version: None,
+            to_version: None,
+            target_rooms: 0,
+            live_target_rooms: None,
+            autoscaled: false,
+            diff: String::new(),
+            desired: None,
+            admission: None,
+            ignored_locally: Vec::new(),
+        }
+    }
+}
+
 /// Counts over a plan, for the final line and for CI.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
