@@ -190,10 +190,10 @@ macro_rules! with_pod_fields {
         impl $name {
             /// The Kubernetes fields passed through as given, every other one at its default.
             pub fn pod_fields(&self) -> $k8s_type {
-                <$k8s_type>::default_with(|k| {
-                    $(k.$pass = self.$pass.clone();)*
-                    $(k.$big = self.$big.as_deref().cloned();)*
-                })
+                let mut k = <$k8s_type>::default();
+                $(k.$pass = self.$pass.clone();)*
+                $(k.$big = self.$big.as_deref().cloned();)*
+                k
             }
 
             /// Serde names of the fields passed through to Kubernetes as given.
@@ -220,17 +220,6 @@ fn camel_case(snake: &str) -> String {
     }
     out
 }
-
-/// Build a Kubernetes object from its default, changed by `f`.
-trait DefaultWith: Default {
-    fn default_with(f: impl FnOnce(&mut Self)) -> Self {
-        let mut v = Self::default();
-        f(&mut v);
-        v
-    }
-}
-
-impl<T: Default> DefaultWith for T {}
 
 with_pod_fields! {
     /// The room template proper: a Kubernetes `PodSpec`. Troupe reads and owns the fields before
