@@ -7,6 +7,10 @@
 //! `TEMPLATE=ranked` runs the whole production pod of fleets-example/arena-ranked.yaml (Secret,
 //! ConfigMap volume, probe, sidecar, …) instead of a bare container, its requests scaled down so
 //! that 1,000 rooms fit on the test nodes.
+//! First, in the same run, the baseline: the same number of bare pods (the bare template's
+//! container, host port and node selector) posted straight to the API server by 32 concurrent
+//! clients, timed until every one runs. Troupe's figure is read against it (the goal: Troupe's
+//! rate at least 80 % of the baseline's).
 //! Under `cargo test` it only checks that it builds.
 
 mod common;
@@ -100,6 +104,10 @@ async fn run(kubeconfig: &str, wanted: u32) {
     getrandom::fill(&mut suffix).unwrap();
     let prefix = format!("bench-{}-", hex::encode(suffix));
     let namespace = format!("{prefix}scale");
+    let raw_s = raw_pods(&client, &format!("{prefix}raw"), wanted).await;
+    println!(
+        "kube_scale: baseline: {wanted} bare pods posted by {RAW_CLIENTS} clients: every pod Running after {raw_s:.1} s"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let fleets = dir.path().join("fleets");
@@ -149,14 +157,7 @@ async fn run(kubeconfig: &str, wanted: u32) {
             let running = pods
                 .list(&ListParams::default())
                 .await
-                .map(|l| {
-                    l.items
-                        .iter()
-                        .filter(|p| {
-                            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-                        })
-                        .count()
-                })
+                .map(|l| l.items.iter().filter(|p| is_running(p)).count())
                 .unwrap_or(0);
             if running == wanted as usize {
                 pods_running_after = Some(began.elapsed());
@@ -182,7 +183,10 @@ async fn run(kubeconfig: &str, wanted: u32) {
 
     let pods_s = pods_running_after.unwrap().as_secs_f64();
     let rooms_s = rooms_running_after.unwrap().as_secs_f64();
-    println!("kube_scale: 0 -> {wanted} rooms: every pod Running after {pods_s:.1} s");
+    println!(
+        "kube_scale: 0 -> {wanted} rooms: every pod Running after {pods_s:.1} s ({:.0} % of the baseline's rate)",
+        100.0 * raw_s / pods_s
+    );
     println!(
         "kube_scale: 0 -> {wanted} rooms: the controller saw every room running after {rooms_s:.1} s"
     );
@@ -256,6 +260,84 @@ async fn run(kubeconfig: &str, wanted: u32) {
             &ListParams::default(),
         )
         .await;
+}
+
+/// Clients of the baseline.
+const RAW_CLIENTS: usize = 32;
+
+/// Post `n` bare pods to a new namespace from [`RAW_CLIENTS`] concurrent clients; seconds until
+/// every one runs. They are deleted, and gone, before this returns.
+async fn raw_pods(client: &kube::Client, namespace: &str, n: u32) -> f64 {
+    use futures_util::StreamExt;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap();
+    namespaces
+        .create(&kube::api::PostParams::default(), &ns)
+        .await
+        .expect("the baseline's namespace");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pod = |i: u32| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("raw-{i}")},
+            "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "nodeSelector": {"pool": "game"},
+                "containers": [{"name": "server", "image": "registry.example/bench:1",
+                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                    "ports": [{"name": "game", "protocol": "UDP", "containerPort": 7777,
+                        "hostPort": 43000 + i}]}],
+            },
+        }))
+        .unwrap()
+    };
+    let began = Instant::now();
+    futures_util::stream::iter(0..n)
+        .for_each_concurrent(RAW_CLIENTS, |i| {
+            let pods = pods.clone();
+            async move {
+                pods.create(&kube::api::PostParams::default(), &pod(i))
+                    .await
+                    .expect("a baseline pod");
+            }
+        })
+        .await;
+    loop {
+        assert!(began.elapsed() < LIMIT, "the baseline's pods never all ran");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let running = pods
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items.iter().filter(|p| is_running(p)).count())
+            .unwrap_or(0);
+        if running == n as usize {
+            break;
+        }
+    }
+    let took = began.elapsed().as_secs_f64();
+    let _ = namespaces.delete(namespace, &DeleteParams::default()).await;
+    let _ = pods
+        .delete_collection(
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            },
+            &ListParams::default(),
+        )
+        .await;
+    // Their host ports and node capacity must be free before Troupe's rooms come.
+    while pods
+        .list(&ListParams::default())
+        .await
+        .map_or(true, |l| !l.items.is_empty())
+    {
+        assert!(began.elapsed() < LIMIT, "the baseline's pods never went");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    took
+}
+
+fn is_running(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
 
 /// The total of `troupe_kube_requests_total`, and its lines by method.

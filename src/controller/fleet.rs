@@ -77,7 +77,9 @@ impl Fleet {
         // Every status change is also kept where the rooms run (on Kubernetes: on the pod), so
         // a controller that lost its state directory can rebuild the fleet from there.
         let recorder = Arc::clone(&runtime);
-        registry.on_transition(Box::new(move |room: &Room| recorder.record(room)));
+        registry.on_transition(Box::new(move |room: &Room, from| {
+            recorder.record(room, from)
+        }));
         let (journal, applied) = Journal::open(state_dir.join("schedulers.jsonl"))?;
         Ok(Self {
             registry,

@@ -3,15 +3,21 @@
 //! calls this and nothing deeper, so that where rooms are recorded (the state directory today,
 //! the cluster with several replicas later) changes here, not in every handler.
 //!
-//! Must always hold: nothing here blocks on I/O beyond the registry's one journal write, and an
-//! allocation is atomic (the registry chooses and records under one lock).
+//! Must always hold: nothing here blocks on I/O beyond the registry's one journal write and, for
+//! an allocation, the runtime's record of it ([`Runtime::confirm_allocation`]: on Kubernetes a
+//! write of the pod, so that no other replica can hand the room out). An allocation is atomic:
+//! the registry chooses and records under one lock, and a room whose record the runtime refuses
+//! is never answered.
+//!
+//! [`Runtime::confirm_allocation`]: crate::runtime::Runtime::confirm_allocation
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::Fleet;
 use crate::domain::room::token::verify_room_token;
-use crate::domain::room::{PingStatus, Room, RoomCounts};
+use crate::domain::room::{PingStatus, Room, RoomCounts, RoomEvent};
+use crate::runtime::AllocationRefused;
 use crate::state::registry::{PingOutcome, RegistryError};
 
 /// What allocation refused, besides "no room free".
@@ -23,7 +29,15 @@ pub enum AllocateError {
     /// The allocation could not be recorded; no room was handed out.
     #[error(transparent)]
     Store(#[from] crate::state::journal::StoreError),
+    /// The allocation could not be recorded where the rooms run (the cluster is unreachable, this
+    /// replica no longer leads); no room was handed out: retry.
+    #[error("{0}")]
+    Unavailable(String),
 }
+
+/// Rooms tried for one allocation when the runtime finds them taken (another replica handed them
+/// out) before it answers "no room".
+const TAKEN_ATTEMPTS: usize = 8;
 
 /// The rooms API's view of the controller. Cheap to clone.
 #[derive(Clone)]
@@ -101,17 +115,20 @@ impl Rooms {
     }
 
     /// Hand a free room of `scheduler` to the caller (`None`: none is free).
-    pub fn allocate_in_scheduler(&self, scheduler: &str) -> Result<Option<Room>, AllocateError> {
+    pub async fn allocate_in_scheduler(
+        &self,
+        scheduler: &str,
+    ) -> Result<Option<Room>, AllocateError> {
         if self.fleet.max_matches(scheduler).is_none() {
             return Err(AllocateError::NotFound(format!(
                 "scheduler {scheduler} not found"
             )));
         }
-        Ok(self.fleet.registry.allocate(&[scheduler])?)
+        self.allocate(&[scheduler]).await
     }
 
     /// Hand a free room of any scheduler of `game` whose labels include `labels`.
-    pub fn allocate_in_game(
+    pub async fn allocate_in_game(
         &self,
         game: &str,
         labels: &BTreeMap<String, String>,
@@ -128,6 +145,34 @@ impl Rooms {
                 "no scheduler of game {game} matches the labels"
             )));
         }
-        Ok(self.fleet.registry.allocate(&names)?)
+        self.allocate(&names).await
+    }
+
+    /// Allocate in the registry, then have the runtime record it; a room the runtime finds taken
+    /// stays allocated here (it is) and the next free one is tried; one it cannot record is given
+    /// back.
+    async fn allocate(&self, schedulers: &[&str]) -> Result<Option<Room>, AllocateError> {
+        for _ in 0..TAKEN_ATTEMPTS {
+            let Some(room) = self.fleet.registry.allocate(schedulers)? else {
+                return Ok(None);
+            };
+            match self.fleet.runtime.confirm_allocation(&room).await {
+                Ok(()) => return Ok(Some(room)),
+                Err(AllocationRefused::Taken) => {
+                    tracing::warn!(room = %room.id, scheduler = %room.scheduler,
+                        "the cluster records this room as taken: trying another");
+                }
+                Err(AllocationRefused::Unavailable(why)) => {
+                    let _ = self.fleet.registry.apply(
+                        &room.scheduler,
+                        &room.id,
+                        &RoomEvent::AllocationExpired,
+                        None,
+                    );
+                    return Err(AllocateError::Unavailable(why));
+                }
+            }
+        }
+        Ok(None)
     }
 }

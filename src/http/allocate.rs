@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
-use crate::controller::{AllocateError, Rooms};
+use crate::controller::AllocateError;
 use crate::domain::room::{Room, RoomPort};
 
 pub fn router(state: AppState) -> Router {
@@ -63,9 +63,9 @@ async fn allocate_in_scheduler(
     headers: HeaderMap,
 ) -> Result<Json<Allocation>, ApiError> {
     super::api::authorize_write(&state, &headers)?;
-    answer(&state, &scheduler, |rooms| {
-        rooms.allocate_in_scheduler(&scheduler)
-    })
+    let started = Instant::now();
+    let result = state.rooms.allocate_in_scheduler(&scheduler).await;
+    answer(&state, &scheduler, started, result)
 }
 
 async fn allocate_in_game(
@@ -76,20 +76,19 @@ async fn allocate_in_game(
 ) -> Result<Json<Allocation>, ApiError> {
     super::api::authorize_write(&state, &headers)?;
     let selector = body.map(|Json(b)| b).unwrap_or_default();
-    answer(&state, &format!("game {game}"), |rooms| {
-        rooms.allocate_in_game(&game, &selector.labels)
-    })
+    let started = Instant::now();
+    let result = state.rooms.allocate_in_game(&game, &selector.labels).await;
+    answer(&state, &format!("game {game}"), started, result)
 }
 
-/// Run an allocation, time and count it, and answer with the room or why there is none.
+/// Time and count an allocation begun at `started`, and answer with the room or why there is none.
 fn answer(
     state: &AppState,
     what: &str,
-    allocate: impl FnOnce(&Rooms) -> Result<Option<Room>, AllocateError>,
+    started: Instant,
+    result: Result<Option<Room>, AllocateError>,
 ) -> Result<Json<Allocation>, ApiError> {
-    let started = Instant::now();
     let m = &state.controller.metrics;
-    let result = allocate(&state.rooms);
     m.allocation_seconds
         .observe(started.elapsed().as_secs_f64());
     match result {
@@ -107,6 +106,13 @@ fn answer(
             ))
         }
         Err(AllocateError::NotFound(message)) => Err(ApiError::not_found(message)),
+        Err(AllocateError::Unavailable(why)) => {
+            m.allocations.with_label_values(&["unavailable"]).inc();
+            tracing::warn!(reason = %why, "cannot record an allocation in the cluster");
+            Err(ApiError::unavailable(format!(
+                "cannot record the allocation now ({why}); nothing was handed out: retry"
+            )))
+        }
         Err(e @ AllocateError::Store(_)) => {
             m.allocations.with_label_values(&["error"]).inc();
             tracing::error!(error = %e, "cannot record an allocation");

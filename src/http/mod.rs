@@ -13,6 +13,7 @@ pub mod events;
 pub mod forward;
 pub mod hooks;
 pub mod rooms;
+pub mod standby;
 pub mod views;
 
 use std::sync::Arc;
@@ -87,15 +88,23 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
+    /// Not now, maybe in a moment: answered with `Retry-After`.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
 }
+
+/// Seconds a client is asked to wait before it retries a 503.
+pub const RETRY_AFTER_SECONDS: &str = "1";
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response()
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            let retry = [(axum::http::header::RETRY_AFTER, RETRY_AFTER_SECONDS)];
+            return (self.status, retry, body).into_response();
+        }
+        (self.status, body).into_response()
     }
 }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::domain::Applied;
-use crate::domain::room::{Room, RoomPort};
+use crate::domain::room::{Room, RoomPort, RoomStatus};
 use crate::domain::spec::Scheduler;
 
 /// Room events a runtime reports, in order; see [`RuntimeEvent`].
@@ -85,6 +85,19 @@ impl RuntimeEvent {
             RuntimeEvent::Failed { .. } => "failed",
         }
     }
+}
+
+/// Why a runtime did not record an allocation ([`Runtime::confirm_allocation`]).
+#[derive(Debug, thiserror::Error)]
+pub enum AllocationRefused {
+    /// The room is recorded as taken where the rooms run (another replica handed it out), or is
+    /// gone: another room may be free.
+    #[error("the room is taken or gone")]
+    Taken,
+    /// The allocation cannot be recorded now (the backend is unreachable, this replica no longer
+    /// leads): nothing is handed out, the caller may retry.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Errors of a runtime call.
@@ -187,10 +200,19 @@ pub trait Runtime: Send + Sync + 'static {
     /// room owns it (an adoption's stray). Nothing running for it is not an error.
     async fn remove_stray(&self, scheduler: &str, room: &str) -> Result<(), RuntimeError>;
 
-    /// A room's status or match count changed: keep a copy where the rooms run, so the fleet can
-    /// be rebuilt from there alone. Called on the registry's status path: must return at once
-    /// (queue the write). By default nothing is kept.
-    fn record(&self, _room: &Room) {}
+    /// A room's status or match count changed (`from`: its status before): keep a copy where the
+    /// rooms run, so the fleet can be rebuilt from there alone. Called on the registry's status
+    /// path: must return at once (queue the write). By default nothing is kept.
+    fn record(&self, _room: &Room, _from: RoomStatus) {}
+
+    /// `room` was just allocated: record it where the rooms run before the allocation is
+    /// answered, so that no other replica can hand it out too (on Kubernetes: the pod's status
+    /// label, written with its resourceVersion as a precondition). [`Runtime::record`] is not
+    /// called for allocations of a runtime that confirms them. By default the registry's journal
+    /// is the only record needed (one machine).
+    async fn confirm_allocation(&self, _room: &Room) -> Result<(), AllocationRefused> {
+        Ok(())
+    }
 
     /// A scheduler's applied spec changed (`None`: removed). Same rules as [`Runtime::record`].
     fn record_scheduler(&self, _name: &str, _applied: Option<&Applied>) {}

@@ -135,8 +135,8 @@ fn pinged_matches(room: &Room, to: RoomStatus, reported: Option<u32>, max_matche
 }
 
 /// Told about every journaled change of a room's status or match count (see
-/// [`Registry::on_transition`]).
-pub type TransitionHook = Box<dyn Fn(&Room) + Send + Sync>;
+/// [`Registry::on_transition`]): the new record and the status it had before.
+pub type TransitionHook = Box<dyn Fn(&Room, RoomStatus) + Send + Sync>;
 
 pub struct Registry {
     rooms: Mutex<Rooms>,
@@ -537,7 +537,7 @@ impl Registry {
         self.compact_if_due(&rooms);
         drop(rooms);
         if let Some(hook) = self.on_transition.get() {
-            hook(&room);
+            hook(&room, from);
         }
         self.notify();
         Ok(Some(room))
@@ -588,7 +588,7 @@ impl Registry {
         self.compact_if_due(&rooms);
         drop(rooms);
         if let (Some(room), Some(hook)) = (recorded, self.on_transition.get()) {
-            hook(&room);
+            hook(&room, from);
         }
         self.notify();
         Ok(PingOutcome { from, to })
@@ -677,10 +677,10 @@ mod tests {
         let reg = Registry::open(dir.path().join("r.jsonl")).unwrap();
         let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
-        reg.on_transition(Box::new(move |room: &Room| {
+        reg.on_transition(Box::new(move |room: &Room, from| {
             sink.lock()
                 .unwrap()
-                .push((room.status, room.running_matches))
+                .push((from, room.status, room.running_matches))
         }));
         reg.insert(room("arena-a")).unwrap();
         reg.apply("arena", "arena-a", &RoomEvent::Started, None)
@@ -698,10 +698,10 @@ mod tests {
         assert_eq!(
             *seen.lock().unwrap(),
             [
-                (RoomStatus::Unready, 0),
-                (RoomStatus::Ready, 0),
-                (RoomStatus::Active, 1),
-                (RoomStatus::Terminating, 1),
+                (RoomStatus::Pending, RoomStatus::Unready, 0),
+                (RoomStatus::Unready, RoomStatus::Ready, 0),
+                (RoomStatus::Ready, RoomStatus::Active, 1),
+                (RoomStatus::Active, RoomStatus::Terminating, 1),
             ]
         );
     }

@@ -2,8 +2,9 @@
 //!
 //! Must always hold: only objects of this runtime's namespace prefix are read (a pod belongs to a
 //! runtime when its namespace is `{prefix}{scheduler label}`); a pod that has finished is no
-//! room; a status Troupe never recorded is inferred from the pod (`unready` once it runs,
-//! `pending` before), and a pod being deleted is `terminating` whatever its label says.
+//! room; a status Troupe never recorded is inferred from the pod (`unready` once it runs, since
+//! its containers started; `pending` before), and a pod being deleted is `terminating` whatever
+//! its label says. A transition discovery infers ([`inferred`]) need not be written to the pod.
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 
@@ -27,6 +28,13 @@ pub fn owner(pod: &Pod, prefix: &str) -> Option<(String, String)> {
         .then(|| (scheduler.clone(), room.clone()))
 }
 
+/// A transition the pod shows by itself, which discovery reads back without a record: a room
+/// whose containers started (`pending` → `unready`, no match yet). Not writing it halves the
+/// writes of a scale-up.
+pub fn inferred(room: &Room, from: RoomStatus) -> bool {
+    from == RoomStatus::Pending && room.status == RoomStatus::Unready && room.running_matches == 0
+}
+
 /// The room a live pod runs, as the registry records it. `node_ip` finds a node's InternalIP.
 pub fn room_from_pod(
     pod: &Pod,
@@ -45,15 +53,16 @@ pub fn room_from_pod(
         .recorded_status
         .as_deref()
         .and_then(|s| serde_json::from_value::<RoomStatus>(serde_json::json!(s)).ok());
-    let status = if view.deleting {
-        RoomStatus::Terminating
-    } else {
-        match recorded {
-            Some(RoomStatus::Pending) | None if view.running => RoomStatus::Unready,
-            Some(s) => s,
-            None if view.phase == Phase::Running => RoomStatus::Unready,
-            None => RoomStatus::Pending,
-        }
+    let started = match recorded {
+        Some(RoomStatus::Pending) => view.running,
+        None => view.running || view.phase == Phase::Running,
+        Some(_) => false,
+    };
+    let status = match recorded {
+        _ if view.deleting => RoomStatus::Terminating,
+        _ if started => RoomStatus::Unready,
+        Some(s) => s,
+        None => RoomStatus::Pending,
     };
     let created_at = pod
         .metadata
@@ -79,7 +88,11 @@ pub fn room_from_pod(
         host,
         ports: view.ports,
         created_at,
-        status_since: number(ANNOTATION_STATUS_SINCE).unwrap_or(created_at),
+        status_since: match view.started_at {
+            // Inferred `unready`: it began when the containers started.
+            Some(at) if started => at,
+            _ => number(ANNOTATION_STATUS_SINCE).unwrap_or(created_at),
+        },
         // Seen alive in the cluster just now: the room gets a full ping timeout to report.
         last_ping: Some(now_ms),
         reason: None,
@@ -134,7 +147,8 @@ mod tests {
 
     fn running() -> serde_json::Value {
         serde_json::json!({"phase": "Running", "containerStatuses": [{"name": "server", "image": "x",
-            "imageID": "", "ready": true, "restartCount": 0, "state": {"running": {}}}]})
+            "imageID": "", "ready": true, "restartCount": 0,
+            "state": {"running": {"startedAt": "2025-01-01T00:00:30Z"}}}]})
     }
 
     fn ip(node: &str) -> Option<String> {
@@ -173,10 +187,18 @@ mod tests {
             room_from_pod(&p, "", ip, 0).unwrap().status,
             RoomStatus::Unready
         );
+        // The pending → unready transition is never written: it began when the containers did.
         let p = pod("arena", labels(Some("pending")), running());
+        let room = room_from_pod(&p, "", ip, 0).unwrap();
+        assert_eq!(room.status, RoomStatus::Unready);
+        assert_eq!(room.status_since, 1735689630000);
+        let mut starting = running();
+        starting["containerStatuses"][0]["state"] = serde_json::json!({"waiting": {}});
+        let p = pod("arena", labels(Some("pending")), starting);
         assert_eq!(
             room_from_pod(&p, "", ip, 0).unwrap().status,
-            RoomStatus::Unready
+            RoomStatus::Pending,
+            "a running pod whose containers have not all started is still pending"
         );
         let p = pod(
             "arena",

@@ -21,6 +21,7 @@
 
 pub mod admission;
 pub mod discover;
+pub mod lease;
 pub mod observe;
 pub mod pod;
 pub mod ports;
@@ -42,7 +43,9 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::{Adopted, Discovered, Runtime, RuntimeError, RuntimeEvent, StartRoom, Started};
+use super::{
+    Adopted, AllocationRefused, Discovered, Runtime, RuntimeError, RuntimeEvent, StartRoom, Started,
+};
 use crate::clock::now_ms;
 use crate::domain::Applied;
 use crate::domain::room::{Room, RoomStatus};
@@ -57,6 +60,8 @@ use record::{Queue, Target, What, Write};
 const RUNTIME_NAME: &str = "kubernetes";
 /// Longest namespace and label value Kubernetes accepts.
 const MAX_NAME: usize = 63;
+/// Writes of one allocation before it is refused as "the pod kept changing".
+const ALLOCATION_ATTEMPTS: usize = 4;
 /// Status writes sent to the API server at once.
 const RECORD_CONCURRENCY: usize = 16;
 /// A status write that fails is retried this often, with exponential pauses (and jitter) from
@@ -71,7 +76,7 @@ const RECREATE_ATTEMPTS: u32 = 20;
 const RECREATE_PAUSE: Duration = Duration::from_millis(100);
 
 /// How the Kubernetes runtime runs rooms.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct KubeConfig {
     /// Prefix of every scheduler's namespace (`{prefix}{scheduler}`). Controllers sharing a
     /// cluster use different prefixes and never see each other's rooms.
@@ -81,6 +86,8 @@ pub struct KubeConfig {
     pub max_port_moves: u32,
     /// How long a call waits for the pod watch's first complete list before it gives up.
     pub ready_timeout: Duration,
+    /// With several replicas: whether this one leads. Allocations are refused when it does not.
+    pub leadership: Option<lease::Leadership>,
 }
 
 impl Default for KubeConfig {
@@ -89,6 +96,7 @@ impl Default for KubeConfig {
             namespace_prefix: String::new(),
             max_port_moves: 5,
             ready_timeout: Duration::from_secs(30),
+            leadership: None,
         }
     }
 }
@@ -269,8 +277,11 @@ impl Runtime for KubernetesRuntime {
         Ok(())
     }
 
-    fn record(&self, room: &Room) {
-        if room.status == RoomStatus::Terminated {
+    fn record(&self, room: &Room, from: RoomStatus) {
+        // An allocation is written by `confirm_allocation`, before it is answered.
+        if matches!(room.status, RoomStatus::Terminated | RoomStatus::Allocated)
+            || discover::inferred(room, from)
+        {
             return;
         }
         self.inner.records.push(
@@ -284,6 +295,24 @@ impl Runtime for KubernetesRuntime {
                 matches: room.running_matches,
             },
         );
+    }
+
+    async fn confirm_allocation(&self, room: &Room) -> Result<(), AllocationRefused> {
+        if let Some(leadership) = &self.inner.config.leadership
+            && !leadership.is_leading()
+        {
+            return Err(AllocationRefused::Unavailable(
+                "this replica no longer leads".into(),
+            ));
+        }
+        let target = Target {
+            namespace: self.inner.namespace(&room.scheduler),
+            pod: Some(room.id.clone()),
+        };
+        self.inner.records.claim(&target).await;
+        let result = self.inner.write_allocation(&target.namespace, room).await;
+        self.inner.records.done(&target);
+        result
     }
 
     fn record_scheduler(&self, name: &str, applied: Option<&Applied>) {
@@ -1000,7 +1029,56 @@ impl Inner {
         }
     }
 
-    async fn write_one(self: Arc<Self>, target: Target, mut write: Write) {
+    /// Record `room`'s allocation on its pod, with the pod's resourceVersion as a precondition:
+    /// a pod another writer changed meanwhile is read again, and refused when it is taken.
+    async fn write_allocation(
+        &self,
+        namespace: &str,
+        room: &Room,
+    ) -> Result<(), AllocationRefused> {
+        let api = self.pod_api(namespace);
+        let unavailable = |e: &kube::Error| AllocationRefused::Unavailable(api_reason(e));
+        // The watch's copy first; the API server's after a conflict.
+        let mut version = self
+            .pods
+            .get(&ObjectRef::new(&room.id).within(namespace))
+            .and_then(|p| p.resource_version());
+        for _ in 0..ALLOCATION_ATTEMPTS {
+            let current = match version.take() {
+                Some(v) => v,
+                None => match api.get_opt(&room.id).await {
+                    Ok(Some(pod)) if is_taken(&pod) => return Err(AllocationRefused::Taken),
+                    Ok(Some(pod)) => pod.resource_version().unwrap_or_default(),
+                    Ok(None) => return Err(AllocationRefused::Taken),
+                    Err(e) => return Err(unavailable(&e)),
+                },
+            };
+            let mut patch = room_patch(room.status, room.status_since, room.running_matches);
+            patch["metadata"]["resourceVersion"] = current.into();
+            match api
+                .patch(&room.id, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if is_status(&e, |s| s.is_conflict()) => continue,
+                Err(e) if is_status(&e, |s| s.is_not_found()) => {
+                    return Err(AllocationRefused::Taken);
+                }
+                Err(e) => return Err(unavailable(&e)),
+            }
+        }
+        Err(AllocationRefused::Unavailable(format!(
+            "the pod of room {} kept changing",
+            room.id
+        )))
+    }
+
+    async fn write_one(self: Arc<Self>, target: Target, write: Write) {
+        self.write_queued(&target, write).await;
+        self.records.done(&target);
+    }
+
+    async fn write_queued(self: &Arc<Self>, target: &Target, mut write: Write) {
         let result = match (&target.pod, &write.what) {
             (
                 Some(pod),
@@ -1010,13 +1088,7 @@ impl Inner {
                     matches,
                 },
             ) => {
-                let patch = serde_json::json!({"metadata": {
-                    "labels": {LABEL_STATUS: status.as_str()},
-                    "annotations": {
-                        ANNOTATION_STATUS_SINCE: since_ms.to_string(),
-                        ANNOTATION_MATCHES: matches.to_string(),
-                    },
-                }});
+                let patch = room_patch(*status, *since_ms, *matches);
                 match self
                     .pod_api(&target.namespace)
                     .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
@@ -1046,7 +1118,7 @@ impl Inner {
             .unwrap_or(RECORD_RETRY_MAX);
         debug!(namespace = %target.namespace, pod = ?target.pod, error = %api_reason(&e), ?pause,
             "writing to the cluster failed; retrying");
-        let inner = Arc::clone(&self);
+        let (inner, target) = (Arc::clone(self), target.clone());
         tokio::spawn(async move {
             tokio::time::sleep(pause).await;
             inner.records.retry(target, write);
@@ -1075,6 +1147,31 @@ impl Inner {
 }
 
 /// The address rooms on `node` are reached at.
+/// The merge patch that records a room's status on its pod.
+fn room_patch(status: RoomStatus, since_ms: u64, matches: u32) -> serde_json::Value {
+    serde_json::json!({"metadata": {
+        "labels": {LABEL_STATUS: status.as_str()},
+        "annotations": {
+            ANNOTATION_STATUS_SINCE: since_ms.to_string(),
+            ANNOTATION_MATCHES: matches.to_string(),
+        },
+    }})
+}
+
+/// Whether the cluster records the pod's room as handed out (by this replica or another) or
+/// going away.
+fn is_taken(pod: &Pod) -> bool {
+    let recorded = pod
+        .labels()
+        .get(LABEL_STATUS)
+        .map(String::as_str)
+        .unwrap_or_default();
+    pod.metadata.deletion_timestamp.is_some()
+        || [RoomStatus::Allocated, RoomStatus::Occupied]
+            .iter()
+            .any(|s| s.as_str() == recorded)
+}
+
 fn internal_ip(node: &Node) -> Option<String> {
     node.status
         .as_ref()?
@@ -1208,6 +1305,29 @@ mod tests {
             "metadata": {"name": name, "namespace": "arena"},
         }))
         .unwrap()
+    }
+
+    /// A room whose pod started is not written back (discovery infers it); any other change is.
+    /// On a current-thread runtime the writer task cannot run in between: the queue shows what
+    /// `record` pushed.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_pod_that_starts_sends_no_status_write_and_later_changes_do() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let (runtime, _events) =
+            KubernetesRuntime::new(Client::try_from(config).unwrap(), KubeConfig::default());
+        let mut room = Room::pending("arena-a", "arena", "v1", 1);
+        room.status = RoomStatus::Unready;
+        runtime.record(&room, RoomStatus::Pending);
+        assert_eq!(
+            runtime.pending_records(),
+            0,
+            "pending -> unready is inferred"
+        );
+        room.status = RoomStatus::Ready;
+        runtime.record(&room, RoomStatus::Unready);
+        room.status = RoomStatus::Unready;
+        runtime.record(&room, RoomStatus::Ready);
+        assert_eq!(runtime.pending_records(), 1, "ready -> unready is written");
     }
 
     /// Regression: when the pod watch stream ended, only a warning was logged and no room event

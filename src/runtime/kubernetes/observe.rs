@@ -54,6 +54,8 @@ pub struct PodView {
     pub phase: Phase,
     /// Every container runs.
     pub running: bool,
+    /// When the last of them started (Unix ms), once every container runs.
+    pub started_at: Option<u64>,
     /// Why the room cannot start, `"<Reason>: <message>"`.
     pub failure: Option<String>,
     pub unschedulable: Option<Unschedulable>,
@@ -97,6 +99,15 @@ pub fn read_pod(pod: &Pod) -> PodView {
         && containers
             .iter()
             .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
+    let started_at = running
+        .then(|| {
+            containers
+                .iter()
+                .filter_map(|c| c.state.as_ref()?.running.as_ref()?.started_at.as_ref())
+                .filter_map(|t| u64::try_from(t.0.as_millisecond()).ok())
+                .max()
+        })
+        .flatten();
     let failure = containers.iter().find_map(|c| {
         let waiting = c.state.as_ref()?.waiting.as_ref()?;
         let reason = waiting.reason.as_deref()?;
@@ -155,6 +166,7 @@ pub fn read_pod(pod: &Pod) -> PodView {
         ports: pod_ports(pod),
         phase,
         running,
+        started_at,
         failure,
         unschedulable,
         ended,

@@ -4,9 +4,12 @@
 //! Must always hold: pushing never waits and never does I/O (it runs on the registry's status
 //! path, under pings); the queue holds at most one write per pod and per namespace — a newer
 //! write replaces an older one not yet sent — so it is bounded by the number of rooms and
-//! schedulers, and the cluster always ends up with the newest value.
+//! schedulers, and the cluster always ends up with the newest value. At most one write per
+//! target is in flight at a time, so two writes of one pod never land out of order; a write sent
+//! outside the queue (an allocation's, which must land before it is answered) [`Queue::claim`]s
+//! its target first.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
@@ -42,38 +45,88 @@ pub enum What {
     },
 }
 
-/// Writes waiting to be sent, newest per target.
+#[derive(Default)]
+struct Writes {
+    pending: HashMap<Target, Write>,
+    in_flight: HashSet<Target>,
+}
+
+/// Writes waiting to be sent, newest per target, and the targets being written.
 #[derive(Default)]
 pub struct Queue {
-    pending: Mutex<HashMap<Target, Write>>,
+    writes: Mutex<Writes>,
     wake: Notify,
+    /// A write finished: claims waiting for its target look again.
+    landed: Notify,
 }
 
 impl Queue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Target, Write>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Writes> {
+        self.writes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queue a write; it replaces any write for the same target not sent yet.
     pub fn push(&self, target: Target, what: What) {
-        self.lock().insert(target, Write { what, attempts: 0 });
+        self.lock()
+            .pending
+            .insert(target, Write { what, attempts: 0 });
         self.wake.notify_one();
     }
 
     /// Queue a failed write again, unless a newer one for its target arrived meanwhile.
     pub fn retry(&self, target: Target, write: Write) {
-        self.lock().entry(target).or_insert(write);
+        self.lock().pending.entry(target).or_insert(write);
         self.wake.notify_one();
     }
 
-    /// Everything waiting, taken out of the queue.
+    /// Everything waiting whose target is not being written, taken out of the queue and marked
+    /// in flight until [`Queue::done`].
     pub fn take(&self) -> Vec<(Target, Write)> {
-        self.lock().drain().collect()
+        let mut w = self.lock();
+        let Writes { pending, in_flight } = &mut *w;
+        let ready: Vec<Target> = pending
+            .keys()
+            .filter(|t| !in_flight.contains(*t))
+            .cloned()
+            .collect();
+        ready
+            .into_iter()
+            .filter_map(|t| {
+                let write = pending.remove(&t)?;
+                in_flight.insert(t.clone());
+                Some((t, write))
+            })
+            .collect()
+    }
+
+    /// The write of `target` has landed (or failed): the next one may go.
+    pub fn done(&self, target: &Target) {
+        self.lock().in_flight.remove(target);
+        self.landed.notify_waiters();
+        self.wake.notify_one();
+    }
+
+    /// Write `target` outside the queue: wait until no write of it is in flight, mark it in
+    /// flight (call [`Queue::done`] after), and drop the write waiting for it, which the caller's
+    /// newer write replaces.
+    pub async fn claim(&self, target: &Target) {
+        loop {
+            let landed = self.landed.notified();
+            {
+                let mut w = self.lock();
+                if !w.in_flight.contains(target) {
+                    w.pending.remove(target);
+                    w.in_flight.insert(target.clone());
+                    return;
+                }
+            }
+            landed.await;
+        }
     }
 
     /// Writes waiting now.
     pub fn depth(&self) -> usize {
-        self.lock().len()
+        self.lock().pending.len()
     }
 
     /// Wait until something was pushed since the last wait.
@@ -112,6 +165,7 @@ mod tests {
         taken.sort_by(|x, y| x.0.pod.cmp(&y.0.pod));
         assert_eq!(taken[0].1.what, room(RoomStatus::Ready));
         assert_eq!(q.depth(), 0);
+        q.done(&target("a"));
 
         q.push(target("a"), room(RoomStatus::Occupied));
         q.retry(
@@ -122,5 +176,31 @@ mod tests {
             },
         );
         assert_eq!(q.take()[0].1.what, room(RoomStatus::Occupied));
+    }
+
+    /// Two writes of one pod must never be in flight together: the later could land first.
+    #[tokio::test]
+    async fn a_target_being_written_waits_and_a_claim_waits_for_it_then_drops_the_older_write() {
+        let q = std::sync::Arc::new(Queue::default());
+        q.push(target("a"), room(RoomStatus::Ready));
+        assert_eq!(q.take().len(), 1);
+        q.push(target("a"), room(RoomStatus::Occupied));
+        assert!(q.take().is_empty(), "a is in flight");
+        let claimed = tokio::spawn({
+            let q = q.clone();
+            async move { q.claim(&target("a")).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            !claimed.is_finished(),
+            "the claim waits for the write in flight"
+        );
+        q.done(&target("a"));
+        claimed.await.unwrap();
+        assert_eq!(q.depth(), 0, "the claimer's write replaces the one waiting");
+        q.push(target("a"), room(RoomStatus::Active));
+        assert!(q.take().is_empty(), "claimed: in flight");
+        q.done(&target("a"));
+        assert_eq!(q.take()[0].1.what, room(RoomStatus::Active));
     }
 }
