@@ -122,6 +122,35 @@ async fn malformed_bodies_get_a_json_error_and_change_nothing() {
     assert_eq!(status_of(&f, "arena-a"), RoomStatus::Pending);
 }
 
+/// Regression: a replica that took over with an empty state directory answered 404 to pings and
+/// allocations before it had read the rooms back from the cluster; a room SDK gives up on a 404.
+#[tokio::test]
+async fn an_unknown_room_or_scheduler_is_retryable_until_the_recorded_rooms_are_taken_back() {
+    let f = Fixture::unadopted(None, SyncMode::Auto);
+    let req = || {
+        ping(
+            "arena-zzz",
+            Some(&token("arena-zzz")),
+            r#"{"status":"ready"}"#,
+        )
+    };
+    let (status, headers, _) = f.call_raw(req()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "1");
+    let allocate = || {
+        Request::post("/scheduler/arena/rooms/allocate")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, body) = f.call(allocate()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.error().message.contains("starting"), "{body}");
+
+    f.state.controller.fleet.adopt().await.unwrap();
+    assert_eq!(f.call(req()).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(f.call(allocate()).await.0, StatusCode::NOT_FOUND);
+}
+
 #[tokio::test]
 async fn unknown_rooms_and_nonsense_transitions_are_refused() {
     let f = fixture(None);

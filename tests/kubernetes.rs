@@ -72,11 +72,21 @@ struct Env {
 impl Drop for Env {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.state_dir().with_extension("serve.log"))
-                .unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(60)..];
-            eprintln!("--- last lines of troupe serve's log:\n{}", tail.join("\n"));
+            // Every server's log (replicas have one each).
+            let logs = std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten();
+            for log in logs.filter(|e| e.file_name().to_string_lossy().ends_with(".serve.log")) {
+                let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(60)..];
+                eprintln!(
+                    "--- last lines of {}:\n{}",
+                    log.file_name().to_string_lossy(),
+                    tail.join("\n")
+                );
+            }
         }
         // The server (declared after the Env) is gone by now: nothing recreates the pods.
         let (client, prefix) = (self.cluster.client.clone(), self.prefix.clone());
@@ -141,6 +151,11 @@ impl Env {
     }
 
     fn serve(&self, extra: &[&str]) -> Server {
+        self.serve_in(&self.state_dir(), extra)
+    }
+
+    /// A server with its own state directory (another replica).
+    fn serve_in(&self, state_dir: &Path, extra: &[&str]) -> Server {
         let secret = self.dir.path().join("secret");
         let mut args = vec![
             "--runtime",
@@ -153,7 +168,7 @@ impl Env {
         args.extend_from_slice(extra);
         Server::start_with_env(
             self.repo.path(),
-            &self.state_dir(),
+            state_dir,
             &args,
             &[("KUBECONFIG", self.cluster.kubeconfig.to_str().unwrap())],
         )
@@ -223,26 +238,41 @@ struct Game {
 
 impl Game {
     fn start(server: &Server, secret: Vec<u8>, scheduler: &str) -> Self {
+        Self::start_on(&[server], secret, scheduler)
+    }
+
+    /// Game servers that talk to whichever of `servers` answers (the leader of replicas).
+    fn start_on(servers: &[&Server], secret: Vec<u8>, scheduler: &str) -> Self {
         let occupied: Arc<Mutex<HashSet<String>>> = Arc::default();
         let refused: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (url, scheduler) = (server.url.clone(), scheduler.to_owned());
+        let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+        let scheduler = scheduler.to_owned();
         let (occ, refs) = (occupied.clone(), refused.clone());
         let task = tokio::spawn(async move {
             let http = reqwest::Client::new();
             loop {
-                let rooms = match http
-                    .get(format!("{url}/api/v1/schedulers/{scheduler}/rooms"))
-                    .send()
-                    .await
-                {
-                    // Before the scheduler is known, or while the server restarts: no rooms.
-                    Ok(r) if r.status().is_success() => match r.text().await {
-                        Ok(body) => serde_json::from_str::<Vec<Room>>(&body)
-                            .unwrap_or_else(|e| panic!("not a list of rooms ({e}): {body}")),
-                        Err(_) => vec![],
-                    },
-                    _ => vec![],
-                };
+                let mut rooms = vec![];
+                let mut url = urls[0].clone();
+                for u in &urls {
+                    // Before the scheduler is known, while the server restarts, or on a
+                    // standby replica: no rooms there.
+                    let Ok(r) = http
+                        .get(format!("{u}/api/v1/schedulers/{scheduler}/rooms"))
+                        .send()
+                        .await
+                    else {
+                        continue;
+                    };
+                    if !r.status().is_success() {
+                        continue;
+                    }
+                    if let Ok(body) = r.text().await {
+                        rooms = serde_json::from_str::<Vec<Room>>(&body)
+                            .unwrap_or_else(|e| panic!("not a list of rooms ({e}): {body}"));
+                        url = u.clone();
+                        break;
+                    }
+                }
                 for room in rooms {
                     let id = room.id.clone();
                     if ![
@@ -270,8 +300,9 @@ impl Game {
                         .await;
                     match resp {
                         Ok(r) if r.status().is_success() => {}
-                        // A room stopped between the list and the ping.
-                        Ok(r) if r.status().as_u16() == 409 || r.status().as_u16() == 404 => {}
+                        // A room stopped between the list and the ping; a replica that stopped
+                        // leading meanwhile.
+                        Ok(r) if [409, 404, 503].contains(&r.status().as_u16()) => {}
                         Ok(r) => refs.lock().unwrap().push(format!("{id}: {}", r.status())),
                         Err(_) => {}
                     }
@@ -981,17 +1012,198 @@ async fn allocation_hands_each_pod_room_out_once_and_records_it_on_the_pod() {
         one.1
     );
 
-    // Recorded on the pods, so a controller that loses its state directory keeps them allocated.
-    wait_for("allocations on the pods", T, || async {
-        let pods = env.pods("arena").await;
-        (pods
-            .iter()
-            .filter(|p| label(p, "troupe.dev/status") == "allocated")
-            .count()
-            == 20)
-            .then_some(())
+    // Recorded on the pods before they were answered, so a controller that loses its state
+    // directory, or another replica, keeps them allocated.
+    let pods = env.pods("arena").await;
+    let allocated: BTreeSet<String> = pods
+        .iter()
+        .filter(|p| label(p, "troupe.dev/status") == "allocated")
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(allocated, got.into_iter().collect::<BTreeSet<_>>());
+}
+
+/// One allocation against whichever replica answers: `Some(room)` for a 200, `None` for "no room"
+/// from a leader; other answers (a standby's or a failing leader's 503, a refused connection)
+/// are retried, as a matchmaker's client does. Panics on anything else.
+async fn allocate_on_any(http: &reqwest::Client, urls: &[String]) -> Option<String> {
+    for attempt in 0.. {
+        let url = &urls[attempt % urls.len()];
+        let Ok(resp) = http
+            .post(format!("{url}/scheduler/arena/rooms/allocate"))
+            .send()
+            .await
+        else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp.headers().contains_key("retry-after");
+        let body = Reply(resp.text().await.unwrap_or_default());
+        match status {
+            200 => return Some(body.json::<Allocation>().room),
+            409 if body.error().code == "no_room" => return None,
+            503 => {
+                assert!(retry_after, "a 503 says when to retry: {body}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("allocation answered {other}: {body}"),
+        }
+    }
+    unreachable!()
+}
+
+async fn is_ready(server: &Server) -> bool {
+    server
+        .http
+        .get(format!("{}/readyz", server.url))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// Two replicas on one cluster: one leads, the other stands by and refuses every write with a
+/// retryable 503. Matchmakers allocate through both while the leader is killed with -9, then
+/// while the next leader is stopped with SIGTERM: no room is handed out twice, every answered
+/// room is `allocated` on its pod, the standby takes over each time, and no pod is lost or added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_elect_one_leader_and_allocations_survive_its_kill_9_and_sigterm() {
+    let env = Env::new("ha").await;
+    // Enough rooms for the 60 allocations answered and those recorded but never answered when
+    // the leader is killed (at most one per matchmaker).
+    let rooms = 200;
+    let yaml = kube_yaml("arena", rooms, (43000, 43300), "1", ON_GAME_NODES, "");
+    env.repo.commit("200 rooms", &[("arena.yaml", &yaml)]);
+    let args = [
+        "--leader-elect",
+        "--lease-duration",
+        "3s",
+        "--allocation-ttl",
+        "10m",
+    ];
+    let dirs = [env.dir.path().join("a"), env.dir.path().join("b")];
+    let mut replicas = [env.serve_in(&dirs[0], &args), env.serve_in(&dirs[1], &args)];
+    let urls: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
+    let leader = wait_for("one replica leads", T, || async {
+        let ready = [is_ready(&replicas[0]).await, is_ready(&replicas[1]).await];
+        match ready {
+            [true, false] => Some(0),
+            [false, true] => Some(1),
+            [true, true] => panic!("two replicas lead"),
+            _ => None,
+        }
     })
     .await;
+    let standby = &replicas[1 - leader];
+    let (status, body) = standby.get("/api/v1/schedulers").await;
+    assert_eq!(
+        (status, body.error().code.as_str()),
+        (503, "standby"),
+        "{body}"
+    );
+
+    let game = Game::start_on(&[&replicas[0], &replicas[1]], env.secret(), "arena");
+    wait_ready(&replicas[leader], "arena", rooms as usize).await;
+    let pods_before: BTreeSet<String> = env
+        .pods("arena")
+        .await
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+
+    // 64 matchmakers, until `stop` rooms were handed out in all.
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let allocate_until = |stop: usize| {
+        let (got, urls) = (got.clone(), urls.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let clients = (0..64).map(|_| {
+                let (got, urls, http) = (got.clone(), urls.clone(), http.clone());
+                async move {
+                    while got.lock().unwrap().len() < stop {
+                        match allocate_on_any(&http, &urls).await {
+                            Some(room) => got.lock().unwrap().push(room),
+                            None => return,
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            });
+            futures_util::future::join_all(clients).await;
+        })
+    };
+    let first = allocate_until(30);
+    wait_for("the first allocations", T, || async {
+        (got.lock().unwrap().len() >= 5).then_some(())
+    })
+    .await;
+    replicas[leader].kill9();
+    let killed_at = Instant::now();
+    first.await.unwrap();
+    let leader = 1 - leader;
+    assert!(is_ready(&replicas[leader]).await, "the standby took over");
+    println!(
+        "allocations went on {:?} after the kill",
+        killed_at.elapsed()
+    );
+
+    // The killed replica comes back standing by; the leader is upgraded (SIGTERM).
+    replicas[1 - leader].spawn();
+    let second = allocate_until(60);
+    wait_for("allocations by the new leader", T, || async {
+        (got.lock().unwrap().len() >= 40).then_some(())
+    })
+    .await;
+    let status = replicas[leader].terminate();
+    assert!(
+        status.success(),
+        "a replica stopped by SIGTERM exits cleanly: {status:?}"
+    );
+    second.await.unwrap();
+    let leader = 1 - leader;
+    wait_for(
+        "the standby takes over from the stopped leader",
+        T,
+        || async { is_ready(&replicas[leader]).await.then_some(()) },
+    )
+    .await;
+    let room = allocate_on_any(&reqwest::Client::new(), &urls).await;
+    got.lock()
+        .unwrap()
+        .push(room.expect("the new leader allocates"));
+
+    let got = got.lock().unwrap().clone();
+    let distinct: BTreeSet<String> = got.iter().cloned().collect();
+    assert!(got.len() > 60, "{got:?}");
+    assert_eq!(
+        distinct.len(),
+        got.len(),
+        "a room was handed out twice: {got:?}"
+    );
+    let pods = env.pods("arena").await;
+    let allocated: BTreeSet<String> = pods
+        .iter()
+        .filter(|p| label(p, "troupe.dev/status") == "allocated")
+        .map(|p| p.name_any())
+        .collect();
+    assert!(
+        distinct.is_subset(&allocated),
+        "every answered room is allocated on its pod: {:?}",
+        distinct.difference(&allocated).collect::<Vec<_>>()
+    );
+    // Beyond those: allocations recorded when the leader was killed, before their answers went out
+    // (at most one per matchmaker). They stay allocated until their TTL gives them back.
+    assert!(allocated.len() - distinct.len() <= 64, "{allocated:?}");
+    let pods_after: BTreeSet<String> = pods.iter().map(|p| p.name_any()).collect();
+    assert_eq!(pods_after, pods_before, "no pod lost, replaced or added");
+    let rooms_now = replicas[leader].rooms("arena").await;
+    assert_eq!(ids(&rooms_now), pods_after, "the leader knows every room");
+    assert_eq!(
+        count(&rooms_now, RoomStatus::Allocated),
+        allocated.len(),
+        "{rooms_now:#?}"
+    );
+    drop(game);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1158,7 +1370,8 @@ async fn an_unreachable_cluster_at_start_up_degrades_to_retries_and_the_apis_kee
         503,
         "not ready while the cluster cannot be reached"
     );
-    // The rooms API answers (from the journal): an unknown room is a clear 404, not a hang.
+    // The rooms API answers (from the journal), at once: a room it does not know may be in the
+    // cluster it cannot read yet, so the answer is a retryable 503, not a 404 and not a hang.
     let token = troupe::domain::room::token::room_token(&server.secret(), "arena", "arena-zzzzz");
     let resp = server
         .http
@@ -1171,7 +1384,14 @@ async fn an_unreachable_cluster_at_start_up_degrades_to_retries_and_the_apis_kee
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert!(
+        Reply(resp.text().await.unwrap())
+            .error()
+            .message
+            .contains("starting"),
+    );
     assert!(
         server
             .log()

@@ -16,6 +16,7 @@ use crate::controller::{ControllerOptions, FleetConfig, SyncMode};
 use crate::domain::spec::Duration;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
+use crate::runtime::kubernetes::lease::{Elector, Leadership, LeaseConfig};
 use crate::runtime::kubernetes::{KubeConfig, KubernetesRuntime};
 use crate::runtime::local::{LocalConfig, LocalRuntime};
 
@@ -77,6 +78,17 @@ pub struct ServeArgs {
     /// Controllers sharing a cluster need different prefixes.
     #[arg(long, env = "TROUPE_KUBE_NAMESPACE_PREFIX", default_value = "")]
     kube_namespace_prefix: String,
+    /// Kubernetes runtime: run as one of several replicas. They elect a leader on the Lease
+    /// `PREFIX`troupe-leader in the namespace of the kubeconfig's context (in a pod: its own).
+    /// Until a replica leads, every route but /healthz answers 503 with Retry-After (/readyz
+    /// too, so a Service sends it nothing); a leader that loses its lease exits. Needs
+    /// --secret-file: every replica must derive the same room tokens.
+    #[arg(long, env = "TROUPE_LEADER_ELECT")]
+    leader_elect: bool,
+    /// With --leader-elect: how long the lease of a leader that stopped renewing stays held. A
+    /// leader stops leading 2/3 of it after its last renewal, before anyone may take it over.
+    #[arg(long, env = "TROUPE_LEASE_DURATION", default_value = "15s")]
+    lease_duration: Duration,
     /// Whether new revisions apply by themselves or wait for `troupe apply`.
     #[arg(long, value_enum, env = "TROUPE_SYNC", default_value = "auto")]
     sync: SyncMode,
@@ -141,12 +153,41 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        on_signal.cancel();
+    });
+    let metrics = Arc::new(Metrics::new());
+    let client = match args.runtime {
+        RuntimeKind::Kubernetes => {
+            Some(super::kube::connect(Some(metrics.kube_requests.clone())).await?)
+        }
+        RuntimeKind::Local => None,
+    };
+    let (listener, election) = if args.leader_elect {
+        let Some(client) = &client else {
+            bail!("--leader-elect needs --runtime kubernetes: the lease is in the cluster");
+        };
+        if args.secret_file.is_none() {
+            bail!(
+                "--leader-elect needs --secret-file: every replica must derive the same room tokens"
+            );
+        }
+        match stand_by(&args, client, listener, &shutdown).await? {
+            Some(led) => led,
+            None => return Ok(ExitCode::SUCCESS),
+        }
+    } else {
+        (listener, None)
+    };
     let rooms_url = args
         .rooms_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
 
-    let metrics = Arc::new(Metrics::new());
     let config = ServerConfig {
         state_dir: args.state_dir.clone(),
         fleet: FleetConfig {
@@ -183,9 +224,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             (Arc::new(runtime), events)
         }
         RuntimeKind::Kubernetes => {
-            let client = super::kube::connect(Some(metrics.kube_requests.clone())).await?;
+            let client = client.context("a Kubernetes client")?;
             let kube = KubeConfig {
                 namespace_prefix: args.kube_namespace_prefix.clone(),
+                leadership: election.as_ref().map(|e| e.leadership.clone()),
                 ..KubeConfig::default()
             };
             let (runtime, events) = KubernetesRuntime::new(client, kube);
@@ -196,19 +238,40 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let fleet = Arc::clone(&server.controller.fleet);
     let described = source.describe();
     let watch = crate::source::watch(source, poll);
-    println!(
+    announce(format_args!(
         "troupe is serving {described} on http://{addr}  (dashboard: http://{addr}/  API: http://{addr}/api/v1/schedulers)"
-    );
+    ));
     tracing::info!(%addr, source = %described, runtime = ?args.runtime, poll = ?poll, webhooks = server.state.webhook_secret.is_some(), "serving");
 
-    let shutdown = CancellationToken::new();
-    let on_signal = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        on_signal.cancel();
+    // A leader that loses its lease stops serving at once, and exits: it starts again standing by.
+    let lost = election.as_ref().map(|e| {
+        let (mut leadership, stop) = (e.leadership.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            leadership.lost().await;
+            stop.cancel();
+        })
     });
     let result = server.run(listener, watch.into(), shutdown).await;
+    let lost = match lost {
+        Some(task) if task.is_finished() => true,
+        Some(task) => {
+            task.abort();
+            false
+        }
+        None => false,
+    };
+    if let Some(e) = election {
+        // Stopped by a signal: hand the lease over at once.
+        e.stop.cancel();
+        let _ = e.task.await;
+    }
+    if lost {
+        tracing::error!("lost the lease: another replica leads now");
+        eprintln!(
+            "troupe serve: lost the lease; exiting so that this replica starts over standing by"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     if args.stop_rooms_on_exit {
         for room in fleet.registry.list(None) {
             fleet
@@ -224,6 +287,100 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// A line on stdout for whoever started the server. A closed stdout (`troupe serve | head -1`, a
+/// supervisor that read the first line) is no reason to stop serving.
+fn announce(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+/// A replica's part in the election, once it leads.
+struct Election {
+    leadership: Leadership,
+    /// Cancel to leave the election (releasing the lease).
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Join the election and answer as a standby on `listener` until this replica leads; then the
+/// listener, to serve as the leader on. `None`: stopped by a signal first.
+async fn stand_by(
+    args: &ServeArgs,
+    client: &kube::Client,
+    listener: tokio::net::TcpListener,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<(tokio::net::TcpListener, Option<Election>)>> {
+    let namespace = client.default_namespace().to_owned();
+    let name = format!("{}troupe-leader", args.kube_namespace_prefix);
+    let config = LeaseConfig::new(
+        &namespace,
+        &name,
+        &replica_identity(),
+        args.lease_duration.as_std(),
+    );
+    tracing::info!(lease = %format!("{namespace}/{name}"), identity = %config.identity, "standing by for the lease");
+    announce(format_args!(
+        "troupe is standing by on http://{}  (lease {namespace}/{name}): it serves once it leads",
+        listener.local_addr()?
+    ));
+    let (elector, mut leadership) =
+        Elector::new(kube::Api::namespaced(client.clone(), &namespace), config);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(elector.run(stop.clone()));
+    // The standby server answers on a second handle of the same socket, so that no connection
+    // is refused when the leader's server takes over.
+    let std_listener = listener.into_std()?;
+    let standby_listener = tokio::net::TcpListener::from_std(std_listener.try_clone()?)?;
+    let standing_by = CancellationToken::new();
+    let standby = tokio::spawn(crate::http::serve(
+        standby_listener,
+        crate::http::standby::router(format!("{namespace}/{name}")),
+        standing_by.clone(),
+    ));
+    let led = tokio::select! {
+        _ = leadership.acquired() => true,
+        _ = shutdown.cancelled() => false,
+    };
+    standing_by.cancel();
+    // Connections still open on the standby server are answered 503 until they close.
+    drop(standby);
+    if !led {
+        stop.cancel();
+        let _ = task.await;
+        return Ok(None);
+    }
+    // The cluster is the store: rooms and applied specs a former leadership left on this disk may
+    // be stale. The leader rebuilds them from the cluster.
+    for stale in ["rooms.jsonl", "schedulers.jsonl"] {
+        match std::fs::remove_file(args.state_dir.join(stale)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e)
+                    .with_context(|| format!("removing {stale} from the state directory"));
+            }
+            _ => {}
+        }
+    }
+    Ok(Some((
+        tokio::net::TcpListener::from_std(std_listener)?,
+        Some(Election {
+            leadership,
+            stop,
+            task,
+        }),
+    )))
+}
+
+/// This process's name in the lease: the host's (a pod's) name and a random part, unique per
+/// start.
+fn replica_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "troupe".into());
+    let mut suffix = [0u8; 3];
+    let _ = getrandom::fill(&mut suffix);
+    format!("{host}-{}", hex::encode(suffix))
 }
 
 async fn wait_for_signal() {

@@ -64,6 +64,8 @@ pub struct Fleet {
     config: FleetConfig,
     applied: Mutex<BTreeMap<String, Applied>>,
     journal: Mutex<Journal<Applied>>,
+    /// The rooms recorded before this start (journal, runtime) have been taken back.
+    adopted: std::sync::atomic::AtomicBool,
 }
 
 impl Fleet {
@@ -87,6 +89,7 @@ impl Fleet {
             config,
             applied: Mutex::new(applied),
             journal: Mutex::new(journal),
+            adopted: Default::default(),
         })
     }
 
@@ -224,7 +227,16 @@ impl Fleet {
             adopted = alive.len(),
             "rooms adopted after start"
         );
+        self.adopted
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
+    }
+
+    /// Whether the rooms recorded before this start have been taken back. Until then a room or a
+    /// scheduler not known yet may still come from the runtime (a state directory rebuilt from
+    /// the cluster): "not found" is not an answer to give.
+    pub fn adopted(&self) -> bool {
+        self.adopted.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Apply what the runtime reports to the registry.

@@ -35,6 +35,9 @@ pub enum AllocateError {
     Unavailable(String),
 }
 
+/// Why a room or scheduler is not known yet.
+pub const STARTING: &str = "starting: the rooms recorded before are being taken back";
+
 /// Rooms tried for one allocation when the runtime finds them taken (another replica handed them
 /// out) before it answers "no room".
 const TAKEN_ATTEMPTS: usize = 8;
@@ -73,6 +76,12 @@ impl Rooms {
     /// Whether `token` is room `room`'s of scheduler `scheduler`.
     pub fn token_is_valid(&self, scheduler: &str, room: &str, token: &str) -> bool {
         verify_room_token(&self.fleet.config().secret, scheduler, room, token)
+    }
+
+    /// Still taking back the rooms recorded before this start: an unknown room or scheduler may
+    /// be known in a moment (answer 503, not 404).
+    pub fn starting(&self) -> bool {
+        !self.fleet.adopted()
     }
 
     /// Whether scheduler `scheduler` has a room `room`.
@@ -120,9 +129,7 @@ impl Rooms {
         scheduler: &str,
     ) -> Result<Option<Room>, AllocateError> {
         if self.fleet.max_matches(scheduler).is_none() {
-            return Err(AllocateError::NotFound(format!(
-                "scheduler {scheduler} not found"
-            )));
+            return Err(self.not_known(format!("scheduler {scheduler} not found")));
         }
         self.allocate(&[scheduler]).await
     }
@@ -141,11 +148,18 @@ impl Rooms {
             .map(|(n, _)| n.as_str())
             .collect();
         if names.is_empty() {
-            return Err(AllocateError::NotFound(format!(
-                "no scheduler of game {game} matches the labels"
-            )));
+            return Err(self.not_known(format!("no scheduler of game {game} matches the labels")));
         }
         self.allocate(&names).await
+    }
+
+    /// Nothing matched: not found, or not known yet while starting.
+    fn not_known(&self, message: String) -> AllocateError {
+        if self.starting() {
+            AllocateError::Unavailable(STARTING.into())
+        } else {
+            AllocateError::NotFound(message)
+        }
     }
 
     /// Allocate in the registry, then have the runtime record it; a room the runtime finds taken

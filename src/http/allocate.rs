@@ -108,7 +108,7 @@ fn answer(
         Err(AllocateError::NotFound(message)) => Err(ApiError::not_found(message)),
         Err(AllocateError::Unavailable(why)) => {
             m.allocations.with_label_values(&["unavailable"]).inc();
-            tracing::warn!(reason = %why, "cannot record an allocation in the cluster");
+            tracing::debug!(reason = %why, "cannot allocate now");
             Err(ApiError::unavailable(format!(
                 "cannot record the allocation now ({why}); nothing was handed out: retry"
             )))

@@ -66,9 +66,17 @@ fn known_room(
     if state.rooms.exists(scheduler, room) {
         Ok(())
     } else {
-        Err(ApiError::not_found(format!(
-            "room {room} of scheduler {scheduler} not found"
-        )))
+        Err(unknown_room(state, scheduler, room))
+    }
+}
+
+/// No such room: 404, or 503 while the server is still taking back the rooms recorded before
+/// (the room may be one of them).
+fn unknown_room(state: &AppState, scheduler: &str, room: &str) -> ApiError {
+    if state.rooms.starting() {
+        ApiError::unavailable(crate::controller::rooms::STARTING)
+    } else {
+        ApiError::not_found(format!("room {room} of scheduler {scheduler} not found"))
     }
 }
 
@@ -107,7 +115,7 @@ async fn player_event(
         .rooms
         .player(&scheduler, &room, join, &body.player_id)
         .map_err(|e| match e {
-            RegistryError::UnknownRoom { .. } => ApiError::not_found(e.to_string()),
+            RegistryError::UnknownRoom { .. } => unknown_room(&state, &scheduler, &room),
             other => ApiError::internal(other.to_string()),
         })?;
     let payload = serde_json::json!({"event": body.event, "playerId": body.player_id, "metadata": body.metadata});
@@ -190,9 +198,7 @@ async fn ping(
         }
         Err(RegistryError::UnknownRoom { .. }) => {
             outcome("unknown");
-            Err(ApiError::not_found(format!(
-                "room {room} of scheduler {scheduler} not found"
-            )))
+            Err(unknown_room(&state, &scheduler, &room))
         }
         Err(e @ RegistryError::Transition { .. }) => {
             outcome("refused");

@@ -283,6 +283,14 @@ impl Server {
         std::fs::read_to_string(self.state_dir.with_extension("serve.log")).unwrap_or_default()
     }
 
+    /// Stop the server with SIGTERM, as a Deployment's rollout does, and wait until it exits.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("the server runs");
+        let pid = rustix::process::Pid::from_child(&c);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        c.wait().unwrap()
+    }
+
     /// `kill -9` the server (rooms keep running).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -80,6 +80,22 @@ pub async fn run(server: Server, first: Observed, shutdown: CancellationToken) -
 
 impl Fixture {
     pub fn new(api_token: Option<&str>, sync: SyncMode) -> Self {
+        let f = Self::unadopted(api_token, sync);
+        // As a running server does before it answers "not found": take back what was recorded.
+        let fleet = Arc::clone(&f.state.controller.fleet);
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(fleet.adopt())
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        f
+    }
+
+    /// A server still taking back the rooms recorded before it started.
+    pub fn unadopted(api_token: Option<&str>, sync: SyncMode) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let server = server(config(dir.path(), api_token, sync));
         Self {
