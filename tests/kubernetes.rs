@@ -955,8 +955,10 @@ async fn the_deploy_manifests_pass_a_server_side_dry_run() {
         "serviceaccount/troupe",
         "clusterrole.rbac.authorization.k8s.io/troupe",
         "clusterrolebinding.rbac.authorization.k8s.io/troupe",
-        "persistentvolumeclaim/troupe-state",
+        "role.rbac.authorization.k8s.io/troupe-leader-election",
+        "rolebinding.rbac.authorization.k8s.io/troupe-leader-election",
         "deployment.apps/troupe",
+        "poddisruptionbudget.policy/troupe",
         "service/troupe",
     ] {
         assert!(text.contains(kind), "{kind} missing from:\n{text}");

@@ -98,12 +98,13 @@ async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "{} requests in {:.2} s: {:.0}/s; ok {}, no room {}, errors {}, duplicates {}",
+            "{} requests in {:.2} s: {:.0}/s; ok {}, no room {}, unavailable (503, retried) {}, errors {}, duplicates {}",
             report.requests,
             report.seconds,
             report.per_second,
             report.ok,
             report.no_room,
+            report.unavailable,
             report.errors,
             report.duplicates
         );

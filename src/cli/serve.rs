@@ -34,6 +34,8 @@ pub enum RuntimeKind {
 const REMOTE_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 /// How often a local repository or directory is polled when `--poll-interval` is not given.
 const LOCAL_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a stopping server waits for the status writes still queued for the cluster.
+const FLUSH_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// Environment variable holding the API token itself (the file flag is preferred).
 const API_TOKEN_ENV: &str = "TROUPE_API_TOKEN";
 /// Environment variable holding the webhook secret itself (the file flag is preferred).
@@ -260,6 +262,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         None => false,
     };
+    // What the next leader reads back: the statuses still queued for the cluster.
+    if tokio::time::timeout(FLUSH_AT_EXIT, fleet.runtime.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            pending = fleet.runtime.pending_records(),
+            "status writes still queued at exit; the next controller reads older statuses for those rooms"
+        );
+    }
     if let Some(e) = election {
         // Stopped by a signal: hand the lease over at once.
         e.stop.cancel();

@@ -214,6 +214,11 @@ pub trait Runtime: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Returns once every write [`Runtime::record`] and [`Runtime::record_scheduler`] queued has
+    /// been sent (or given up): a controller that stops hands the next one a cluster that says
+    /// what it knew. Callers bound the wait. By default nothing is queued.
+    async fn flush(&self) {}
+
     /// A scheduler's applied spec changed (`None`: removed). Same rules as [`Runtime::record`].
     fn record_scheduler(&self, _name: &str, _applied: Option<&Applied>) {}
 

@@ -7,8 +7,10 @@
 //! after `--match-duration` or on request (`DELETE /matches`).
 //!
 //! Must always hold: it never runs more than `--max-matches` matches; a refusal from the rooms API
-//! (4xx, e.g. a room being terminated) is logged and does not stop it; only the rooms API being
-//! unreachable for `--give-up-after` does (exit status 1); on SIGTERM or SIGINT it pings
+//! (4xx, e.g. a room being terminated) is logged and does not stop it; a ping that did not reach
+//! the rooms API (no connection, a 5xx such as a controller failing over) is tried again after
+//! the answer's `Retry-After` or a second, sooner than the interval; only the rooms API being
+//! unreachable for `--give-up-after` stops it (exit status 1); on SIGTERM or SIGINT it pings
 //! `terminating` and returns within a second. It logs to stderr, which the local runtime keeps in
 //! the room's log.
 
@@ -110,6 +112,9 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// How soon a ping that did not reach the rooms API is tried again, unless the answer said
+/// (`Retry-After`) or the interval is shorter.
+const RETRY_SOON: StdDuration = StdDuration::from_secs(1);
 /// A ping that takes longer counts as the rooms API being unreachable; the next one is due anyway.
 const PING_TIMEOUT: StdDuration = StdDuration::from_secs(2);
 /// The `terminating` ping gets this long, so the room still exits within a second of SIGTERM.
@@ -435,8 +440,9 @@ async fn echo(socket: tokio::net::UdpSocket) -> anyhow::Result<()> {
 enum PingOutcome {
     /// The rooms API answered (accepting or refusing).
     Reached,
-    /// No answer, or the API failed (5xx): counts towards giving up.
-    Unreachable(String),
+    /// No answer, or the API failed (5xx): counts towards giving up. With the answer's
+    /// `Retry-After`, when it had one.
+    Unreachable(String, Option<StdDuration>),
 }
 
 /// Players join as matches start and leave as they end; each change is reported to the rooms API
@@ -517,12 +523,13 @@ impl Pinger {
         let mut last_reached = Instant::now();
         loop {
             let running = *changes.borrow_and_update();
+            let mut next = interval;
             match self
                 .ping(status_for(running, room.max_matches), running, PING_TIMEOUT)
                 .await
             {
                 PingOutcome::Reached => last_reached = Instant::now(),
-                PingOutcome::Unreachable(error) => {
+                PingOutcome::Unreachable(error, retry_after) => {
                     let down_for = last_reached.elapsed();
                     if down_for >= give_up_after {
                         bail!(
@@ -530,6 +537,7 @@ impl Pinger {
                             down_for.as_secs()
                         );
                     }
+                    next = interval.min(retry_after.unwrap_or(RETRY_SOON));
                 }
             }
             tokio::select! {
@@ -539,7 +547,7 @@ impl Pinger {
                         tokio::time::sleep(interval).await;
                     }
                 }
-                () = tokio::time::sleep(interval) => {}
+                () = tokio::time::sleep(next) => {}
             }
         }
     }
@@ -559,7 +567,7 @@ impl Pinger {
             Err(e) => {
                 let error = format!("{:#}", anyhow::Error::from(e));
                 warn!(%status, %error, "ping failed: rooms API unreachable");
-                return PingOutcome::Unreachable(error);
+                return PingOutcome::Unreachable(error, None);
             }
         };
         let code = response.status();
@@ -567,6 +575,11 @@ impl Pinger {
             debug!(%status, running_matches, "ping accepted");
             return PingOutcome::Reached;
         }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .map(StdDuration::from_secs);
         let text: String = response
             .text()
             .await
@@ -576,7 +589,7 @@ impl Pinger {
             .collect();
         if code.is_server_error() {
             warn!(%status, %code, body = %text, "ping failed: rooms API error");
-            PingOutcome::Unreachable(format!("rooms API answered {code}: {text}"))
+            PingOutcome::Unreachable(format!("rooms API answered {code}: {text}"), retry_after)
         } else {
             warn!(%status, %code, body = %text, "ping refused by the rooms API");
             PingOutcome::Reached
@@ -589,6 +602,7 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
+    use axum::response::IntoResponse;
     use clap::Parser;
     use tower::ServiceExt;
 
@@ -715,6 +729,58 @@ mod tests {
         assert_eq!(
             call("DELETE", "/matches").await.unwrap().status(),
             StatusCode::CONFLICT
+        );
+    }
+
+    /// Regression: a room whose ping met a failing-over controller (503) waited a whole ping
+    /// interval before trying again.
+    #[tokio::test]
+    async fn a_ping_answered_503_is_tried_again_after_retry_after_not_the_interval() {
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let answers = Arc::new(Mutex::new(0u32));
+        let api = Router::new().route(
+            "/scheduler/arena/rooms/arena-1/ping",
+            axum::routing::put(move || {
+                let (answers, seen_tx) = (answers.clone(), seen_tx.clone());
+                async move {
+                    let n = {
+                        let mut n = answers.lock().unwrap();
+                        *n += 1;
+                        *n
+                    };
+                    let _ = seen_tx.send(Instant::now());
+                    if n == 1 {
+                        let retry = [(axum::http::header::RETRY_AFTER, "1")];
+                        (StatusCode::SERVICE_UNAVAILABLE, retry, "standby").into_response()
+                    } else {
+                        StatusCode::OK.into_response()
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, api).await });
+        let room = DemoState::new(&args(&[]));
+        let pinger = Pinger {
+            client: reqwest::Client::new(),
+            url: ping_url(&format!("http://{addr}"), "arena", "arena-1").unwrap(),
+            token: "t".into(),
+        };
+        let interval = StdDuration::from_secs(600);
+        let pinging = pinger.keep_pinging(&room, interval, interval);
+        let second = async {
+            let first = seen.recv().await.unwrap();
+            let second = seen.recv().await.unwrap();
+            second - first
+        };
+        let gap = tokio::select! {
+            gap = second => gap,
+            _ = pinging => panic!("keep_pinging ended"),
+        };
+        assert!(
+            gap >= StdDuration::from_millis(900) && gap < StdDuration::from_secs(5),
+            "tried again after {gap:?}"
         );
     }
 

@@ -45,6 +45,9 @@ pub struct Report {
     pub ok: u64,
     /// Allocation answers "no room".
     pub no_room: u64,
+    /// 503s (a standby replica, a controller taking over): the client waits a second, as the
+    /// answer's `Retry-After` asks, and goes on.
+    pub unavailable: u64,
     pub errors: u64,
     pub seconds: f64,
     pub per_second: f64,
@@ -64,6 +67,7 @@ struct ClientResult {
     latencies_us: Vec<u32>,
     ok: u64,
     no_room: u64,
+    unavailable: u64,
     errors: u64,
     allocated: Vec<String>,
 }
@@ -83,6 +87,7 @@ pub async fn run(load: Load) -> Report {
         all.ok += r.ok;
         all.no_room += r.no_room;
         all.errors += r.errors;
+        all.unavailable += r.unavailable;
         all.allocated.extend(r.allocated);
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -100,6 +105,7 @@ pub async fn run(load: Load) -> Report {
         requests,
         ok: all.ok,
         no_room: all.no_room,
+        unavailable: all.unavailable,
         errors: all.errors,
         seconds,
         per_second: requests as f64 / seconds,
@@ -166,6 +172,8 @@ impl Connection {
     }
 }
 
+/// How long a client waits after a 503 (the server's `Retry-After`).
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 const READY: &[u8] = br#"{"status":"ready"}"#;
 const OCCUPIED: &[u8] = br#"{"status":"occupied"}"#;
 
@@ -232,6 +240,10 @@ async fn one_client(load: &Load, client: usize, deadline: Instant) -> ClientResu
             Some((409, _)) if matches!(load.mode, Mode::Allocate { .. }) => {
                 out.no_room += 1;
                 break;
+            }
+            Some((503, _)) => {
+                out.unavailable += 1;
+                tokio::time::sleep(RETRY_AFTER).await;
             }
             Some(_) => out.errors += 1,
             None => {

@@ -315,6 +315,10 @@ impl Runtime for KubernetesRuntime {
         result
     }
 
+    async fn flush(&self) {
+        self.inner.records.drained().await;
+    }
+
     fn record_scheduler(&self, name: &str, applied: Option<&Applied>) {
         self.inner.records.push(
             Target {

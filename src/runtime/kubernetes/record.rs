@@ -124,6 +124,20 @@ impl Queue {
         }
     }
 
+    /// Returns once nothing waits and nothing is in flight.
+    pub async fn drained(&self) {
+        loop {
+            let landed = self.landed.notified();
+            {
+                let w = self.lock();
+                if w.pending.is_empty() && w.in_flight.is_empty() {
+                    return;
+                }
+            }
+            landed.await;
+        }
+    }
+
     /// Writes waiting now.
     pub fn depth(&self) -> usize {
         self.lock().pending.len()
@@ -202,5 +216,13 @@ mod tests {
         assert!(q.take().is_empty(), "claimed: in flight");
         q.done(&target("a"));
         assert_eq!(q.take()[0].1.what, room(RoomStatus::Active));
+        let drained = tokio::spawn({
+            let q = q.clone();
+            async move { q.drained().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!drained.is_finished(), "a write is in flight");
+        q.done(&target("a"));
+        drained.await.unwrap();
     }
 }
