@@ -35,10 +35,13 @@ pub fn inferred(room: &Room, from: RoomStatus) -> bool {
     from == RoomStatus::Pending && room.status == RoomStatus::Unready && room.running_matches == 0
 }
 
-/// The room a live pod runs, as the registry records it. `node_ip` finds a node's InternalIP.
+/// The room a live pod runs, as the registry records it. `allocations` are those recorded on its
+/// namespace ([`super::ledger`]): one newer than the pod's status makes the room `allocated`.
+/// `node_ip` finds a node's InternalIP.
 pub fn room_from_pod(
     pod: &Pod,
     prefix: &str,
+    allocations: &super::ledger::Entries,
     node_ip: impl Fn(&str) -> Option<String>,
     now_ms: u64,
 ) -> Option<Room> {
@@ -77,6 +80,20 @@ pub fn room_from_pod(
         .and_then(&node_ip)
         .or(view.host_ip.clone())
         .unwrap_or_default();
+    let label_since = number(ANNOTATION_STATUS_SINCE).unwrap_or(created_at);
+    let status_since = match view.started_at {
+        // Inferred `unready`: it began when the containers started.
+        Some(at) if started => at,
+        _ => label_since,
+    };
+    let allocated_at = allocations
+        .get(&id)
+        .copied()
+        .filter(|at| *at > label_since && !view.deleting);
+    let (status, status_since) = match allocated_at {
+        Some(at) => (RoomStatus::Allocated, at),
+        None => (status, status_since),
+    };
     Some(Room {
         id,
         scheduler,
@@ -88,11 +105,7 @@ pub fn room_from_pod(
         host,
         ports: view.ports,
         created_at,
-        status_since: match view.started_at {
-            // Inferred `unready`: it began when the containers started.
-            Some(at) if started => at,
-            _ => number(ANNOTATION_STATUS_SINCE).unwrap_or(created_at),
-        },
+        status_since,
         // Seen alive in the cluster just now: the room gets a full ping timeout to report.
         last_ping: Some(now_ms),
         reason: None,
@@ -151,6 +164,10 @@ mod tests {
             "state": {"running": {"startedAt": "2025-01-01T00:00:30Z"}}}]})
     }
 
+    fn none() -> crate::runtime::kubernetes::ledger::Entries {
+        Default::default()
+    }
+
     fn ip(node: &str) -> Option<String> {
         (node == "kwok-node-0").then(|| "127.0.1.1".to_owned())
     }
@@ -158,7 +175,7 @@ mod tests {
     #[test]
     fn a_room_is_read_back_from_its_pod() {
         let p = pod("t1-arena", labels(Some("occupied")), running());
-        let room = room_from_pod(&p, "t1-", ip, 99).unwrap();
+        let room = room_from_pod(&p, "t1-", &none(), ip, 99).unwrap();
         assert_eq!(room.id, "arena-a");
         assert_eq!(room.scheduler, "arena");
         assert_eq!(room.version, "v1");
@@ -172,31 +189,45 @@ mod tests {
         assert_eq!(room.runtime_ref.as_deref(), Some("u1"));
     }
 
+    /// The pod's label says occupied since 1735689700000: an allocation recorded on the namespace
+    /// after that is newer and wins; one from before is history.
+    #[test]
+    fn an_allocation_recorded_on_the_namespace_wins_over_an_older_pod_status_only() {
+        let p = pod("t1-arena", labels(Some("ready")), running());
+        let newer = [("arena-a".to_string(), 1735689800000)].into();
+        let room = room_from_pod(&p, "t1-", &newer, ip, 99).unwrap();
+        assert_eq!(room.status, RoomStatus::Allocated);
+        assert_eq!(room.status_since, 1735689800000);
+        let older = [("arena-a".to_string(), 1735689600000)].into();
+        let room = room_from_pod(&p, "t1-", &older, ip, 99).unwrap();
+        assert_eq!(room.status, RoomStatus::Ready);
+    }
+
     #[test]
     fn only_pods_of_this_prefix_are_rooms() {
         let p = pod("t1-arena", labels(Some("ready")), running());
-        assert!(room_from_pod(&p, "", ip, 0).is_none());
-        assert!(room_from_pod(&p, "t2-", ip, 0).is_none());
-        assert!(room_from_pod(&p, "t1-", ip, 0).is_some());
+        assert!(room_from_pod(&p, "", &none(), ip, 0).is_none());
+        assert!(room_from_pod(&p, "t2-", &none(), ip, 0).is_none());
+        assert!(room_from_pod(&p, "t1-", &none(), ip, 0).is_some());
     }
 
     #[test]
     fn an_unrecorded_status_is_inferred_and_a_finished_pod_is_no_room() {
         let p = pod("arena", labels(None), running());
         assert_eq!(
-            room_from_pod(&p, "", ip, 0).unwrap().status,
+            room_from_pod(&p, "", &none(), ip, 0).unwrap().status,
             RoomStatus::Unready
         );
         // The pending → unready transition is never written: it began when the containers did.
         let p = pod("arena", labels(Some("pending")), running());
-        let room = room_from_pod(&p, "", ip, 0).unwrap();
+        let room = room_from_pod(&p, "", &none(), ip, 0).unwrap();
         assert_eq!(room.status, RoomStatus::Unready);
         assert_eq!(room.status_since, 1735689630000);
         let mut starting = running();
         starting["containerStatuses"][0]["state"] = serde_json::json!({"waiting": {}});
         let p = pod("arena", labels(Some("pending")), starting);
         assert_eq!(
-            room_from_pod(&p, "", ip, 0).unwrap().status,
+            room_from_pod(&p, "", &none(), ip, 0).unwrap().status,
             RoomStatus::Pending,
             "a running pod whose containers have not all started is still pending"
         );
@@ -206,7 +237,7 @@ mod tests {
             serde_json::json!({"phase": "Pending"}),
         );
         assert_eq!(
-            room_from_pod(&p, "", ip, 0).unwrap().status,
+            room_from_pod(&p, "", &none(), ip, 0).unwrap().status,
             RoomStatus::Pending
         );
         let p = pod(
@@ -214,11 +245,11 @@ mod tests {
             labels(Some("ready")),
             serde_json::json!({"phase": "Failed"}),
         );
-        assert!(room_from_pod(&p, "", ip, 0).is_none());
+        assert!(room_from_pod(&p, "", &none(), ip, 0).is_none());
         let mut p = pod("arena", labels(Some("occupied")), running());
         p.metadata.deletion_timestamp = p.metadata.creation_timestamp.clone();
         assert_eq!(
-            room_from_pod(&p, "", ip, 0).unwrap().status,
+            room_from_pod(&p, "", &none(), ip, 0).unwrap().status,
             RoomStatus::Terminating
         );
     }

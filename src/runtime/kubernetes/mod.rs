@@ -22,6 +22,7 @@
 pub mod admission;
 pub mod discover;
 pub mod lease;
+pub mod ledger;
 pub mod observe;
 pub mod pod;
 pub mod ports;
@@ -60,8 +61,6 @@ use record::{Queue, Target, What, Write};
 const RUNTIME_NAME: &str = "kubernetes";
 /// Longest namespace and label value Kubernetes accepts.
 const MAX_NAME: usize = 63;
-/// Writes of one allocation before it is refused as "the pod kept changing".
-const ALLOCATION_ATTEMPTS: usize = 4;
 /// Status writes sent to the API server at once.
 const RECORD_CONCURRENCY: usize = 16;
 /// A status write that fails is retried this often, with exponential pauses (and jitter) from
@@ -118,6 +117,7 @@ struct Inner {
     nodes: Store<Node>,
     state: Mutex<State>,
     records: Queue,
+    ledger: ledger::Ledger,
 }
 
 #[derive(Default)]
@@ -219,6 +219,7 @@ impl KubernetesRuntime {
             nodes,
             state: Mutex::new(State::default()),
             records: Queue::default(),
+            ledger: ledger::Ledger::default(),
         });
         let span = info_span!("kubernetes", prefix = %prefix);
         let tasks = vec![
@@ -278,10 +279,7 @@ impl Runtime for KubernetesRuntime {
     }
 
     fn record(&self, room: &Room, from: RoomStatus) {
-        // An allocation is written by `confirm_allocation`, before it is answered.
-        if matches!(room.status, RoomStatus::Terminated | RoomStatus::Allocated)
-            || discover::inferred(room, from)
-        {
+        if room.status == RoomStatus::Terminated || discover::inferred(room, from) {
             return;
         }
         self.inner.records.push(
@@ -305,14 +303,11 @@ impl Runtime for KubernetesRuntime {
                 "this replica no longer leads".into(),
             ));
         }
-        let target = Target {
-            namespace: self.inner.namespace(&room.scheduler),
-            pod: Some(room.id.clone()),
-        };
-        self.inner.records.claim(&target).await;
-        let result = self.inner.write_allocation(&target.namespace, room).await;
-        self.inner.records.done(&target);
-        result
+        let namespace = self.inner.namespace(&room.scheduler);
+        self.inner
+            .ledger
+            .record(&self.inner, &namespace, &room.id, room.status_since)
+            .await
     }
 
     async fn flush(&self) {
@@ -742,8 +737,14 @@ impl Inner {
         }
     }
 
+    /// What the cluster records; the allocations it holds become this replica's to replace.
     async fn discover(&self) -> Result<Discovered, RuntimeError> {
-        discover(&self.client, &self.config.namespace_prefix).await
+        let (discovered, allocations) =
+            read_cluster(&self.client, &self.config.namespace_prefix).await?;
+        for (namespace, entries) in allocations {
+            self.ledger.adopt(&namespace, entries);
+        }
+        Ok(discovered)
     }
 
     /// Follow every Troupe pod; the store is what ports, adoption and events are decided from.
@@ -1033,50 +1034,6 @@ impl Inner {
         }
     }
 
-    /// Record `room`'s allocation on its pod, with the pod's resourceVersion as a precondition:
-    /// a pod another writer changed meanwhile is read again, and refused when it is taken.
-    async fn write_allocation(
-        &self,
-        namespace: &str,
-        room: &Room,
-    ) -> Result<(), AllocationRefused> {
-        let api = self.pod_api(namespace);
-        let unavailable = |e: &kube::Error| AllocationRefused::Unavailable(api_reason(e));
-        // The watch's copy first; the API server's after a conflict.
-        let mut version = self
-            .pods
-            .get(&ObjectRef::new(&room.id).within(namespace))
-            .and_then(|p| p.resource_version());
-        for _ in 0..ALLOCATION_ATTEMPTS {
-            let current = match version.take() {
-                Some(v) => v,
-                None => match api.get_opt(&room.id).await {
-                    Ok(Some(pod)) if is_taken(&pod) => return Err(AllocationRefused::Taken),
-                    Ok(Some(pod)) => pod.resource_version().unwrap_or_default(),
-                    Ok(None) => return Err(AllocationRefused::Taken),
-                    Err(e) => return Err(unavailable(&e)),
-                },
-            };
-            let mut patch = room_patch(room.status, room.status_since, room.running_matches);
-            patch["metadata"]["resourceVersion"] = current.into();
-            match api
-                .patch(&room.id, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if is_status(&e, |s| s.is_conflict()) => continue,
-                Err(e) if is_status(&e, |s| s.is_not_found()) => {
-                    return Err(AllocationRefused::Taken);
-                }
-                Err(e) => return Err(unavailable(&e)),
-            }
-        }
-        Err(AllocationRefused::Unavailable(format!(
-            "the pod of room {} kept changing",
-            room.id
-        )))
-    }
-
     async fn write_one(self: Arc<Self>, target: Target, write: Write) {
         self.write_queued(&target, write).await;
         self.records.done(&target);
@@ -1093,14 +1050,23 @@ impl Inner {
                 },
             ) => {
                 let patch = room_patch(*status, *since_ms, *matches);
-                match self
+                let written = match self
                     .pod_api(&target.namespace)
                     .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                 {
                     Err(e) if is_status(&e, |s| s.is_not_found()) => Ok(()),
                     other => other.map(|_| ()),
+                };
+                // A status after an allocation is on the pod now: the ledger's entry may go.
+                if written.is_ok()
+                    && *status != RoomStatus::Allocated
+                    && self.ledger.landed(&target.namespace, pod, *since_ms)
+                {
+                    let (inner, namespace) = (Arc::clone(self), target.namespace.clone());
+                    tokio::spawn(async move { inner.ledger.write(&inner, &namespace).await });
                 }
+                written
             }
             (None, What::Scheduler { scheduler, applied }) => {
                 self.write_applied(&target.namespace, scheduler, applied.as_deref())
@@ -1162,20 +1128,6 @@ fn room_patch(status: RoomStatus, since_ms: u64, matches: u32) -> serde_json::Va
     }})
 }
 
-/// Whether the cluster records the pod's room as handed out (by this replica or another) or
-/// going away.
-fn is_taken(pod: &Pod) -> bool {
-    let recorded = pod
-        .labels()
-        .get(LABEL_STATUS)
-        .map(String::as_str)
-        .unwrap_or_default();
-    pod.metadata.deletion_timestamp.is_some()
-        || [RoomStatus::Allocated, RoomStatus::Occupied]
-            .iter()
-            .any(|s| s.as_str() == recorded)
-}
-
 fn internal_ip(node: &Node) -> Option<String> {
     node.status
         .as_ref()?
@@ -1190,6 +1142,15 @@ fn internal_ip(node: &Node) -> Option<String> {
 /// `troupe plan --runtime kubernetes` needs, and what a controller takes at start-up that its
 /// state directory does not know.
 pub async fn discover(client: &Client, prefix: &str) -> Result<Discovered, RuntimeError> {
+    Ok(read_cluster(client, prefix).await?.0)
+}
+
+/// Rooms and applied schedulers as the cluster records them, and the allocations recorded on
+/// each namespace.
+async fn read_cluster(
+    client: &Client,
+    prefix: &str,
+) -> Result<(Discovered, HashMap<String, ledger::Entries>), RuntimeError> {
     let selector = ListParams::default().labels(MANAGED_SELECTOR);
     let pods = Api::<Pod>::all(client.clone())
         .list(&selector)
@@ -1209,17 +1170,30 @@ pub async fn discover(client: &Client, prefix: &str) -> Result<Discovered, Runti
         .filter_map(|n| Some((n.name_any(), internal_ip(n)?)))
         .collect();
     let now = now_ms();
+    let allocations: HashMap<String, ledger::Entries> = namespaces
+        .items
+        .iter()
+        .map(|ns| (ns.name_any(), ledger::entries_of(ns)))
+        .filter(|(_, entries)| !entries.is_empty())
+        .collect();
+    let none = ledger::Entries::new();
     let rooms = pods
         .items
         .iter()
-        .filter_map(|p| discover::room_from_pod(p, prefix, |n| node_ips.get(n).cloned(), now))
+        .filter_map(|p| {
+            let recorded = p
+                .namespace()
+                .and_then(|ns| allocations.get(&ns))
+                .unwrap_or(&none);
+            discover::room_from_pod(p, prefix, recorded, |n| node_ips.get(n).cloned(), now)
+        })
         .collect();
     let schedulers = namespaces
         .items
         .iter()
         .filter_map(|ns| discover::applied_from_namespace(ns, prefix))
         .collect();
-    Ok(Discovered { rooms, schedulers })
+    Ok((Discovered { rooms, schedulers }, allocations))
 }
 
 /// Follow nodes for their addresses.

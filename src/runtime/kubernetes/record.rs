@@ -5,9 +5,7 @@
 //! path, under pings); the queue holds at most one write per pod and per namespace — a newer
 //! write replaces an older one not yet sent — so it is bounded by the number of rooms and
 //! schedulers, and the cluster always ends up with the newest value. At most one write per
-//! target is in flight at a time, so two writes of one pod never land out of order; a write sent
-//! outside the queue (an allocation's, which must land before it is answered) [`Queue::claim`]s
-//! its target first.
+//! target is in flight at a time, so two writes of one pod never land out of order.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -56,7 +54,7 @@ struct Writes {
 pub struct Queue {
     writes: Mutex<Writes>,
     wake: Notify,
-    /// A write finished: claims waiting for its target look again.
+    /// A write finished: a drain waiting looks again.
     landed: Notify,
 }
 
@@ -104,24 +102,6 @@ impl Queue {
         self.lock().in_flight.remove(target);
         self.landed.notify_waiters();
         self.wake.notify_one();
-    }
-
-    /// Write `target` outside the queue: wait until no write of it is in flight, mark it in
-    /// flight (call [`Queue::done`] after), and drop the write waiting for it, which the caller's
-    /// newer write replaces.
-    pub async fn claim(&self, target: &Target) {
-        loop {
-            let landed = self.landed.notified();
-            {
-                let mut w = self.lock();
-                if !w.in_flight.contains(target) {
-                    w.pending.remove(target);
-                    w.in_flight.insert(target.clone());
-                    return;
-                }
-            }
-            landed.await;
-        }
     }
 
     /// Returns once nothing waits and nothing is in flight.
@@ -194,34 +174,26 @@ mod tests {
 
     /// Two writes of one pod must never be in flight together: the later could land first.
     #[tokio::test]
-    async fn a_target_being_written_waits_and_a_claim_waits_for_it_then_drops_the_older_write() {
+    async fn a_target_being_written_waits_and_a_drain_waits_for_every_write() {
         let q = std::sync::Arc::new(Queue::default());
         q.push(target("a"), room(RoomStatus::Ready));
         assert_eq!(q.take().len(), 1);
         q.push(target("a"), room(RoomStatus::Occupied));
         assert!(q.take().is_empty(), "a is in flight");
-        let claimed = tokio::spawn({
-            let q = q.clone();
-            async move { q.claim(&target("a")).await }
-        });
-        tokio::task::yield_now().await;
-        assert!(
-            !claimed.is_finished(),
-            "the claim waits for the write in flight"
-        );
-        q.done(&target("a"));
-        claimed.await.unwrap();
-        assert_eq!(q.depth(), 0, "the claimer's write replaces the one waiting");
-        q.push(target("a"), room(RoomStatus::Active));
-        assert!(q.take().is_empty(), "claimed: in flight");
-        q.done(&target("a"));
-        assert_eq!(q.take()[0].1.what, room(RoomStatus::Active));
         let drained = tokio::spawn({
             let q = q.clone();
             async move { q.drained().await }
         });
         tokio::task::yield_now().await;
-        assert!(!drained.is_finished(), "a write is in flight");
+        q.done(&target("a"));
+        let next = q.take();
+        assert_eq!(
+            next[0].1.what,
+            room(RoomStatus::Occupied),
+            "a's next write goes now"
+        );
+        tokio::task::yield_now().await;
+        assert!(!drained.is_finished(), "a write is still in flight");
         q.done(&target("a"));
         drained.await.unwrap();
     }

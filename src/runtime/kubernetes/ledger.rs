@@ -1,0 +1,295 @@
+//! Allocations recorded in the cluster before they are answered, many in one write.
+//!
+//! Each scheduler's namespace carries the annotation `troupe.dev/allocations`: a JSON object from
+//! room to the time (Unix ms) it was allocated. The API server takes a few hundred writes a second
+//! on a small control plane; one write per allocation would make that the ceiling of allocation.
+//! So allocations of one namespace that arrive while its previous write is in flight wait for the
+//! next one, which carries them all (group commit), and each is answered once that write succeeded.
+//!
+//! Must always hold:
+//! - An allocation is answered only after a write that holds its entry succeeded. Every write is a
+//!   merge patch carrying the namespace's resourceVersion as a precondition, so a write based on
+//!   a stale copy fails (409) and is redone from a fresh read: no entry is ever lost to a
+//!   concurrent writer.
+//! - An entry this replica neither wrote nor read back at start-up belongs to another replica
+//!   (one that still believes it leads): the allocation of that room is refused as taken.
+//! - An entry goes only once a newer status of its room has landed on the pod (the queue's write
+//!   with a later `status-since`), or its pod is gone: at every moment the cluster holds the
+//!   room's newest durable status in one of the two places. Discovery takes the newer of the
+//!   two. The annotation holds at most one entry per live pod.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use tokio::sync::oneshot;
+
+use super::{Inner, api_reason, is_status};
+use crate::runtime::AllocationRefused;
+
+/// The annotation on a scheduler's namespace.
+pub const ANNOTATION_ALLOCATIONS: &str = "troupe.dev/allocations";
+/// Writes of one batch before it is refused as "the namespace kept changing".
+const ATTEMPTS: usize = 8;
+
+/// Room → when it was allocated (Unix ms).
+pub type Entries = BTreeMap<String, u64>;
+
+/// The entries recorded on a namespace, from its annotation (none when it has none or it cannot
+/// be read).
+pub fn entries_of(ns: &Namespace) -> Entries {
+    ns.annotations()
+        .get(ANNOTATION_ALLOCATIONS)
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default()
+}
+
+/// What one write changes: `(accepted per add, the entries to write)`. Pure.
+///
+/// `entries` is the annotation as read; `ours` the entries this replica wrote or read back;
+/// `adds` the allocations to record; `drops` rooms whose newer status landed at `since`; `alive`
+/// whether a room's pod still exists.
+fn merge(
+    mut entries: Entries,
+    ours: &Entries,
+    adds: &[(String, u64)],
+    drops: &[(String, u64)],
+    alive: impl Fn(&str) -> bool,
+) -> (Vec<bool>, Entries) {
+    let adding: HashSet<&str> = adds.iter().map(|(r, _)| r.as_str()).collect();
+    entries.retain(|room, _| adding.contains(room.as_str()) || alive(room));
+    for (room, landed) in drops {
+        if let Some(at) = entries.get(room)
+            && *at <= *landed
+            && ours.get(room) == Some(at)
+        {
+            entries.remove(room);
+        }
+    }
+    let accepted = adds
+        .iter()
+        .map(|(room, at)| match entries.get(room) {
+            Some(held) if ours.get(room) != Some(held) => false,
+            _ => {
+                entries.insert(room.clone(), *at);
+                true
+            }
+        })
+        .collect();
+    (accepted, entries)
+}
+
+type Answer = oneshot::Sender<Result<(), AllocationRefused>>;
+
+/// One namespace's book.
+#[derive(Default)]
+struct Book {
+    /// The annotation as last written, with the namespace's resourceVersion after that write.
+    known: Option<(String, Entries)>,
+    /// Entries this replica wrote or read back: it may replace or drop them.
+    ours: Entries,
+    adds: Vec<(String, u64, Answer)>,
+    drops: Vec<(String, u64)>,
+    /// A write is under way; its writer takes what waits when it is done.
+    writing: bool,
+}
+
+/// Every namespace's book.
+#[derive(Default)]
+pub struct Ledger {
+    books: Mutex<HashMap<String, Book>>,
+}
+
+impl Ledger {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Book>> {
+        self.books.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Entries read back from the cluster at start-up: this replica may replace and drop them.
+    pub(super) fn adopt(&self, namespace: &str, entries: Entries) {
+        let mut books = self.lock();
+        let book = books.entry(namespace.to_owned()).or_default();
+        book.ours.extend(entries);
+        book.known = None;
+    }
+
+    /// Record `room`'s allocation at `at`; returns once it is in the cluster, or why not.
+    pub(super) async fn record(
+        &self,
+        inner: &Inner,
+        namespace: &str,
+        room: &str,
+        at: u64,
+    ) -> Result<(), AllocationRefused> {
+        let (tx, rx) = oneshot::channel();
+        let write = {
+            let mut books = self.lock();
+            let book = books.entry(namespace.to_owned()).or_default();
+            book.adds.push((room.to_owned(), at, tx));
+            !std::mem::replace(&mut book.writing, true)
+        };
+        if write {
+            self.write(inner, namespace).await;
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(AllocationRefused::Unavailable(
+                "the allocation's write was abandoned".into(),
+            ))
+        })
+    }
+
+    /// A status of `room` newer than its allocation landed on its pod at `since`: its entry may
+    /// go. Returns whether a write should be started for it (none is under way).
+    pub(super) fn landed(&self, namespace: &str, room: &str, since: u64) -> bool {
+        let mut books = self.lock();
+        let Some(book) = books.get_mut(namespace) else {
+            return false;
+        };
+        if book.ours.get(room).is_none_or(|at| *at > since) {
+            return false;
+        }
+        book.drops.push((room.to_owned(), since));
+        !std::mem::replace(&mut book.writing, true)
+    }
+
+    /// Write what waits for `namespace`, batch after batch, until nothing does. Only one caller
+    /// at a time per namespace (the one that set `writing`).
+    pub(super) async fn write(&self, inner: &Inner, namespace: &str) {
+        loop {
+            let (adds, drops, known, ours) = {
+                let mut books = self.lock();
+                let book = books.entry(namespace.to_owned()).or_default();
+                if book.adds.is_empty() && book.drops.is_empty() {
+                    book.writing = false;
+                    return;
+                }
+                (
+                    std::mem::take(&mut book.adds),
+                    std::mem::take(&mut book.drops),
+                    book.known.take(),
+                    book.ours.clone(),
+                )
+            };
+            let wanted: Vec<(String, u64)> =
+                adds.iter().map(|(r, at, _)| (r.clone(), *at)).collect();
+            let result = write_batch(inner, namespace, known, &ours, &wanted, &drops).await;
+            let mut books = self.lock();
+            let book = books.entry(namespace.to_owned()).or_default();
+            match result {
+                Ok((version, entries, accepted)) => {
+                    book.ours.retain(|room, at| entries.get(room) == Some(at));
+                    for ((room, at, answer), ok) in adds.into_iter().zip(accepted) {
+                        if ok {
+                            book.ours.insert(room, at);
+                            let _ = answer.send(Ok(()));
+                        } else {
+                            let _ = answer.send(Err(AllocationRefused::Taken));
+                        }
+                    }
+                    book.known = Some((version, entries));
+                }
+                Err(why) => {
+                    // Drops are kept for the next write; the allocations are refused.
+                    book.drops.extend(drops);
+                    for (_, _, answer) in adds {
+                        let _ = answer.send(Err(AllocationRefused::Unavailable(why.clone())));
+                    }
+                    if book.adds.is_empty() {
+                        book.writing = false;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One batch: read (unless `known` is fresh), merge, write with the resourceVersion read; a
+/// conflict reads again. The namespace's new resourceVersion, the entries written, and which adds
+/// were accepted.
+async fn write_batch(
+    inner: &Inner,
+    namespace: &str,
+    mut known: Option<(String, Entries)>,
+    ours: &Entries,
+    adds: &[(String, u64)],
+    drops: &[(String, u64)],
+) -> Result<(String, Entries, Vec<bool>), String> {
+    let api: Api<Namespace> = Api::all(inner.client.clone());
+    for _ in 0..ATTEMPTS {
+        let (version, entries) = match known.take() {
+            Some(k) => k,
+            None => match api.get(namespace).await {
+                Ok(ns) => (ns.resource_version().unwrap_or_default(), entries_of(&ns)),
+                Err(e) => return Err(api_reason(&e)),
+            },
+        };
+        let alive = |room: &str| {
+            inner
+                .pods
+                .get(&kube::runtime::reflector::ObjectRef::new(room).within(namespace))
+                .is_some()
+        };
+        let (accepted, entries) = merge(entries, ours, adds, drops, alive);
+        let text = serde_json::to_string(&entries).unwrap_or_default();
+        let patch = serde_json::json!({"metadata": {
+            "resourceVersion": version,
+            "annotations": {ANNOTATION_ALLOCATIONS: text},
+        }});
+        match api
+            .patch(namespace, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(ns) => {
+                return Ok((ns.resource_version().unwrap_or_default(), entries, accepted));
+            }
+            Err(e) if is_status(&e, |s| s.is_conflict()) => continue,
+            Err(e) => return Err(api_reason(&e)),
+        }
+    }
+    Err(format!("namespace {namespace} kept changing"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(list: &[(&str, u64)]) -> Entries {
+        list.iter().map(|(r, at)| (r.to_string(), *at)).collect()
+    }
+
+    fn adds(list: &[(&str, u64)]) -> Vec<(String, u64)> {
+        list.iter().map(|(r, at)| (r.to_string(), *at)).collect()
+    }
+
+    #[test]
+    fn another_replicas_entry_refuses_the_room_and_ours_are_replaced() {
+        let read = entries(&[("a", 10), ("b", 20)]);
+        let ours = entries(&[("a", 10)]);
+        let (accepted, written) = merge(
+            read,
+            &ours,
+            &adds(&[("a", 30), ("b", 31), ("c", 32)]),
+            &[],
+            |_| true,
+        );
+        assert_eq!(accepted, [true, false, true], "b is another replica's");
+        assert_eq!(written, entries(&[("a", 30), ("b", 20), ("c", 32)]));
+    }
+
+    #[test]
+    fn an_entry_goes_only_after_a_newer_status_landed_and_with_its_pod() {
+        let read = entries(&[("a", 10), ("b", 20), ("gone", 5), ("theirs", 1)]);
+        let ours = entries(&[("a", 10), ("b", 20), ("gone", 5)]);
+        let drops = adds(&[("a", 15), ("b", 19), ("theirs", 99)]);
+        let (_, written) = merge(read, &ours, &[], &drops, |room| room != "gone");
+        assert_eq!(
+            written,
+            entries(&[("b", 20), ("theirs", 1)]),
+            "a's newer status landed; b's landed status is older than its allocation; another \
+             replica's entry is not ours to drop; a room without a pod has no entry"
+        );
+    }
+}
