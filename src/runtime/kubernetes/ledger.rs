@@ -19,7 +19,7 @@
 //!   two. The annotation holds at most one entry per live pod.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
@@ -115,23 +115,24 @@ impl Ledger {
         book.known = None;
     }
 
-    /// Record `room`'s allocation at `at`; returns once it is in the cluster, or why not.
+    /// Record `room`'s allocation at `at`; returns once it is in the cluster, or why not. The
+    /// writes run on a task of their own: a caller that goes away (a matchmaker that hung up)
+    /// cannot leave the namespace's writer half done.
     pub(super) async fn record(
-        &self,
-        inner: &Inner,
+        inner: &Arc<Inner>,
         namespace: &str,
         room: &str,
         at: u64,
     ) -> Result<(), AllocationRefused> {
         let (tx, rx) = oneshot::channel();
         let write = {
-            let mut books = self.lock();
+            let mut books = inner.ledger.lock();
             let book = books.entry(namespace.to_owned()).or_default();
             book.adds.push((room.to_owned(), at, tx));
             !std::mem::replace(&mut book.writing, true)
         };
         if write {
-            self.write(inner, namespace).await;
+            Self::spawn_write(inner, namespace);
         }
         rx.await.unwrap_or_else(|_| {
             Err(AllocationRefused::Unavailable(
@@ -141,22 +142,32 @@ impl Ledger {
     }
 
     /// A status of `room` newer than its allocation landed on its pod at `since`: its entry may
-    /// go. Returns whether a write should be started for it (none is under way).
-    pub(super) fn landed(&self, namespace: &str, room: &str, since: u64) -> bool {
-        let mut books = self.lock();
-        let Some(book) = books.get_mut(namespace) else {
-            return false;
+    /// go (with the namespace's next write, started now when none is under way).
+    pub(super) fn landed(inner: &Arc<Inner>, namespace: &str, room: &str, since: u64) {
+        let write = {
+            let mut books = inner.ledger.lock();
+            let Some(book) = books.get_mut(namespace) else {
+                return;
+            };
+            if book.ours.get(room).is_none_or(|at| *at > since) {
+                return;
+            }
+            book.drops.push((room.to_owned(), since));
+            !std::mem::replace(&mut book.writing, true)
         };
-        if book.ours.get(room).is_none_or(|at| *at > since) {
-            return false;
+        if write {
+            Self::spawn_write(inner, namespace);
         }
-        book.drops.push((room.to_owned(), since));
-        !std::mem::replace(&mut book.writing, true)
     }
 
-    /// Write what waits for `namespace`, batch after batch, until nothing does. Only one caller
-    /// at a time per namespace (the one that set `writing`).
-    pub(super) async fn write(&self, inner: &Inner, namespace: &str) {
+    fn spawn_write(inner: &Arc<Inner>, namespace: &str) {
+        let (inner, namespace) = (Arc::clone(inner), namespace.to_owned());
+        tokio::spawn(async move { inner.ledger.write(&inner, &namespace).await });
+    }
+
+    /// Write what waits for `namespace`, batch after batch, until nothing does. Only one task at
+    /// a time per namespace (the one whose caller set `writing`).
+    async fn write(&self, inner: &Inner, namespace: &str) {
         loop {
             let (adds, drops, known, ours) = {
                 let mut books = self.lock();

@@ -279,7 +279,11 @@ impl Runtime for KubernetesRuntime {
     }
 
     fn record(&self, room: &Room, from: RoomStatus) {
-        if room.status == RoomStatus::Terminated || discover::inferred(room, from) {
+        // An allocation is recorded on the namespace before it is answered (`ledger`); writing
+        // it to the pod as well would double the API server's work on the allocation path.
+        if matches!(room.status, RoomStatus::Terminated | RoomStatus::Allocated)
+            || discover::inferred(room, from)
+        {
             return;
         }
         self.inner.records.push(
@@ -304,10 +308,7 @@ impl Runtime for KubernetesRuntime {
             ));
         }
         let namespace = self.inner.namespace(&room.scheduler);
-        self.inner
-            .ledger
-            .record(&self.inner, &namespace, &room.id, room.status_since)
-            .await
+        ledger::Ledger::record(&self.inner, &namespace, &room.id, room.status_since).await
     }
 
     async fn flush(&self) {
@@ -1059,12 +1060,8 @@ impl Inner {
                     other => other.map(|_| ()),
                 };
                 // A status after an allocation is on the pod now: the ledger's entry may go.
-                if written.is_ok()
-                    && *status != RoomStatus::Allocated
-                    && self.ledger.landed(&target.namespace, pod, *since_ms)
-                {
-                    let (inner, namespace) = (Arc::clone(self), target.namespace.clone());
-                    tokio::spawn(async move { inner.ledger.write(&inner, &namespace).await });
+                if written.is_ok() && *status != RoomStatus::Allocated {
+                    ledger::Ledger::landed(self, &target.namespace, pod, *since_ms);
                 }
                 written
             }
