@@ -231,6 +231,24 @@ async fn run(kubeconfig: &str, wanted: u32) {
         troupe::tools::loadgen::Mode::Ping { rooms: tokens },
     ))
     .await;
+    // The rooms' `ready` statuses are written to their pods from a queue: let it drain, so that
+    // allocation is measured, not a backlog of label writes that real rooms (ready over minutes,
+    // not in one second) do not make.
+    let drained = Instant::now();
+    loop {
+        let metrics = get(format!("{url}/metrics")).await.unwrap_or_default();
+        let pending = metrics
+            .lines()
+            .find(|l| l.starts_with("troupe_runtime_records_pending "))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if pending == 0.0 {
+            break;
+        }
+        assert!(drained.elapsed() < LIMIT, "the status writes never drained");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let alloc = troupe::tools::loadgen::run(load(
         64,
         30,

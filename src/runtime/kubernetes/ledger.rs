@@ -185,7 +185,10 @@ impl Ledger {
             };
             let wanted: Vec<(String, u64)> =
                 adds.iter().map(|(r, at, _)| (r.clone(), *at)).collect();
+            let began = std::time::Instant::now();
             let result = write_batch(inner, namespace, known, &ours, &wanted, &drops).await;
+            tracing::debug!(%namespace, adds = wanted.len(), drops = drops.len(),
+                took = ?began.elapsed(), ok = result.is_ok(), "allocations recorded");
             let mut books = self.lock();
             let book = books.entry(namespace.to_owned()).or_default();
             match result {
