@@ -222,11 +222,7 @@ async fn settle(http: &reqwest::Client, replicas: &Replicas) {
             if let Ok(r) = http.get(format!("{}/metrics", s.url)).send().await {
                 up += 1;
                 let text = r.text().await.unwrap_or_default();
-                pending += text
-                    .lines()
-                    .find(|l| l.starts_with("troupe_runtime_records_pending "))
-                    .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .unwrap_or(0.0);
+                pending += common::gauge(&text, "troupe_runtime_records_pending");
             }
         }
         if up == 2 && pending == 0.0 {

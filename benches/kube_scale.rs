@@ -237,12 +237,7 @@ async fn run(kubeconfig: &str, wanted: u32) {
     let drained = Instant::now();
     loop {
         let metrics = get(format!("{url}/metrics")).await.unwrap_or_default();
-        let pending = metrics
-            .lines()
-            .find(|l| l.starts_with("troupe_runtime_records_pending "))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if pending == 0.0 {
+        if common::gauge(&metrics, "troupe_runtime_records_pending") == 0.0 {
             break;
         }
         assert!(drained.elapsed() < LIMIT, "the status writes never drained");
@@ -269,15 +264,16 @@ async fn run(kubeconfig: &str, wanted: u32) {
     );
 
     drop(child);
-    let _ = pods
-        .delete_collection(
-            &DeleteParams {
-                grace_period_seconds: Some(0),
-                ..DeleteParams::default()
-            },
-            &ListParams::default(),
-        )
-        .await;
+    delete_now(&pods).await;
+}
+
+/// Delete every pod of `pods`, without grace.
+async fn delete_now(pods: &Api<Pod>) {
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    let _ = pods.delete_collection(&now, &ListParams::default()).await;
 }
 
 /// Clients of the baseline.
@@ -333,15 +329,7 @@ async fn raw_pods(client: &kube::Client, namespace: &str, n: u32) -> f64 {
     }
     let took = began.elapsed().as_secs_f64();
     let _ = namespaces.delete(namespace, &DeleteParams::default()).await;
-    let _ = pods
-        .delete_collection(
-            &DeleteParams {
-                grace_period_seconds: Some(0),
-                ..DeleteParams::default()
-            },
-            &ListParams::default(),
-        )
-        .await;
+    delete_now(&pods).await;
     // Their host ports and node capacity must be free before Troupe's rooms come.
     while pods
         .list(&ListParams::default())

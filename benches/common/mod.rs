@@ -46,6 +46,15 @@ impl Serve {
     }
 }
 
+/// The value of an unlabelled metric in a `/metrics` text (0 when absent).
+pub fn gauge(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = Command::new("kill")
