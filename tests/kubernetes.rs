@@ -1022,18 +1022,19 @@ async fn allocation_hands_each_pod_room_out_once_and_records_it_on_the_pod() {
     );
 }
 
-/// The rooms whose allocation is recorded on the scheduler's namespace.
+/// The rooms whose allocation is recorded in the scheduler's namespace (its
+/// `troupe-allocations-N` ConfigMaps).
 async fn recorded_allocations(env: &Env, scheduler: &str) -> BTreeSet<String> {
-    let namespaces: Api<Namespace> = Api::all(env.cluster.client.clone());
-    let ns = namespaces.get(&env.namespace(scheduler)).await.unwrap();
-    let text = ns
-        .annotations()
-        .get("troupe.dev/allocations")
-        .cloned()
-        .unwrap_or_default();
-    serde_json::from_str::<BTreeMap<String, u64>>(&text)
-        .unwrap_or_default()
-        .into_keys()
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(env.cluster.client.clone(), &env.namespace(scheduler));
+    let shards = api
+        .list(&ListParams::default().labels("troupe.dev/allocations=true"))
+        .await
+        .unwrap();
+    shards
+        .items
+        .iter()
+        .flat_map(|cm| cm.data.iter().flatten().map(|(room, _)| room.clone()))
         .collect()
 }
 

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
@@ -1166,13 +1166,23 @@ async fn read_cluster(
         .iter()
         .filter_map(|n| Some((n.name_any(), internal_ip(n)?)))
         .collect();
+    let shards = Api::<ConfigMap>::all(client.clone())
+        .list(&ListParams::default().labels(&format!(
+            "{MANAGED_SELECTOR},{}=true",
+            ledger::LABEL_ALLOCATIONS
+        )))
+        .await
+        .map_err(|e| backend("listing the allocation records", e))?;
     let now = now_ms();
-    let allocations: HashMap<String, ledger::Entries> = namespaces
-        .items
-        .iter()
-        .map(|ns| (ns.name_any(), ledger::entries_of(ns)))
-        .filter(|(_, entries)| !entries.is_empty())
-        .collect();
+    let mut allocations: HashMap<String, ledger::Entries> = HashMap::new();
+    for shard in &shards.items {
+        if let Some(ns) = shard.namespace() {
+            allocations
+                .entry(ns)
+                .or_default()
+                .extend(ledger::entries_of(shard));
+        }
+    }
     let none = ledger::Entries::new();
     let rooms = pods
         .items
