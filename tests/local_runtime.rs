@@ -678,9 +678,12 @@ fn hold_port_with_free_neighbour(udp: bool) -> (Held, u16) {
             let p = s.local_addr().unwrap().port();
             (Held::Tcp(s), p)
         };
+        // A held UDP port must have its TCP twin free too: the test checks that a UDP socket
+        // does not hold it (an ephemeral port of some other test's TCP connection can).
         let next_free = port < u16::MAX - 1
             && if udp {
                 UdpSocket::bind(("127.0.0.1", port + 1)).is_ok()
+                    && TcpListener::bind(("127.0.0.1", port)).is_ok()
             } else {
                 TcpListener::bind(("127.0.0.1", port + 1)).is_ok()
             };
