@@ -37,8 +37,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
+    // Two threads, as many as the machine's cores: the 64 matchmakers of the allocation phase
+    // must not queue behind one another on one thread.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();

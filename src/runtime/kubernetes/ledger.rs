@@ -137,6 +137,23 @@ impl Ledger {
         }
     }
 
+    /// Create (or read) the shards of a namespace Troupe just started using, so that its first
+    /// allocations do not wait for that. Best effort: a shard that fails is created by its first
+    /// write.
+    pub(super) async fn prepare(&self, client: &kube::Client, namespace: &str) {
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+        for shard in 0..SHARDS {
+            let Ok(known) = read_or_create(&api, &shard_name(shard)).await else {
+                continue;
+            };
+            let mut books = self.lock();
+            let book = books.entry((namespace.to_owned(), shard)).or_default();
+            if !book.writing && book.known.is_none() {
+                book.known = Some(known);
+            }
+        }
+    }
+
     /// Record `room`'s allocation at `at`; returns once it is in the cluster, or why not. The
     /// writes run on a task of their own: a caller that goes away (a matchmaker that hung up)
     /// cannot leave the namespace's writer half done.

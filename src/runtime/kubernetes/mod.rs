@@ -411,6 +411,7 @@ impl Inner {
             }
             Err(e) => return Err(e),
         }
+        self.ledger.prepare(&self.client, namespace).await;
         self.lock().namespaces.insert(namespace.to_owned());
         Ok(())
     }
