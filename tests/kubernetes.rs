@@ -503,21 +503,7 @@ async fn rooms_run_as_pods_get_their_address_and_become_ready_when_they_ping() {
     assert!(game.refused.lock().unwrap().is_empty());
 
     // `troupe plan --runtime kubernetes` reads live state from the cluster alone.
-    let plan = |source: &Path| {
-        std::process::Command::new(TROUPE)
-            .arg("plan")
-            .arg(source)
-            .args([
-                "--runtime",
-                "kubernetes",
-                "--kube-namespace-prefix",
-                &env.prefix,
-            ])
-            .args(["--detailed-exitcode", "--no-color"])
-            .env("KUBECONFIG", &env.cluster.kubeconfig)
-            .output()
-            .unwrap()
-    };
+    let plan = |source: &Path| kube_plan(&env, source);
     let out = plan(env.repo.path());
     assert_eq!(
         out.status.code(),
@@ -1020,6 +1006,24 @@ async fn allocation_hands_each_pod_room_out_once_and_records_it_on_the_pod() {
         recorded_allocations(&env, "arena").await,
         got.iter().cloned().collect::<BTreeSet<_>>()
     );
+}
+
+/// `troupe plan SOURCE --runtime kubernetes --detailed-exitcode` under the test's prefix, against
+/// the test cluster.
+fn kube_plan(env: &Env, source: &Path) -> std::process::Output {
+    std::process::Command::new(TROUPE)
+        .arg("plan")
+        .arg(source)
+        .args([
+            "--runtime",
+            "kubernetes",
+            "--kube-namespace-prefix",
+            &env.prefix,
+        ])
+        .args(["--detailed-exitcode", "--no-color"])
+        .env("KUBECONFIG", &env.cluster.kubeconfig)
+        .output()
+        .unwrap()
 }
 
 /// The rooms whose allocation is recorded in the scheduler's namespace (its
@@ -1675,19 +1679,7 @@ async fn pods_refused_by_pod_security_show_in_the_plan_and_fail_the_operation_be
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
-        let out = std::process::Command::new(TROUPE)
-            .arg("plan")
-            .arg(dir.path())
-            .args([
-                "--runtime",
-                "kubernetes",
-                "--kube-namespace-prefix",
-                &env.prefix,
-            ])
-            .args(["--detailed-exitcode", "--no-color"])
-            .env("KUBECONFIG", &env.cluster.kubeconfig)
-            .output()
-            .unwrap();
+        let out = kube_plan(&env, dir.path());
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
