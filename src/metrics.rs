@@ -62,7 +62,7 @@ pub struct Metrics {
     pub kube_requests: IntCounterVec,
     /// Runtime events waiting for the controller (the queue holds [`crate::runtime::EVENT_QUEUE`]).
     pub runtime_event_queue: prometheus::IntGauge,
-    /// Room and scheduler records waiting to be written where the rooms run (filled at scrape
+    /// Room and scheduler records not yet written where the rooms run (filled at scrape
     /// time).
     pub runtime_records_pending: prometheus::IntGauge,
     /// Restarts of supervised tasks, by task.
@@ -211,7 +211,7 @@ impl Metrics {
         .expect("valid metric");
         let runtime_records_pending = prometheus::IntGauge::new(
             "runtime_records_pending",
-            "Room status and applied spec records waiting to be written where the rooms run",
+            "Room status and applied spec records not yet written where the rooms run (queued or being sent)",
         )
         .expect("valid metric");
         let task_restarts = IntCounterVec::new(

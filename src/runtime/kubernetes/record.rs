@@ -118,9 +118,10 @@ impl Queue {
         }
     }
 
-    /// Writes waiting now.
+    /// Writes that have not landed yet: waiting, or taken by the writer and not done.
     pub fn depth(&self) -> usize {
-        self.lock().pending.len()
+        let w = self.lock();
+        w.pending.len() + w.in_flight.len()
     }
 
     /// Wait until something was pushed since the last wait.
@@ -158,7 +159,6 @@ mod tests {
         let mut taken = q.take();
         taken.sort_by(|x, y| x.0.pod.cmp(&y.0.pod));
         assert_eq!(taken[0].1.what, room(RoomStatus::Ready));
-        assert_eq!(q.depth(), 0);
         q.done(&target("a"));
 
         q.push(target("a"), room(RoomStatus::Occupied));
@@ -170,6 +170,26 @@ mod tests {
             },
         );
         assert_eq!(q.take()[0].1.what, room(RoomStatus::Occupied));
+    }
+
+    /// The writer takes every waiting write at once and sends them a few at a time: a depth of
+    /// only the writes not taken read 0 while hundreds were still to be sent.
+    #[test]
+    fn depth_counts_writes_taken_until_they_are_done() {
+        let q = Queue::default();
+        q.push(target("a"), room(RoomStatus::Ready));
+        q.push(target("b"), room(RoomStatus::Ready));
+        let taken = q.take();
+        assert_eq!(q.depth(), 2, "taken, not landed");
+        q.push(target("a"), room(RoomStatus::Occupied));
+        assert_eq!(q.depth(), 3, "a's next write waits behind the one in flight");
+        for (t, _) in &taken {
+            q.done(t);
+        }
+        assert_eq!(q.depth(), 1);
+        let _ = q.take();
+        q.done(&target("a"));
+        assert_eq!(q.depth(), 0);
     }
 
     /// Two writes of one pod must never be in flight together: the later could land first.
