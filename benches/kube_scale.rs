@@ -296,7 +296,12 @@ async fn raw_pods(client: &kube::Client, namespace: &str, yaml: &str, n: u32) ->
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let scheduler: std::sync::Arc<troupe::domain::spec::Scheduler> =
         std::sync::Arc::new(serde_saphyr::from_str(yaml).expect("the bench's scheduler parses"));
-    let per_room: u16 = scheduler.spec.containers.iter().map(|c| c.ports.len() as u16).sum();
+    let per_room: u16 = scheduler
+        .spec
+        .containers
+        .iter()
+        .map(|c| c.ports.len() as u16)
+        .sum();
     let pod = |i: u32| -> Pod {
         let first = 43000 + i as u16 * per_room;
         let host_ports: Vec<u16> = (first..first + per_room).collect();

@@ -62,11 +62,15 @@ async fn occupancy_rises_rooms_are_added_falls_free_rooms_go_after_the_cooldown(
             .then_some(rooms)
     })
     .await;
-    let ops = server.ops("arena").await;
-    let up = ops
-        .iter()
-        .find(|o| o.kind == OpKind::Scale && matches!(o.cause, Cause::Autoscaler { .. }))
-        .expect("autoscaler op");
+    // The operation finishes at its next step after its rooms are ready.
+    let up = wait_for("the autoscaler's scale-up to finish", T, || async {
+        server.ops("arena").await.into_iter().find(|o| {
+            o.kind == OpKind::Scale
+                && matches!(o.cause, Cause::Autoscaler { .. })
+                && o.finished_at.is_some()
+        })
+    })
+    .await;
     let Cause::Autoscaler { reason } = &up.cause else {
         unreachable!()
     };

@@ -908,46 +908,260 @@ async fn a_controller_restarted_without_its_state_directory_rebuilds_the_fleet_f
     assert!(plan.changes.is_empty(), "nothing to change: {plan:#?}");
 }
 
-#[tokio::test]
-async fn the_deploy_manifests_pass_a_server_side_dry_run() {
-    let cluster = cluster().await;
+/// `kubectl` of the test cluster, as `kubeconfig`'s user.
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
     let kubectl = std::env::var("TROUPE_KUBECTL").unwrap_or_else(|_| {
         panic!("TROUPE_KUBECTL is not set: the cluster's env file (tests/cluster/up.sh) exports it")
     });
+    let out = std::process::Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("kubectl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// Where `actual` differs from `expected`, for every value `expected` sets (the API server adds
+/// defaults; nothing written may be missing or changed).
+fn differences(expected: &serde_json::Value, actual: &serde_json::Value, at: &str) -> Vec<String> {
+    use serde_json::Value;
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => e
+            .iter()
+            .flat_map(|(k, v)| match a.get(k) {
+                Some(got) => differences(v, got, &format!("{at}.{k}")),
+                None => vec![format!("{at}.{k}: missing")],
+            })
+            .collect(),
+        (Value::Array(e), Value::Array(a)) if e.len() == a.len() => e
+            .iter()
+            .zip(a)
+            .enumerate()
+            .flat_map(|(i, (v, got))| differences(v, got, &format!("{at}[{i}]")))
+            .collect(),
+        _ if expected == actual => vec![],
+        _ => vec![format!("{at}: wrote {expected}, read back {actual}")],
+    }
+}
+
+/// deploy/ as a platform team installs it: every object is created for real and reads back as
+/// written; then two controllers run with the Deployment's own arguments and its
+/// ServiceAccount's token, so what they may do is exactly what deploy/rbac.yaml grants: one
+/// leads, its rooms run, it allocates; the ServiceAccount may not read Secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_creates_every_object_and_its_service_account_runs_two_replicas() {
+    let env = Env::new("deploy").await;
+    let admin = env.cluster.kubeconfig.clone();
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(&kubectl)
-            .arg("--kubeconfig")
-            .arg(&cluster.kubeconfig)
-            .args(args)
-            .output()
-            .expect("kubectl runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "kubectl {args:?}:\n{text}");
-        text
-    };
-    // Namespaced objects can only be checked in a namespace that exists.
-    run(&[
-        "apply",
-        "-f",
-        deploy.join("namespace.yaml").to_str().unwrap(),
-    ]);
-    let text = run(&["apply", "--dry-run=server", "-f", deploy.to_str().unwrap()]);
+    let deploy = deploy.to_str().unwrap();
+    // Namespaced objects need their namespace first, as on a real cluster.
+    kubectl(
+        &admin,
+        &["apply", "-f", &format!("{deploy}/namespace.yaml")],
+    );
+    kubectl(&admin, &["apply", "-f", deploy]);
+    let written: serde_json::Value = serde_json::from_str(&kubectl(
+        &admin,
+        &["apply", "--dry-run=client", "-o", "json", "-f", deploy],
+    ))
+    .unwrap();
+    let items = written["items"].as_array().expect("a list of objects");
+    let mut kinds = BTreeSet::new();
+    for item in items {
+        let mut expected = item.clone();
+        if let Some(a) = expected["metadata"]["annotations"].as_object_mut() {
+            a.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
+        let kind = item["kind"].as_str().unwrap();
+        let name = item["metadata"]["name"].as_str().unwrap();
+        let mut get = vec!["get", kind, name, "-o", "json"];
+        if let Some(ns) = item["metadata"]["namespace"].as_str() {
+            get.extend(["-n", ns]);
+        }
+        let actual: serde_json::Value = serde_json::from_str(&kubectl(&admin, &get)).unwrap();
+        let diff = differences(&expected, &actual, &format!("{kind}/{name}"));
+        assert!(diff.is_empty(), "{diff:#?}");
+        kinds.insert(format!("{kind}/{name}"));
+    }
     for kind in [
-        "serviceaccount/troupe",
-        "clusterrole.rbac.authorization.k8s.io/troupe",
-        "clusterrolebinding.rbac.authorization.k8s.io/troupe",
-        "role.rbac.authorization.k8s.io/troupe-leader-election",
-        "rolebinding.rbac.authorization.k8s.io/troupe-leader-election",
-        "deployment.apps/troupe",
-        "poddisruptionbudget.policy/troupe",
-        "service/troupe",
+        "ServiceAccount/troupe",
+        "ClusterRole/troupe",
+        "ClusterRoleBinding/troupe",
+        "Role/troupe-leader-election",
+        "RoleBinding/troupe-leader-election",
+        "Deployment/troupe",
+        "PodDisruptionBudget/troupe",
+        "Service/troupe",
+        "Namespace/troupe-system",
     ] {
-        assert!(text.contains(kind), "{kind} missing from:\n{text}");
+        assert!(kinds.contains(kind), "{kind} missing from {kinds:?}");
+    }
+
+    // The room-token secret, created as deployment.yaml says; each replica reads it as its
+    // volume would hold it.
+    let secret = String::from_utf8(env.secret()).unwrap();
+    let made = std::process::Command::new(std::env::var("TROUPE_KUBECTL").unwrap())
+        .arg("--kubeconfig")
+        .arg(&admin)
+        .args(["-n", "troupe-system", "create", "secret", "generic"])
+        .args([
+            "troupe-room-secret",
+            &format!("--from-literal=secret={secret}"),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&made.stderr);
+    assert!(
+        made.status.success() || stderr.contains("already exists"),
+        "{stderr}"
+    );
+
+    // The ServiceAccount's own credentials, in the namespace it runs in.
+    let token = kubectl(
+        &admin,
+        &["-n", "troupe-system", "create", "token", "troupe"],
+    );
+    let kubeconfig = env.dir.path().join("troupe.kubeconfig");
+    std::fs::copy(&admin, &kubeconfig).unwrap();
+    let cluster_name = kubectl(
+        &kubeconfig,
+        &["config", "view", "-o", "jsonpath={.clusters[0].name}"],
+    );
+    kubectl(
+        &kubeconfig,
+        &[
+            "config",
+            "set-credentials",
+            "troupe",
+            &format!("--token={}", token.trim()),
+        ],
+    );
+    kubectl(
+        &kubeconfig,
+        &[
+            "config",
+            "set-context",
+            "troupe",
+            &format!("--cluster={cluster_name}"),
+            "--user=troupe",
+            "--namespace=troupe-system",
+        ],
+    );
+    kubectl(&kubeconfig, &["config", "use-context", "troupe"]);
+    let can = |verb: &str, resource: &str, ns: &str| {
+        let out = std::process::Command::new(std::env::var("TROUPE_KUBECTL").unwrap())
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["auth", "can-i", verb, resource, "-n", ns])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    assert!(can("create", "pods", "any-scheduler"));
+    assert!(can("update", "leases", "troupe-system"));
+    assert!(
+        !can("list", "secrets", "troupe-system"),
+        "no Secret is the controller's to read"
+    );
+    assert!(
+        !can("update", "leases", "any-scheduler"),
+        "leases in troupe-system only"
+    );
+    assert!(!can("delete", "nodes", ""), "nodes are read only");
+
+    // The Deployment's arguments, as the cluster stored them, with what this machine has instead
+    // of the pod's: the test's repository, its own listener and state directory (given by the
+    // harness), the secret's volume.
+    let deployment: serde_json::Value = serde_json::from_str(&kubectl(
+        &admin,
+        &[
+            "-n",
+            "troupe-system",
+            "get",
+            "deployment",
+            "troupe",
+            "-o",
+            "json",
+        ],
+    ))
+    .unwrap();
+    let secret_file = env.dir.path().join("room-secret");
+    std::fs::write(&secret_file, &secret).unwrap();
+    let container_args: Vec<String> =
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect();
+    assert_eq!(container_args[0], "serve");
+    assert!(
+        container_args[1].starts_with("https://"),
+        "Troupe clones the repository itself"
+    );
+    let mut args: Vec<String> = container_args[2..]
+        .iter()
+        .filter(|a| !a.starts_with("--state-dir=") && !a.starts_with("--listen="))
+        .map(|a| match a.split_once('=') {
+            Some(("--secret-file", _)) => format!("--secret-file={}", secret_file.display()),
+            _ => a.clone(),
+        })
+        .collect();
+    args.extend(["--kube-namespace-prefix".into(), env.prefix.clone()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let yaml = kube_yaml("arena", 3, (43400, 43450), "1", ON_GAME_NODES, "");
+    env.repo.commit("3 rooms", &[("arena.yaml", &yaml)]);
+    let replicas: Vec<Server> = ["a", "b"]
+        .iter()
+        .map(|d| {
+            Server::start_with_env(
+                env.repo.path(),
+                &env.dir.path().join(d),
+                &args,
+                &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+            )
+        })
+        .collect();
+    let leader = wait_for("one replica leads", T, || async {
+        match [is_ready(&replicas[0]).await, is_ready(&replicas[1]).await] {
+            [true, false] => Some(0),
+            [false, true] => Some(1),
+            [true, true] => panic!("two replicas lead"),
+            _ => None,
+        }
+    })
+    .await;
+    let _game = Game::start_on(&[&replicas[0], &replicas[1]], env.secret(), "arena");
+    wait_ready(&replicas[leader], "arena", 3).await;
+    let http = reqwest::Client::new();
+    let urls: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
+    let room = tokio::time::timeout(T, allocate_on_any(&http, &urls))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "no room allocated in {T:?}; the leader's log:\n{}",
+                replicas[leader].log()
+            )
+        })
+        .expect("a room is allocated");
+    let recorded = recorded_allocations(&env, "arena").await;
+    assert!(
+        recorded.contains(&room),
+        "{room} is recorded in the cluster: {recorded:?}"
+    );
+    for r in &replicas {
+        assert!(
+            !r.log().contains("Forbidden"),
+            "every request the controller made was allowed:\n{}",
+            r.log()
+        );
     }
 }
 

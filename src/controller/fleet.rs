@@ -35,6 +35,10 @@ use crate::state::{Registry, RegistryError};
 const START_CONCURRENCY: usize = 32;
 /// How often an operation re-checks its rooms when nothing told it to.
 const STEP_TICK: Duration = Duration::from_millis(500);
+/// After a change of the rooms, how long an operation lets more changes come before its next
+/// step: a thousand pods starting are a few thousand room events, and each step lists every
+/// room of the scheduler.
+const STEP_COALESCE: Duration = Duration::from_millis(50);
 
 /// Why the rooms recorded before could not be taken back yet (retried with backoff).
 #[derive(Debug, thiserror::Error)]
@@ -516,11 +520,7 @@ impl Fleet {
             if !step.waiting.is_empty() {
                 ctx.event(format!("waiting: {}", step.waiting.join(", ")));
             }
-            tokio::select! {
-                _ = changes.changed() => {}
-                _ = tokio::time::sleep(STEP_TICK) => {}
-                _ = ctx.cancel.cancelled() => {}
-            }
+            next_step(&mut changes, ctx).await;
         }
     }
 
@@ -555,11 +555,7 @@ impl Fleet {
                     "waiting for {busy} busy room(s) to finish their matches"
                 ));
             }
-            tokio::select! {
-                _ = changes.changed() => {}
-                _ = tokio::time::sleep(STEP_TICK) => {}
-                _ = ctx.cancel.cancelled() => {}
-            }
+            next_step(&mut changes, ctx).await;
         }
     }
 
@@ -687,6 +683,24 @@ fn logged<T, E: Into<RegistryError>>(what: &str, room: &str, result: Result<T, E
             tracing::error!(%room, error = %e, "cannot {what}");
             None
         }
+    }
+}
+
+/// Wait until an operation's next step is due: its rooms changed (then [`STEP_COALESCE`] more,
+/// so that a burst of room events makes one step, not one per event), [`STEP_TICK`] passed, or
+/// it was canceled.
+async fn next_step(changes: &mut tokio::sync::watch::Receiver<u64>, ctx: &OpContext) {
+    tokio::select! {
+        _ = changes.changed() => {
+            tokio::select! {
+                _ = tokio::time::sleep(STEP_COALESCE) => {}
+                _ = ctx.cancel.cancelled() => {}
+            }
+            // What changed meanwhile is in the step about to be taken.
+            changes.borrow_and_update();
+        }
+        _ = tokio::time::sleep(STEP_TICK) => {}
+        _ = ctx.cancel.cancelled() => {}
     }
 }
 
