@@ -161,10 +161,8 @@ async fn run(kubeconfig: &str, wanted: u32) {
             "not all {wanted} rooms running after {LIMIT:?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
-        if pods_running_after.is_none() {
-            if running(&pods).await == wanted as usize {
-                pods_running_after = Some(began.elapsed());
-            }
+        if pods_running_after.is_none() && running(&pods).await == wanted as usize {
+            pods_running_after = Some(began.elapsed());
         }
         if rooms_running_after.is_none() {
             let rooms: serde_json::Value = get(format!(

@@ -228,18 +228,52 @@ async fn reconcile_after_adoption(
     shutdown: CancellationToken,
 ) {
     let mut delays = crate::supervise::backoff(ADOPT_RETRY_MIN, ADOPT_RETRY_MAX);
-    while let Err(e) = controller.fleet.adopt().await {
-        let retry_in = delays.next().unwrap_or(ADOPT_RETRY_MAX);
-        tracing::warn!(error = %e, ?retry_in, "cannot adopt the rooms recorded before yet; the rooms API keeps serving");
-        tokio::select! {
-            _ = tokio::time::sleep(retry_in) => {}
-            _ = shutdown.cancelled() => return,
+    let suspended = loop {
+        match controller.fleet.adopt().await {
+            Ok(suspended) => break suspended,
+            Err(e) => {
+                let retry_in = delays.next().unwrap_or(ADOPT_RETRY_MAX);
+                tracing::warn!(error = %e, ?retry_in, "cannot adopt the rooms recorded before yet; the rooms API keeps serving");
+                tokio::select! {
+                    _ = tokio::time::sleep(retry_in) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
         }
+    };
+    if let Some(recorded) = suspended {
+        adopt_suspensions(&controller, &recorded).await;
     }
     controller
         .ops
         .start(Arc::clone(&controller.fleet) as Arc<dyn crate::state::ops::Executor>);
     controller.run(snapshots, shutdown).await;
+}
+
+/// Take the suspensions the runtime records (before the first reconcile, so that a scheduler
+/// suspended under the previous leader is not synced for a moment), and record there the ones
+/// only the state directory has (journaled by a Troupe that did not record them yet).
+async fn adopt_suspensions(
+    controller: &Controller,
+    recorded: &std::collections::BTreeMap<String, u64>,
+) {
+    let own = match controller.history.adopt_suspended(recorded) {
+        Ok(own) => own,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot journal the suspensions recorded in the runtime");
+            return;
+        }
+    };
+    for (scheduler, since) in own {
+        if let Err(e) = controller
+            .fleet
+            .runtime
+            .record_suspension(&scheduler, Some(since))
+            .await
+        {
+            tracing::warn!(%scheduler, error = %e, "cannot record a suspension where the rooms run; it stays in the state directory");
+        }
+    }
 }
 
 /// Wait for a task spawned elsewhere, passing its panic on; abort it at shutdown.

@@ -2049,3 +2049,67 @@ async fn pods_refused_by_pod_security_show_in_the_plan_and_fail_the_operation_be
         assert!(admission.reason.contains("privileged"), "{admission:?}");
     }
 }
+
+/// A suspension is recorded on the scheduler's namespace before it is answered: the standby that
+/// takes over, with a state directory that never saw it, keeps the scheduler suspended (a git
+/// change waits), and its resume clears the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspension_outlives_its_leader_and_reaches_a_replica_with_an_empty_disk() {
+    let env = Env::new("suspend").await;
+    let yaml = |rooms| kube_yaml("arena", rooms, (43500, 43550), "1", ON_GAME_NODES, "");
+    env.repo.commit("2 rooms", &[("arena.yaml", &yaml(2))]);
+    let args = ["--leader-elect", "--lease-duration", "3s"];
+    let mut first = env.serve_in(&env.dir.path().join("a"), &args);
+    wait_for("the first replica leads", T, || async {
+        is_ready(&first).await.then_some(())
+    })
+    .await;
+    let second = env.serve_in(&env.dir.path().join("b"), &args);
+    let _game = Game::start_on(&[&first, &second], env.secret(), "arena");
+    wait_ready(&first, "arena", 2).await;
+
+    let (status, body) = first.post("/api/v1/schedulers/arena/suspend", &()).await;
+    assert_eq!(status, 200, "{body}");
+    let namespaces: Api<Namespace> = Api::all(env.cluster.client.clone());
+    let suspended_on_namespace = || async {
+        namespaces
+            .get(&env.namespace("arena"))
+            .await
+            .unwrap()
+            .annotations()
+            .contains_key("troupe.dev/suspended")
+    };
+    assert!(suspended_on_namespace().await, "recorded before answered");
+
+    assert!(first.terminate().success());
+    wait_for("the standby leads", T, || async {
+        is_ready(&second).await.then_some(())
+    })
+    .await;
+    env.repo.commit("3 rooms", &[("arena.yaml", &yaml(3))]);
+    wait_for("the new leader's plan to show the change", T, || async {
+        let p: Plan = second.get_as("/api/v1/plan").await;
+        p.changes
+            .iter()
+            .any(|c| c.scheduler == "arena" && c.action == troupe::domain::plan::Action::Scale)
+            .then_some(())
+    })
+    .await;
+    second.next_reconcile().await;
+    let schedulers: Vec<SchedulerSummary> = second.get_as("/api/v1/schedulers").await;
+    assert!(schedulers[0].suspended, "{schedulers:#?}");
+    let ops = second.ops("arena").await;
+    assert!(
+        ops.iter().all(|o| o.target != Some(3)),
+        "suspended: nothing applied: {ops:#?}"
+    );
+    assert_eq!(env.pods("arena").await.len(), 2);
+
+    let (status, body) = second.post("/api/v1/schedulers/arena/resume", &()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !suspended_on_namespace().await,
+        "the resume is recorded too"
+    );
+    wait_ready(&second, "arena", 3).await;
+}

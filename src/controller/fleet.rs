@@ -159,7 +159,7 @@ impl Fleet {
     /// Take from the runtime what the state directory does not know: applied schedulers and
     /// rooms recorded where the rooms run (a controller whose state directory was lost, or a
     /// new one pointed at a running fleet). Returns how many of each were taken.
-    async fn discover(&self) -> Result<(usize, usize), AdoptError> {
+    async fn discover(&self) -> Result<(usize, usize, Option<BTreeMap<String, u64>>), AdoptError> {
         let found = self.runtime.discover().await?;
         let mut schedulers = 0;
         for (name, applied) in found.schedulers {
@@ -177,12 +177,13 @@ impl Fleet {
             self.registry.insert(room)?;
             rooms += 1;
         }
-        Ok((schedulers, rooms))
+        Ok((schedulers, rooms, found.suspended))
     }
 
-    /// After a restart: take back the rooms still running; the others are marked gone.
-    pub async fn adopt(&self) -> Result<(), AdoptError> {
-        let (schedulers, rooms) = self.discover().await?;
+    /// After a restart: take back the rooms still running; the others are marked gone. Returns
+    /// the suspensions the runtime records (`None`: it records none), for the controller to take.
+    pub async fn adopt(&self) -> Result<Option<BTreeMap<String, u64>>, AdoptError> {
+        let (schedulers, rooms, suspended) = self.discover().await?;
         if schedulers + rooms > 0 {
             tracing::info!(
                 schedulers,
@@ -233,7 +234,7 @@ impl Fleet {
         );
         self.adopted
             .store(true, std::sync::atomic::Ordering::Release);
-        Ok(())
+        Ok(suspended)
     }
 
     /// Whether the rooms recorded before this start have been taken back. Until then a room or a

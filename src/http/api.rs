@@ -431,7 +431,7 @@ async fn suspend(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    set_suspended(&state, &name, &headers, true)
+    set_suspended(&state, &name, &headers, true).await
 }
 
 async fn resume(
@@ -439,11 +439,13 @@ async fn resume(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    set_suspended(&state, &name, &headers, false)
+    set_suspended(&state, &name, &headers, false).await
 }
 
 /// Suspend or resume applying git changes to one scheduler (its rooms are still healed).
-fn set_suspended(
+/// Recorded where the rooms run first (on Kubernetes, the namespace), so that a controller
+/// that takes over keeps it; if that fails nothing changed and the answer is a 503.
+async fn set_suspended(
     state: &AppState,
     name: &str,
     headers: &HeaderMap,
@@ -452,8 +454,14 @@ fn set_suspended(
     let by = authorize_write(state, headers)?;
     ensure_scheduler(state, name)?;
     let c = &state.controller;
+    let since = suspended.then(crate::clock::now_ms);
+    c.fleet
+        .runtime
+        .record_suspension(name, since)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
     c.history
-        .set_suspended(name, suspended)
+        .set_suspended(name, since)
         .map_err(|e| ApiError::internal(e.to_string()))?;
     c.notify_changed();
     tracing::info!(scheduler = name, suspended, by, "sync suspension changed");

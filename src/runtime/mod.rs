@@ -148,6 +148,9 @@ pub struct Discovered {
     pub rooms: Vec<Room>,
     /// Applied specs by scheduler name, as recorded by [`Runtime::record_scheduler`].
     pub schedulers: BTreeMap<String, Applied>,
+    /// Suspended schedulers with when they were suspended (Unix ms), as recorded by
+    /// [`Runtime::record_suspension`]; `None` from a runtime that does not record them.
+    pub suspended: Option<BTreeMap<String, u64>>,
 }
 
 /// The variable a room finds its port `name` in: `TROUPE_PORT_<NAME>`, upper-cased, every
@@ -221,6 +224,17 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// A scheduler's applied spec changed (`None`: removed). Same rules as [`Runtime::record`].
     fn record_scheduler(&self, _name: &str, _applied: Option<&Applied>) {}
+
+    /// A person suspended syncing scheduler `name` (`Some(since_ms)`) or resumed it (`None`):
+    /// recorded where the rooms run before it is answered, so that a controller that takes over
+    /// keeps it. By default nothing is recorded (the controller's journal is the record).
+    async fn record_suspension(
+        &self,
+        _name: &str,
+        _since_ms: Option<u64>,
+    ) -> Result<(), RuntimeError> {
+        Ok(())
+    }
 
     /// Record writes ([`Runtime::record`], [`Runtime::record_scheduler`]) queued and not sent
     /// yet: a gauge, so that a backend that cannot keep up shows. By default none.

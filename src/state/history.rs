@@ -114,17 +114,36 @@ impl History {
         out
     }
 
-    /// Suspend (or resume) applying git changes to a scheduler.
-    pub fn set_suspended(&self, scheduler: &str, suspended: bool) -> Result<(), StoreError> {
+    /// Suspend applying git changes to a scheduler since `since_ms` (`Some`), or resume (`None`).
+    pub fn set_suspended(&self, scheduler: &str, since_ms: Option<u64>) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        if suspended {
-            let now = now_ms();
-            inner.suspended_journal.put(scheduler, &now)?;
-            inner.suspended.insert(scheduler.to_string(), now);
+        if let Some(since) = since_ms {
+            inner.suspended_journal.put(scheduler, &since)?;
+            inner.suspended.insert(scheduler.to_string(), since);
         } else if inner.suspended.remove(scheduler).is_some() {
             inner.suspended_journal.remove(scheduler)?;
         }
         Ok(())
+    }
+
+    /// Take the suspensions recorded where the rooms run (a replica that takes over learns the
+    /// ones its predecessor recorded). Returns the ones this journal has and they do not, with
+    /// their times: journaled by a Troupe that did not record them there yet, for the caller to
+    /// carry over.
+    pub fn adopt_suspended(
+        &self,
+        recorded: &BTreeMap<String, u64>,
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
+        for (scheduler, since) in recorded {
+            if self.lock().suspended.get(scheduler) != Some(since) {
+                self.set_suspended(scheduler, Some(*since))?;
+            }
+        }
+        Ok(self
+            .suspended()
+            .into_iter()
+            .filter(|(s, _)| !recorded.contains_key(s))
+            .collect())
     }
 
     pub fn is_suspended(&self, scheduler: &str) -> bool {
@@ -149,9 +168,9 @@ mod tests {
             h.seen("bad", None, 2, 0).unwrap();
             h.seen("good", Some("ana: scale".into()), 0, 3).unwrap();
             h.seen("good", Some("ana: scale".into()), 0, 3).unwrap();
-            h.set_suspended("arena", true).unwrap();
-            h.set_suspended("racer", true).unwrap();
-            h.set_suspended("racer", false).unwrap();
+            h.set_suspended("arena", Some(1)).unwrap();
+            h.set_suspended("racer", Some(2)).unwrap();
+            h.set_suspended("racer", None).unwrap();
         }
         let h = History::open(dir.path()).unwrap();
         let revs = h.revisions();
@@ -170,5 +189,28 @@ mod tests {
             h.seen(&format!("r{i}"), None, 0, 1).unwrap();
         }
         assert_eq!(h.revisions().len(), MAX_REVISIONS);
+    }
+
+    #[test]
+    fn suspensions_recorded_in_the_cluster_are_taken_and_the_journal_s_own_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(dir.path()).unwrap();
+        h.set_suspended("arena", Some(1)).unwrap();
+        h.set_suspended("racer", Some(2)).unwrap();
+        let recorded = BTreeMap::from([("racer".to_string(), 5), ("duel".to_string(), 7)]);
+        let own = h.adopt_suspended(&recorded).unwrap();
+        assert_eq!(own, BTreeMap::from([("arena".to_string(), 1)]));
+        let all = BTreeMap::from([
+            ("arena".to_string(), 1),
+            ("duel".to_string(), 7),
+            ("racer".to_string(), 5),
+        ]);
+        assert_eq!(h.suspended(), all);
+        drop(h);
+        assert_eq!(
+            History::open(dir.path()).unwrap().suspended(),
+            all,
+            "journaled"
+        );
     }
 }

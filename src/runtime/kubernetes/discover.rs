@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 
 use super::observe::{Phase, read_pod};
 use super::pod::{
-    ANNOTATION_APPLIED, ANNOTATION_MATCHES, ANNOTATION_STATUS_SINCE, LABEL_ROOM, LABEL_SCHEDULER,
-    LABEL_VERSION, namespace_of,
+    ANNOTATION_APPLIED, ANNOTATION_MATCHES, ANNOTATION_STATUS_SINCE, ANNOTATION_SUSPENDED,
+    LABEL_ROOM, LABEL_SCHEDULER, LABEL_VERSION, namespace_of,
 };
 use crate::domain::Applied;
 use crate::domain::room::{Room, RoomStatus};
@@ -118,16 +118,37 @@ pub fn room_from_pod(
 /// The applied spec recorded on a scheduler's namespace: `(scheduler, applied)`. A record that
 /// cannot be read (written by another version, edited by hand) is skipped with a warning.
 pub fn applied_from_namespace(ns: &Namespace, prefix: &str) -> Option<(String, Applied)> {
-    let scheduler = ns.metadata.labels.as_ref()?.get(LABEL_SCHEDULER)?;
-    if ns.metadata.name.as_deref() != Some(&namespace_of(prefix, scheduler)) {
-        return None;
-    }
+    let scheduler = scheduler_of(ns, prefix)?;
     let text = ns.metadata.annotations.as_ref()?.get(ANNOTATION_APPLIED)?;
     match serde_json::from_str(text) {
         Ok(applied) => Some((scheduler.clone(), applied)),
         Err(e) => {
             tracing::warn!(%scheduler, error = %e, "applied spec recorded on the namespace is unreadable; ignored");
             None
+        }
+    }
+}
+
+/// The scheduler a namespace of this controller's (`prefix`) belongs to.
+fn scheduler_of<'a>(ns: &'a Namespace, prefix: &str) -> Option<&'a String> {
+    let scheduler = ns.metadata.labels.as_ref()?.get(LABEL_SCHEDULER)?;
+    (ns.metadata.name.as_deref() == Some(&namespace_of(prefix, scheduler))).then_some(scheduler)
+}
+
+/// The suspension recorded on a scheduler's namespace: the scheduler and since when (Unix ms).
+pub fn suspension_from_namespace(ns: &Namespace, prefix: &str) -> Option<(String, u64)> {
+    let scheduler = scheduler_of(ns, prefix)?;
+    let text = ns
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_SUSPENDED)?;
+    match text.parse() {
+        Ok(since) => Some((scheduler.clone(), since)),
+        Err(_) => {
+            // Written by hand, perhaps: a suspension is kept rather than dropped.
+            tracing::warn!(%scheduler, value = %text, "suspension recorded on the namespace is not a time; taken as now");
+            Some((scheduler.clone(), crate::clock::now_ms()))
         }
     }
 }

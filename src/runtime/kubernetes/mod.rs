@@ -52,8 +52,8 @@ use crate::domain::Applied;
 use crate::domain::room::{Room, RoomStatus};
 use observe::{Action, Track, read_pod};
 use pod::{
-    ANNOTATION_APPLIED, ANNOTATION_MATCHES, ANNOTATION_STATUS_SINCE, LABEL_SCHEDULER, LABEL_STATUS,
-    MANAGED_BY, MANAGED_SELECTOR, MANAGER, namespace_of,
+    ANNOTATION_APPLIED, ANNOTATION_MATCHES, ANNOTATION_STATUS_SINCE, ANNOTATION_SUSPENDED,
+    LABEL_SCHEDULER, LABEL_STATUS, MANAGED_BY, MANAGED_SELECTOR, MANAGER, namespace_of,
 };
 use record::{Queue, Target, What, Write};
 
@@ -326,6 +326,26 @@ impl Runtime for KubernetesRuntime {
                 applied: applied.and_then(|a| serde_json::to_string(a).ok()),
             },
         );
+    }
+
+    async fn record_suspension(
+        &self,
+        name: &str,
+        since_ms: Option<u64>,
+    ) -> Result<(), RuntimeError> {
+        if let Some(leadership) = &self.inner.config.leadership
+            && !leadership.is_leading()
+        {
+            return Err(backend(
+                "recording the suspension",
+                std::io::Error::other("this replica no longer leads"),
+            ));
+        }
+        let namespace = self.inner.namespace(name);
+        self.inner
+            .write_suspension(&namespace, name, since_ms)
+            .await
+            .map_err(|e| backend("recording the suspension on the namespace", e))
     }
 
     async fn discover(&self) -> Result<Discovered, RuntimeError> {
@@ -1093,6 +1113,29 @@ impl Inner {
         });
     }
 
+    /// Record on the scheduler's namespace that syncing it is suspended since `since_ms`, or
+    /// (`None`) that it is not.
+    async fn write_suspension(
+        &self,
+        namespace: &str,
+        scheduler: &str,
+        since_ms: Option<u64>,
+    ) -> Result<(), kube::Error> {
+        if since_ms.is_some() {
+            self.ensure_namespace(namespace, scheduler).await?;
+        }
+        let value = since_ms.map(|ms| ms.to_string());
+        let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_SUSPENDED: value}}});
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        match api
+            .patch(namespace, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Err(e) if since_ms.is_none() && is_status(&e, |s| s.is_not_found()) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
     async fn write_applied(
         &self,
         namespace: &str,
@@ -1114,7 +1157,6 @@ impl Inner {
     }
 }
 
-/// The address rooms on `node` are reached at.
 /// The merge patch that records a room's status on its pod.
 fn room_patch(status: RoomStatus, since_ms: u64, matches: u32) -> serde_json::Value {
     serde_json::json!({"metadata": {
@@ -1201,7 +1243,19 @@ async fn read_cluster(
         .iter()
         .filter_map(|ns| discover::applied_from_namespace(ns, prefix))
         .collect();
-    Ok((Discovered { rooms, schedulers }, allocations))
+    let suspended = namespaces
+        .items
+        .iter()
+        .filter_map(|ns| discover::suspension_from_namespace(ns, prefix))
+        .collect();
+    Ok((
+        Discovered {
+            rooms,
+            schedulers,
+            suspended: Some(suspended),
+        },
+        allocations,
+    ))
 }
 
 /// Follow nodes for their addresses.

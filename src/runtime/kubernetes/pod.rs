@@ -41,6 +41,8 @@ pub const ANNOTATION_MATCHES: &str = "troupe.dev/running-matches";
 pub const ANNOTATION_PORTS: &str = "troupe.dev/ports";
 /// On a scheduler's namespace: the applied spec, JSON.
 pub const ANNOTATION_APPLIED: &str = "troupe.dev/applied";
+/// On a scheduler's namespace: since when (Unix ms) syncing it from the source is suspended.
+pub const ANNOTATION_SUSPENDED: &str = "troupe.dev/suspended";
 
 /// Why a pod cannot be built for a room.
 #[derive(Debug, thiserror::Error)]

@@ -182,7 +182,11 @@ mod tests {
         let taken = q.take();
         assert_eq!(q.depth(), 2, "taken, not landed");
         q.push(target("a"), room(RoomStatus::Occupied));
-        assert_eq!(q.depth(), 3, "a's next write waits behind the one in flight");
+        assert_eq!(
+            q.depth(),
+            3,
+            "a's next write waits behind the one in flight"
+        );
         for (t, _) in &taken {
             q.done(t);
         }
