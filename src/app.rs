@@ -79,8 +79,13 @@ impl Server {
         runtime: Arc<dyn Runtime>,
         events: Events,
     ) -> Result<Self, StoreError> {
-        let fleet = Arc::new(Fleet::open(&config.state_dir, runtime, config.fleet)?);
+        let fleet = Arc::new(Fleet::open(
+            &config.state_dir,
+            Arc::clone(&runtime),
+            config.fleet,
+        )?);
         let ops = Operations::open(config.state_dir.join("operations.jsonl"))?;
+        ops.set_recorder(Arc::new(RecordedByRuntime(runtime)));
         let controller = Arc::new(Controller::new(
             Arc::clone(&fleet),
             ops,
@@ -228,9 +233,9 @@ async fn reconcile_after_adoption(
     shutdown: CancellationToken,
 ) {
     let mut delays = crate::supervise::backoff(ADOPT_RETRY_MIN, ADOPT_RETRY_MAX);
-    let suspended = loop {
+    let recorded = loop {
         match controller.fleet.adopt().await {
-            Ok(suspended) => break suspended,
+            Ok(recorded) => break recorded,
             Err(e) => {
                 let retry_in = delays.next().unwrap_or(ADOPT_RETRY_MAX);
                 tracing::warn!(error = %e, ?retry_in, "cannot adopt the rooms recorded before yet; the rooms API keeps serving");
@@ -241,13 +246,32 @@ async fn reconcile_after_adoption(
             }
         }
     };
-    if let Some(recorded) = suspended {
-        adopt_suspensions(&controller, &recorded).await;
+    if let Some(suspended) = &recorded.suspended {
+        adopt_suspensions(&controller, suspended).await;
+    }
+    match controller.ops.import(recorded.operations) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            operations = n,
+            "operations taken from the runtime: unknown to the state directory"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot journal the operations recorded in the runtime")
+        }
     }
     controller
         .ops
         .start(Arc::clone(&controller.fleet) as Arc<dyn crate::state::ops::Executor>);
     controller.run(snapshots, shutdown).await;
+}
+
+/// Every change of an operation goes to the runtime too ([`Runtime::record_operation`]).
+struct RecordedByRuntime(Arc<dyn Runtime>);
+
+impl crate::state::ops::Recorder for RecordedByRuntime {
+    fn record(&self, op: &crate::state::ops::Operation, drop: &[String]) {
+        self.0.record_operation(op, drop);
+    }
 }
 
 /// Take the suspensions the runtime records (before the first reconcile, so that a scheduler

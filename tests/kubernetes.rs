@@ -2113,3 +2113,85 @@ async fn a_suspension_outlives_its_leader_and_reaches_a_replica_with_an_empty_di
     );
     wait_ready(&second, "arena", 3).await;
 }
+
+/// The leader is killed in the middle of a rollout: the standby that takes over, its disk
+/// empty, shows the operation with the events the first leader recorded in the cluster,
+/// resumes it, and it succeeds there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_rollout_resumes_on_the_new_leader_with_its_history() {
+    let env = Env::new("resume").await;
+    let yaml = |tag| kube_yaml("arena", 2, (43600, 43650), tag, ON_GAME_NODES, "");
+    env.repo.commit("v1", &[("arena.yaml", &yaml("1"))]);
+    let args = ["--leader-elect", "--lease-duration", "3s"];
+    let mut first = env.serve_in(&env.dir.path().join("a"), &args);
+    wait_for("the first replica leads", T, || async {
+        is_ready(&first).await.then_some(())
+    })
+    .await;
+    let second = env.serve_in(&env.dir.path().join("b"), &args);
+    let game = Game::start_on(&[&first], env.secret(), "arena");
+    wait_ready(&first, "arena", 2).await;
+    // No game server answers for the new version's rooms: the rollout waits for them to start.
+    drop(game);
+    env.repo.commit("v2", &[("arena.yaml", &yaml("2"))]);
+    let records: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(env.cluster.client.clone(), &env.namespace("arena"));
+    let rollout = wait_for(
+        "the rollout, running, recorded in the cluster",
+        T,
+        || async {
+            let cm = records.get_opt("troupe-operations").await.ok()??;
+            cm.data?.values().find_map(|text| {
+                let op: Operation = serde_json::from_str(text).ok()?;
+                (op.kind == OpKind::Rollout
+                    && op.status == OpStatus::Running
+                    && op.events.iter().any(|e| e.message.starts_with("starting")))
+                .then_some(op)
+            })
+        },
+    )
+    .await;
+    first.kill9();
+
+    wait_for("the standby leads", T, || async {
+        is_ready(&second).await.then_some(())
+    })
+    .await;
+    let resumed = wait_for("the new leader shows the rollout", T, || async {
+        second
+            .ops("arena")
+            .await
+            .into_iter()
+            .find(|o| o.id == rollout.id)
+    })
+    .await;
+    let said = |op: &Operation, what: &str| op.events.iter().any(|e| e.message.contains(what));
+    assert!(
+        said(&resumed, "starting") && said(&resumed, "resuming"),
+        "the first leader's events, then the resume: {resumed:#?}"
+    );
+    let _game = Game::start_on(&[&second], env.secret(), "arena");
+    let done = wait_for("the rollout to finish", T, || async {
+        second
+            .ops("arena")
+            .await
+            .into_iter()
+            .find(|o| o.id == rollout.id && o.status.is_finished())
+    })
+    .await;
+    assert_eq!(done.status, OpStatus::Succeeded, "{done:#?}");
+    let rollouts = second
+        .ops("arena")
+        .await
+        .into_iter()
+        .filter(|o| o.kind == OpKind::Rollout)
+        .count();
+    assert_eq!(rollouts, 1, "resumed, not started again");
+    let images: Vec<String> = env
+        .pods("arena")
+        .await
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.containers[0].image.clone())
+        .collect();
+    assert_eq!(images, vec!["registry.example/arena:2"; 2]);
+}

@@ -363,9 +363,14 @@ async fn stand_by(
         let _ = task.await;
         return Ok(None);
     }
-    // The cluster is the store: rooms, applied specs and suspensions a former leadership left on
-    // this disk may be stale. The leader rebuilds them from the cluster.
-    for stale in ["rooms.jsonl", "schedulers.jsonl", "suspended.jsonl"] {
+    // The cluster is the store: rooms, applied specs, suspensions and operations a former
+    // leadership left on this disk may be stale. The leader rebuilds them from the cluster.
+    for stale in [
+        "rooms.jsonl",
+        "schedulers.jsonl",
+        "suspended.jsonl",
+        "operations.jsonl",
+    ] {
         match std::fs::remove_file(args.state_dir.join(stale)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(e)

@@ -40,6 +40,15 @@ const STEP_TICK: Duration = Duration::from_millis(500);
 /// room of the scheduler.
 const STEP_COALESCE: Duration = Duration::from_millis(50);
 
+/// What a runtime records besides rooms and applied specs, read back at adoption.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// Suspended schedulers, since when (`None`: the runtime records none).
+    pub suspended: Option<BTreeMap<String, u64>>,
+    /// Operations, the latest of each scheduler.
+    pub operations: Vec<Operation>,
+}
+
 /// Why the rooms recorded before could not be taken back yet (retried with backoff).
 #[derive(Debug, thiserror::Error)]
 pub enum AdoptError {
@@ -159,7 +168,7 @@ impl Fleet {
     /// Take from the runtime what the state directory does not know: applied schedulers and
     /// rooms recorded where the rooms run (a controller whose state directory was lost, or a
     /// new one pointed at a running fleet). Returns how many of each were taken.
-    async fn discover(&self) -> Result<(usize, usize, Option<BTreeMap<String, u64>>), AdoptError> {
+    async fn discover(&self) -> Result<(usize, usize, Recorded), AdoptError> {
         let found = self.runtime.discover().await?;
         let mut schedulers = 0;
         for (name, applied) in found.schedulers {
@@ -177,13 +186,17 @@ impl Fleet {
             self.registry.insert(room)?;
             rooms += 1;
         }
-        Ok((schedulers, rooms, found.suspended))
+        let recorded = Recorded {
+            suspended: found.suspended,
+            operations: found.operations,
+        };
+        Ok((schedulers, rooms, recorded))
     }
 
     /// After a restart: take back the rooms still running; the others are marked gone. Returns
-    /// the suspensions the runtime records (`None`: it records none), for the controller to take.
-    pub async fn adopt(&self) -> Result<Option<BTreeMap<String, u64>>, AdoptError> {
-        let (schedulers, rooms, suspended) = self.discover().await?;
+    /// what else the runtime records, for the controller to take.
+    pub async fn adopt(&self) -> Result<Recorded, AdoptError> {
+        let (schedulers, rooms, recorded) = self.discover().await?;
         if schedulers + rooms > 0 {
             tracing::info!(
                 schedulers,
@@ -234,7 +247,7 @@ impl Fleet {
         );
         self.adopted
             .store(true, std::sync::atomic::Ordering::Release);
-        Ok(suspended)
+        Ok(recorded)
     }
 
     /// Whether the rooms recorded before this start have been taken back. Until then a room or a

@@ -46,6 +46,16 @@ pub enum SyncMode {
     Manual,
 }
 
+/// Why a suspension did not change.
+#[derive(Debug, thiserror::Error)]
+pub enum SuspendError {
+    /// The runtime could not record it (the API server): retry.
+    #[error("cannot record the suspension where the rooms run: {0}")]
+    Unrecorded(#[source] crate::runtime::RuntimeError),
+    #[error(transparent)]
+    Journal(crate::state::journal::StoreError),
+}
+
 #[derive(Debug, Clone)]
 pub struct ControllerOptions {
     pub prune: bool,
@@ -174,6 +184,23 @@ impl Controller {
     /// suspension changes (rooms and operations have their own: `registry` and `ops`).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// Suspend (or resume) applying git changes to scheduler `name`. Recorded where the rooms
+    /// run first (on Kubernetes, the namespace), so that a controller that takes over keeps it;
+    /// if that fails nothing changed.
+    pub async fn set_suspended(&self, name: &str, suspended: bool) -> Result<(), SuspendError> {
+        let since = suspended.then(crate::clock::now_ms);
+        self.fleet
+            .runtime
+            .record_suspension(name, since)
+            .await
+            .map_err(SuspendError::Unrecorded)?;
+        self.history
+            .set_suspended(name, since)
+            .map_err(SuspendError::Journal)?;
+        self.notify_changed();
+        Ok(())
     }
 
     /// Tell subscribers that what [`Controller::subscribe`] covers changed.

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, bearer};
-use crate::controller::{ApplyError, DesiredState};
+use crate::controller::{ApplyError, DesiredState, SuspendError};
 use crate::domain::plan::live::LiveState;
 use crate::domain::room::{Room, RoomStatus};
 use crate::source::SourceStatus;
@@ -442,9 +442,8 @@ async fn resume(
     set_suspended(&state, &name, &headers, false).await
 }
 
-/// Suspend or resume applying git changes to one scheduler (its rooms are still healed).
-/// Recorded where the rooms run first (on Kubernetes, the namespace), so that a controller
-/// that takes over keeps it; if that fails nothing changed and the answer is a 503.
+/// Suspend or resume applying git changes to one scheduler (its rooms are still healed); a
+/// suspension the runtime could not record is a 503, and nothing changed.
 async fn set_suspended(
     state: &AppState,
     name: &str,
@@ -453,17 +452,11 @@ async fn set_suspended(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let by = authorize_write(state, headers)?;
     ensure_scheduler(state, name)?;
-    let c = &state.controller;
-    let since = suspended.then(crate::clock::now_ms);
-    c.fleet
-        .runtime
-        .record_suspension(name, since)
-        .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
-    c.history
-        .set_suspended(name, since)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    c.notify_changed();
+    match state.controller.set_suspended(name, suspended).await {
+        Err(SuspendError::Unrecorded(e)) => return Err(ApiError::unavailable(e.to_string())),
+        Err(SuspendError::Journal(e)) => return Err(ApiError::internal(e.to_string())),
+        Ok(()) => {}
+    }
     tracing::info!(scheduler = name, suspended, by, "sync suspension changed");
     Ok(Json(
         serde_json::json!({"scheduler": name, "suspended": suspended}),

@@ -151,6 +151,8 @@ pub struct Discovered {
     /// Suspended schedulers with when they were suspended (Unix ms), as recorded by
     /// [`Runtime::record_suspension`]; `None` from a runtime that does not record them.
     pub suspended: Option<BTreeMap<String, u64>>,
+    /// Operations as recorded by [`Runtime::record_operation`] (the latest of each scheduler).
+    pub operations: Vec<crate::domain::operation::Operation>,
 }
 
 /// The variable a room finds its port `name` in: `TROUPE_PORT_<NAME>`, upper-cased, every
@@ -224,6 +226,11 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// A scheduler's applied spec changed (`None`: removed). Same rules as [`Runtime::record`].
     fn record_scheduler(&self, _name: &str, _applied: Option<&Applied>) {}
+
+    /// An operation changed (created, started, an event, finished): recorded where the rooms
+    /// run, with `drop` the ids of older operations of its scheduler no longer to keep there.
+    /// Same rules as [`Runtime::record`]: queued, newest per operation wins. By default nothing.
+    fn record_operation(&self, _op: &crate::domain::operation::Operation, _drop: &[String]) {}
 
     /// A person suspended syncing scheduler `name` (`Some(since_ms)`) or resumed it (`None`):
     /// recorded where the rooms run before it is answered, so that a controller that takes over

@@ -29,6 +29,16 @@ pub const MAX_HISTORY: usize = 2_000;
 /// Events kept per operation; a long wait does not grow an operation without bound.
 pub const MAX_EVENTS: usize = 200;
 
+/// Operations of one scheduler kept where the rooms run, when a [`Recorder`] is set.
+pub const KEPT_IN_RECORD: usize = 10;
+
+/// Where every change of an operation is also recorded: the Kubernetes runtime's cluster, so
+/// that a replica taking over knows the history and resumes what was running.
+pub trait Recorder: Send + Sync + 'static {
+    /// `op` changed; `drop`: older operations of its scheduler no longer to keep there.
+    fn record(&self, op: &Operation, drop: &[String]);
+}
+
 /// Errors of operation calls.
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -103,6 +113,7 @@ pub struct Operations {
     /// Journal writes that failed (the change they carried was not made).
     store_failures: std::sync::atomic::AtomicU64,
     executor: OnceLock<Arc<dyn Executor>>,
+    recorder: OnceLock<Arc<dyn Recorder>>,
     changes: watch::Sender<u64>,
     finished: tokio::sync::broadcast::Sender<Operation>,
 }
@@ -139,6 +150,7 @@ impl Operations {
             journal: Mutex::new(journal),
             store_failures: Default::default(),
             executor: OnceLock::new(),
+            recorder: OnceLock::new(),
             changes: watch::channel(0).0,
             finished: tokio::sync::broadcast::channel(256).0,
         }))
@@ -174,8 +186,59 @@ impl Operations {
             tracing::error!(op = %op.id, error = %e, "cannot journal operation; it is left as it was");
             return Err(e);
         }
+        if let Some(recorder) = self.recorder.get() {
+            let drop = if op.status.is_finished() {
+                beyond_record(&inner.ops, &op)
+            } else {
+                vec![]
+            };
+            recorder.record(&op, &drop);
+        }
         inner.ops.insert(op.id.clone(), op);
         Ok(())
+    }
+
+    /// Record every change from now on with `recorder` too (set once).
+    pub fn set_recorder(&self, recorder: Arc<dyn Recorder>) {
+        let _ = self.recorder.set(recorder);
+    }
+
+    /// Take the operations recorded where the rooms run that this history does not have (a
+    /// replica that takes over, with an empty disk): journaled as they were, and one that was
+    /// pending or running is pending here, for [`Operations::start`] to resume. New operations
+    /// are numbered after them. Returns how many were taken.
+    pub fn import(&self, recorded: Vec<Operation>) -> Result<usize, StoreError> {
+        let mut inner = self.lock();
+        let now = now_ms();
+        let mut taken = 0;
+        for mut op in recorded {
+            if inner.ops.contains_key(&op.id) {
+                continue;
+            }
+            if let Some(n) = op
+                .id
+                .strip_prefix("op-")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                inner.next = inner.next.max(n + 1);
+            }
+            if !op.status.is_finished() {
+                if op.status == OpStatus::Running {
+                    op.events.push(OpEvent {
+                        at: now,
+                        message: "the controller that ran it stopped: resuming".into(),
+                    });
+                }
+                op.status = OpStatus::Pending;
+            }
+            self.commit(&mut inner, op)?;
+            taken += 1;
+        }
+        drop(inner);
+        if taken > 0 {
+            self.notify();
+        }
+        Ok(taken)
     }
 
     /// Journal writes that failed since start.
@@ -593,6 +656,24 @@ impl Operations {
     }
 }
 
+/// The operations of `op`'s scheduler that fall out of the record now that `op` finished: the
+/// finished ones after the newest [`KEPT_IN_RECORD`], a few at a time (each finish pushes one
+/// out; a few more heal a drop that was lost).
+fn beyond_record(ops: &BTreeMap<String, Operation>, op: &Operation) -> Vec<String> {
+    let mut ids: Vec<&String> = ops
+        .values()
+        .filter(|o| o.scheduler == op.scheduler && o.status.is_finished() && o.id != op.id)
+        .map(|o| &o.id)
+        .collect();
+    // Ids sort in enqueue order; newest first. `op` itself is one of the kept.
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    ids.into_iter()
+        .skip(KEPT_IN_RECORD - 1)
+        .take(KEPT_IN_RECORD)
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -644,6 +725,84 @@ mod tests {
         };
         ops.enqueue(scheduler, OpKind::Heal, cause, None, false)
             .unwrap()
+    }
+
+    /// Every change of an operation as a recorder saw it: id, status, ids dropped.
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<(String, OpStatus, Vec<String>)>>);
+
+    impl super::Recorder for Seen {
+        fn record(&self, op: &Operation, drop: &[String]) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((op.id.clone(), op.status, drop.to_vec()));
+        }
+    }
+
+    /// A replica taking over with an empty disk gets the history from the record, resumes what
+    /// was running there, numbers new operations after it, and records every change, the
+    /// finished operations beyond the kept ones dropped from the record.
+    #[tokio::test]
+    async fn recorded_operations_are_imported_resumed_and_recorded_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = Operations::open(dir.path().join("before.jsonl")).unwrap();
+        let mut recorded: Vec<Operation> = (0..KEPT_IN_RECORD + 2)
+            .map(|_| {
+                let mut op = heal(&before, "arena");
+                op.status = OpStatus::Succeeded;
+                op
+            })
+            .collect();
+        let mut running = heal(&before, "arena");
+        running.status = OpStatus::Running;
+        running.events.push(OpEvent {
+            at: 1,
+            message: "starting 1 room(s)".into(),
+        });
+        recorded.push(running.clone());
+
+        let ops = Operations::open(dir.path().join("ops.jsonl")).unwrap();
+        let seen = Arc::new(Seen::default());
+        ops.set_recorder(seen.clone());
+        assert_eq!(ops.import(recorded.clone()).unwrap(), recorded.len());
+        assert_eq!(
+            ops.import(recorded.clone()).unwrap(),
+            0,
+            "known ones are skipped"
+        );
+        let resumed = ops.get(&running.id).unwrap();
+        assert_eq!(resumed.status, OpStatus::Pending);
+        assert_eq!(
+            resumed.events[0].message, "starting 1 room(s)",
+            "history kept"
+        );
+        assert!(resumed.events.last().unwrap().message.contains("resuming"));
+        let next = heal(&ops, "racer");
+        assert!(next.id > running.id, "{} after {}", next.id, running.id);
+
+        ops.start(Recorder::new(Duration::ZERO));
+        wait_finished(&ops, &running.id).await;
+        wait_finished(&ops, &next.id).await;
+        let seen = seen.0.lock().unwrap();
+        let (_, _, dropped) = seen
+            .iter()
+            .rev()
+            .find(|(id, status, _)| id == &running.id && status.is_finished())
+            .expect("the finish is recorded");
+        // Newest first: the resumed one and KEPT_IN_RECORD - 1 before it are kept.
+        assert_eq!(
+            dropped,
+            &vec![
+                recorded[2].id.clone(),
+                recorded[1].id.clone(),
+                recorded[0].id.clone()
+            ],
+        );
+        assert!(
+            seen.iter()
+                .any(|(id, status, _)| id == &next.id && *status == OpStatus::Pending)
+        );
     }
 
     #[tokio::test]

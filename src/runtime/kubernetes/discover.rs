@@ -6,7 +6,7 @@
 //! its containers started; `pending` before), and a pod being deleted is `terminating` whatever
 //! its label says. A transition discovery infers ([`inferred`]) need not be written to the pod.
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 
 use super::observe::{Phase, read_pod};
 use super::pod::{
@@ -14,6 +14,7 @@ use super::pod::{
     LABEL_ROOM, LABEL_SCHEDULER, LABEL_VERSION, namespace_of,
 };
 use crate::domain::Applied;
+use crate::domain::operation::Operation;
 use crate::domain::room::{Room, RoomStatus};
 
 /// The room a pod belongs to, when it belongs to this runtime: `(scheduler, room)`.
@@ -127,6 +128,33 @@ pub fn applied_from_namespace(ns: &Namespace, prefix: &str) -> Option<(String, A
             None
         }
     }
+}
+
+/// The operations recorded in an operations ConfigMap of this controller's (`prefix`): those
+/// of the scheduler whose namespace holds it; an entry that does not read is skipped, said once.
+pub fn operations_of(cm: &ConfigMap, prefix: &str) -> Vec<Operation> {
+    let Some(scheduler) = cm
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_SCHEDULER))
+    else {
+        return vec![];
+    };
+    if cm.metadata.namespace.as_deref() != Some(&namespace_of(prefix, scheduler)) {
+        return vec![];
+    }
+    let entries = cm.data.iter().flatten();
+    entries
+        .filter_map(|(id, text)| match serde_json::from_str::<Operation>(text) {
+            Ok(op) if &op.id == id && &op.scheduler == scheduler => Some(op),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(%scheduler, op = %id, error = %e, "operation recorded in the cluster is unreadable; skipped");
+                None
+            }
+        })
+        .collect()
 }
 
 /// The scheduler a namespace of this controller's (`prefix`) belongs to.

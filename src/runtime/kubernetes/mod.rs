@@ -49,13 +49,15 @@ use super::{
 };
 use crate::clock::now_ms;
 use crate::domain::Applied;
+use crate::domain::operation::Operation;
 use crate::domain::room::{Room, RoomStatus};
 use observe::{Action, Track, read_pod};
 use pod::{
     ANNOTATION_APPLIED, ANNOTATION_MATCHES, ANNOTATION_STATUS_SINCE, ANNOTATION_SUSPENDED,
-    LABEL_SCHEDULER, LABEL_STATUS, MANAGED_BY, MANAGED_SELECTOR, MANAGER, namespace_of,
+    LABEL_OPERATIONS, LABEL_SCHEDULER, LABEL_STATUS, MANAGED_BY, MANAGED_SELECTOR, MANAGER,
+    OPERATIONS, namespace_of,
 };
-use record::{Queue, Target, What, Write};
+use record::{Object, Queue, Target, What, Write};
 
 /// Name of this runtime in logs, errors and status.
 const RUNTIME_NAME: &str = "kubernetes";
@@ -289,7 +291,7 @@ impl Runtime for KubernetesRuntime {
         self.inner.records.push(
             Target {
                 namespace: self.inner.namespace(&room.scheduler),
-                pod: Some(room.id.clone()),
+                object: Object::Pod(room.id.clone()),
             },
             What::Room {
                 status: room.status,
@@ -319,11 +321,28 @@ impl Runtime for KubernetesRuntime {
         self.inner.records.push(
             Target {
                 namespace: self.inner.namespace(name),
-                pod: None,
+                object: Object::Namespace,
             },
             What::Scheduler {
                 scheduler: name.to_owned(),
                 applied: applied.and_then(|a| serde_json::to_string(a).ok()),
+            },
+        );
+    }
+
+    fn record_operation(&self, op: &Operation, drop: &[String]) {
+        let Ok(record) = serde_json::to_string(op) else {
+            return;
+        };
+        self.inner.records.push(
+            Target {
+                namespace: self.inner.namespace(&op.scheduler),
+                object: Object::Operation(op.id.clone()),
+            },
+            What::Operation {
+                scheduler: op.scheduler.clone(),
+                record,
+                drop: drop.to_vec(),
             },
         );
     }
@@ -1062,9 +1081,9 @@ impl Inner {
     }
 
     async fn write_queued(self: &Arc<Self>, target: &Target, mut write: Write) {
-        let result = match (&target.pod, &write.what) {
+        let result = match (&target.object, &write.what) {
             (
-                Some(pod),
+                Object::Pod(pod),
                 What::Room {
                     status,
                     since_ms,
@@ -1086,8 +1105,19 @@ impl Inner {
                 }
                 written
             }
-            (None, What::Scheduler { scheduler, applied }) => {
+            (Object::Namespace, What::Scheduler { scheduler, applied }) => {
                 self.write_applied(&target.namespace, scheduler, applied.as_deref())
+                    .await
+            }
+            (
+                Object::Operation(id),
+                What::Operation {
+                    scheduler,
+                    record,
+                    drop,
+                },
+            ) => {
+                self.write_operation(&target.namespace, scheduler, id, record, drop)
                     .await
             }
             _ => Ok(()),
@@ -1097,20 +1127,67 @@ impl Inner {
         };
         write.attempts += 1;
         if write.attempts >= RECORD_ATTEMPTS {
-            warn!(namespace = %target.namespace, pod = ?target.pod, error = %api_reason(&e),
+            warn!(namespace = %target.namespace, object = ?target.object, error = %api_reason(&e),
                 "giving up writing a room status or spec to the cluster");
             return;
         }
         let pause = crate::supervise::backoff(RECORD_RETRY_FIRST, RECORD_RETRY_MAX)
             .nth(write.attempts as usize - 1)
             .unwrap_or(RECORD_RETRY_MAX);
-        debug!(namespace = %target.namespace, pod = ?target.pod, error = %api_reason(&e), ?pause,
+        debug!(namespace = %target.namespace, object = ?target.object, error = %api_reason(&e), ?pause,
             "writing to the cluster failed; retrying");
         let (inner, target) = (Arc::clone(self), target.clone());
         tokio::spawn(async move {
             tokio::time::sleep(pause).await;
             inner.records.retry(target, write);
         });
+    }
+
+    /// Record operation `id` in its scheduler's operations ConfigMap (made on first use), and
+    /// drop the entries of `drop`.
+    async fn write_operation(
+        &self,
+        namespace: &str,
+        scheduler: &str,
+        id: &str,
+        record: &str,
+        drop: &[String],
+    ) -> Result<(), kube::Error> {
+        self.ensure_namespace(namespace, scheduler).await?;
+        let mut data = serde_json::Map::new();
+        data.insert(id.to_owned(), record.into());
+        for old in drop {
+            data.insert(old.clone(), serde_json::Value::Null);
+        }
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let patch = serde_json::json!({"data": data});
+        match api
+            .patch(OPERATIONS, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Err(e) if is_status(&e, |s| s.is_not_found()) => {
+                let labels = BTreeMap::from([
+                    (MANAGED_BY.to_owned(), MANAGER.to_owned()),
+                    (LABEL_SCHEDULER.to_owned(), scheduler.to_owned()),
+                    (LABEL_OPERATIONS.to_owned(), "true".to_owned()),
+                ]);
+                let cm = ConfigMap {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(OPERATIONS.to_owned()),
+                        labels: Some(labels),
+                        ..Default::default()
+                    },
+                    data: Some(BTreeMap::from([(id.to_owned(), record.to_owned())])),
+                    ..Default::default()
+                };
+                match api.create(&PostParams::default(), &cm).await {
+                    // Made meanwhile by an earlier write: patch it (the queue retries).
+                    Err(e) => Err(e),
+                    Ok(_) => Ok(()),
+                }
+            }
+            other => other.map(|_| ()),
+        }
     }
 
     /// Record on the scheduler's namespace that syncing it is suspended since `since_ms`, or
@@ -1216,6 +1293,15 @@ async fn read_cluster(
         )))
         .await
         .map_err(|e| backend("listing the allocation records", e))?;
+    let recorded_ops = Api::<ConfigMap>::all(client.clone())
+        .list(&ListParams::default().labels(&format!("{MANAGED_SELECTOR},{LABEL_OPERATIONS}=true")))
+        .await
+        .map_err(|e| backend("listing the operation records", e))?;
+    let operations = recorded_ops
+        .items
+        .iter()
+        .flat_map(|cm| discover::operations_of(cm, prefix))
+        .collect();
     let now = now_ms();
     let mut allocations: HashMap<String, ledger::Entries> = HashMap::new();
     for shard in &shards.items {
@@ -1253,6 +1339,7 @@ async fn read_cluster(
             rooms,
             schedulers,
             suspended: Some(suspended),
+            operations,
         },
         allocations,
     ))

@@ -43,6 +43,11 @@ pub const ANNOTATION_PORTS: &str = "troupe.dev/ports";
 pub const ANNOTATION_APPLIED: &str = "troupe.dev/applied";
 /// On a scheduler's namespace: since when (Unix ms) syncing it from the source is suspended.
 pub const ANNOTATION_SUSPENDED: &str = "troupe.dev/suspended";
+/// The ConfigMap of a scheduler's namespace that records its latest operations, one entry per
+/// operation id (the operation as JSON).
+pub const OPERATIONS: &str = "troupe-operations";
+/// The label that marks it.
+pub const LABEL_OPERATIONS: &str = "troupe.dev/operations";
 
 /// Why a pod cannot be built for a room.
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,11 @@
 //! The queue of writes that make the cluster alone enough to rebuild the fleet: each room's status
-//! on its pod, each applied spec on its scheduler's namespace.
+//! on its pod, each applied spec on its scheduler's namespace, each operation in its scheduler's
+//! operations ConfigMap.
 //!
 //! Must always hold: pushing never waits and never does I/O (it runs on the registry's status
-//! path, under pings); the queue holds at most one write per pod and per namespace — a newer
-//! write replaces an older one not yet sent — so it is bounded by the number of rooms and
-//! schedulers, and the cluster always ends up with the newest value. At most one write per
+//! path, under pings); the queue holds at most one write per pod, per namespace and per
+//! operation — a newer write replaces an older one not yet sent — so it is bounded by the number
+//! of rooms, schedulers and operations kept, and the cluster always ends up with the newest value. At most one write per
 //! target is in flight at a time, so two writes of one pod never land out of order.
 
 use std::collections::{HashMap, HashSet};
@@ -14,11 +15,21 @@ use tokio::sync::Notify;
 
 use crate::domain::room::RoomStatus;
 
-/// Where a write goes: a pod (`Some(name)`) or the namespace itself.
+/// Where a write goes: an object of a scheduler's namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
     pub namespace: String,
-    pub pod: Option<String>,
+    pub object: Object,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Object {
+    /// A room's pod, by name.
+    Pod(String),
+    /// The namespace itself.
+    Namespace,
+    /// An operation's entry in the operations ConfigMap, by operation id.
+    Operation(String),
 }
 
 /// One write, with how often it was tried.
@@ -40,6 +51,12 @@ pub enum What {
     Scheduler {
         scheduler: String,
         applied: Option<String>,
+    },
+    /// An operation (JSON), and older operations of its scheduler to drop from the record.
+    Operation {
+        scheduler: String,
+        record: String,
+        drop: Vec<String>,
     },
 }
 
@@ -145,7 +162,7 @@ mod tests {
     fn target(pod: &str) -> Target {
         Target {
             namespace: "arena".into(),
-            pod: Some(pod.into()),
+            object: Object::Pod(pod.into()),
         }
     }
 
@@ -157,7 +174,7 @@ mod tests {
         q.push(target("b"), room(RoomStatus::Ready));
         assert_eq!(q.depth(), 2);
         let mut taken = q.take();
-        taken.sort_by(|x, y| x.0.pod.cmp(&y.0.pod));
+        taken.sort_by(|x, y| format!("{:?}", x.0.object).cmp(&format!("{:?}", y.0.object)));
         assert_eq!(taken[0].1.what, room(RoomStatus::Ready));
         q.done(&target("a"));
 
