@@ -2195,3 +2195,38 @@ async fn an_interrupted_rollout_resumes_on_the_new_leader_with_its_history() {
         .collect();
     assert_eq!(images, vec!["registry.example/arena:2"; 2]);
 }
+
+/// An allocation whose client hangs up while its record is being written must not take the
+/// shard's writer down with it. The writer once ran inside the request: a request dropped
+/// mid-write left its shard marked as being written, and every later allocation of that shard
+/// waited forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocations_abandoned_by_their_clients_leave_the_ledger_writing() {
+    let env = Env::new("abandon").await;
+    let yaml = kube_yaml("arena", 12, (43700, 43750), "1", ON_GAME_NODES, "");
+    env.repo.commit("12 rooms", &[("arena.yaml", &yaml)]);
+    let server = env.serve(&["--allocation-ttl", "10m"]);
+    let _game = Game::start(&server, env.secret(), "arena");
+    wait_ready(&server, "arena", 12).await;
+    let url = format!("{}/scheduler/arena/rooms/allocate", server.url);
+    // Clients that give up after a few milliseconds, while their allocations are being
+    // recorded: whatever room each got stays recorded as allocated, nobody answered.
+    for wait_ms in [2, 4, 6, 8, 10, 12, 14, 16] {
+        let impatient = reqwest::Client::builder()
+            .timeout(Duration::from_millis(wait_ms))
+            .build()
+            .unwrap();
+        let _ = impatient.post(&url).send().await;
+    }
+    let http = reqwest::Client::new();
+    let mut handed = BTreeSet::new();
+    for _ in 0..2 {
+        let room = tokio::time::timeout(T, allocate_on_any(&http, &[server.url.clone()]))
+            .await
+            .expect("allocations are answered after the abandoned ones")
+            .expect("a room is left");
+        handed.insert(room);
+    }
+    let recorded = recorded_allocations(&env, "arena").await;
+    assert!(handed.is_subset(&recorded), "{handed:?} in {recorded:?}");
+}
