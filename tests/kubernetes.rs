@@ -2221,10 +2221,11 @@ async fn allocations_abandoned_by_their_clients_leave_the_ledger_writing() {
     let http = reqwest::Client::new();
     let mut handed = BTreeSet::new();
     for _ in 0..2 {
-        let room = tokio::time::timeout(T, allocate_on_any(&http, &[server.url.clone()]))
-            .await
-            .expect("allocations are answered after the abandoned ones")
-            .expect("a room is left");
+        let room =
+            tokio::time::timeout(T, allocate_on_any(&http, std::slice::from_ref(&server.url)))
+                .await
+                .expect("allocations are answered after the abandoned ones")
+                .expect("a room is left");
         handed.insert(room);
     }
     let recorded = recorded_allocations(&env, "arena").await;

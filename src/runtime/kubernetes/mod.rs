@@ -288,11 +288,9 @@ impl Runtime for KubernetesRuntime {
         {
             return;
         }
-        self.inner.records.push(
-            Target {
-                namespace: self.inner.namespace(&room.scheduler),
-                object: Object::Pod(room.id.clone()),
-            },
+        self.inner.push(
+            &room.scheduler,
+            Object::Pod(room.id.clone()),
             What::Room {
                 status: room.status,
                 since_ms: room.status_since,
@@ -302,13 +300,9 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn confirm_allocation(&self, room: &Room) -> Result<(), AllocationRefused> {
-        if let Some(leadership) = &self.inner.config.leadership
-            && !leadership.is_leading()
-        {
-            return Err(AllocationRefused::Unavailable(
-                "this replica no longer leads".into(),
-            ));
-        }
+        self.inner
+            .leading()
+            .map_err(|e| AllocationRefused::Unavailable(e.to_string()))?;
         let namespace = self.inner.namespace(&room.scheduler);
         ledger::Ledger::record(&self.inner, &namespace, &room.id, room.status_since).await
     }
@@ -318,11 +312,9 @@ impl Runtime for KubernetesRuntime {
     }
 
     fn record_scheduler(&self, name: &str, applied: Option<&Applied>) {
-        self.inner.records.push(
-            Target {
-                namespace: self.inner.namespace(name),
-                object: Object::Namespace,
-            },
+        self.inner.push(
+            name,
+            Object::Namespace,
             What::Scheduler {
                 scheduler: name.to_owned(),
                 applied: applied.and_then(|a| serde_json::to_string(a).ok()),
@@ -334,11 +326,9 @@ impl Runtime for KubernetesRuntime {
         let Ok(record) = serde_json::to_string(op) else {
             return;
         };
-        self.inner.records.push(
-            Target {
-                namespace: self.inner.namespace(&op.scheduler),
-                object: Object::Operation(op.id.clone()),
-            },
+        self.inner.push(
+            &op.scheduler,
+            Object::Operation(op.id.clone()),
             What::Operation {
                 scheduler: op.scheduler.clone(),
                 record,
@@ -352,14 +342,9 @@ impl Runtime for KubernetesRuntime {
         name: &str,
         since_ms: Option<u64>,
     ) -> Result<(), RuntimeError> {
-        if let Some(leadership) = &self.inner.config.leadership
-            && !leadership.is_leading()
-        {
-            return Err(backend(
-                "recording the suspension",
-                std::io::Error::other("this replica no longer leads"),
-            ));
-        }
+        self.inner
+            .leading()
+            .map_err(|e| backend("recording the suspension", e))?;
         let namespace = self.inner.namespace(name);
         self.inner
             .write_suspension(&namespace, name, since_ms)
@@ -385,6 +370,22 @@ impl Runtime for KubernetesRuntime {
 }
 
 impl Inner {
+    /// Queue a write of `object` in scheduler `scheduler`'s namespace.
+    fn push(&self, scheduler: &str, object: Object, what: What) {
+        let namespace = self.namespace(scheduler);
+        self.records.push(Target { namespace, object }, what);
+    }
+
+    /// Writes that must not come from a deposed leader check this first.
+    fn leading(&self) -> Result<(), std::io::Error> {
+        match &self.config.leadership {
+            Some(leadership) if !leadership.is_leading() => {
+                Err(std::io::Error::other("this replica no longer leads"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every update of the state is a single step: a poisoned lock is still consistent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
