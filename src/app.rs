@@ -173,6 +173,12 @@ impl Server {
                 crate::controller::samples::run(Arc::clone(&c), token.clone())
             });
         }
+        {
+            let (s, token) = (state.clone(), shutdown.clone());
+            tasks.restarting("scheduler-status", move || {
+                crate::http::api::report_statuses(s.clone(), token.clone())
+            });
+        }
         let http = crate::http::serve(listener, crate::http::router(state), shutdown.clone());
         let (http, supervised) = tokio::join!(
             async {

@@ -302,8 +302,8 @@ async fn drive(client: &Client, server: &Server, fleets: &Path) {
         },
     )
     .await;
-    let sync = text_of(client, r#"tr[data-scheduler="arena-eu"] .sync"#).await;
-    assert!(sync.contains("in sync"), "arena-eu is in sync: {sync:?}");
+    // The page fills each row's sync state as the plan arrives: wait for it, do not read once.
+    wait_text(client, r#"tr[data-scheduler="arena-eu"] .sync"#, "in sync").await;
     screenshot(client, "overview").await;
 
     // ---- a rollout whose new rooms are slow to start, canceled from the scheduler page ----

@@ -53,10 +53,23 @@ async fn cluster() -> Cluster {
         .await
         .unwrap_or_else(|e| panic!("TROUPE_TEST_KUBECONFIG={path}: {e}"));
     let client = Client::try_from(config).expect("a client for the test cluster");
-    Cluster {
-        kubeconfig: PathBuf::from(path),
-        client,
-    }
+    let kubeconfig = PathBuf::from(path);
+    // The Scheduler resource is defined as deploy/ defines it, once per run.
+    static DEFINED: std::sync::Once = std::sync::Once::new();
+    DEFINED.call_once(|| {
+        let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crd.yaml");
+        kubectl(&kubeconfig, &["apply", "-f", crd.to_str().unwrap()]);
+        kubectl(
+            &kubeconfig,
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/schedulers.troupe.dev",
+            ],
+        );
+    });
+    Cluster { kubeconfig, client }
 }
 
 /// One test's corner of the cluster: its namespace prefix, git repository, state directory and
@@ -490,7 +503,41 @@ async fn rooms_run_as_pods_get_their_address_and_become_ready_when_they_ping() {
     })
     .await;
 
-    // Pings that change nothing make no API call.
+    // Pings that change nothing make no API call. First the writes that follow the rooms'
+    // readiness settle: the scheduler's status resource (every 2 s) and the records queue.
+    let ns = env.namespace("arena");
+    wait_for(
+        "the scheduler's status to show the ready rooms",
+        T,
+        || async {
+            let out = std::process::Command::new(std::env::var("TROUPE_KUBECTL").unwrap())
+                .arg("--kubeconfig")
+                .arg(&env.cluster.kubeconfig)
+                .args(["get", "tsch", "arena", "-n", &ns])
+                .arg("-o=jsonpath={.status.rooms.ready} {.status.lastOperation}")
+                .output()
+                .unwrap();
+            let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+            (shown.starts_with("3 ") && shown.ends_with(" succeeded")).then_some(())
+        },
+    )
+    .await;
+    wait_for("the records to land", T, || async {
+        let metrics = server
+            .http
+            .get(format!("{}/metrics", server.url))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        metrics
+            .lines()
+            .any(|l| l == "troupe_runtime_records_pending 0")
+            .then_some(())
+    })
+    .await;
     let before = kube_requests(&server).await;
     server
         .metric_grows(r#"troupe_pings_total{outcome="ok""#, 30.0, T)
@@ -1000,6 +1047,7 @@ async fn deploy_creates_every_object_and_its_service_account_runs_two_replicas()
         "PodDisruptionBudget/troupe",
         "Service/troupe",
         "Namespace/troupe-system",
+        "CustomResourceDefinition/schedulers.troupe.dev",
     ] {
         assert!(kinds.contains(kind), "{kind} missing from {kinds:?}");
     }
@@ -2230,4 +2278,88 @@ async fn allocations_abandoned_by_their_clients_leave_the_ledger_writing() {
     }
     let recorded = recorded_allocations(&env, "arena").await;
     assert!(handed.is_subset(&recorded), "{handed:?} in {recorded:?}");
+}
+
+/// `kubectl get schedulers.troupe.dev` lists the fleet: each scheduler's resource has the
+/// version, the target and the rooms by status in its status, and follows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_lists_each_scheduler_with_its_rooms_by_status() {
+    let env = Env::new("kget").await;
+    let yaml = kube_yaml("arena", 3, (43800, 43850), "1", ON_GAME_NODES, "");
+    env.repo.commit("3 rooms", &[("arena.yaml", &yaml)]);
+    let server = env.serve(&[]);
+    let game = Game::start(&server, env.secret(), "arena");
+    let rooms = wait_ready(&server, "arena", 3).await;
+    let admin = env.cluster.kubeconfig.clone();
+    let ns = env.namespace("arena");
+    // Made within a status period of the fleet's adoption: not found until then.
+    let status = || {
+        let out = std::process::Command::new(std::env::var("TROUPE_KUBECTL").unwrap())
+            .arg("--kubeconfig")
+            .arg(&admin)
+            .args([
+                "get",
+                "schedulers.troupe.dev",
+                "arena",
+                "-n",
+                &ns,
+                "-o",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout).unwrap_or_default()["status"].clone()
+    };
+    let shown = wait_for("the resource to show 3 ready rooms", T, || async {
+        let s = status();
+        (s["rooms"]["ready"] == 3 && s["targetRooms"] == 3).then_some(s)
+    })
+    .await;
+    assert_eq!(shown["version"], rooms[0].version.as_str(), "{shown}");
+    assert_eq!(shown["game"], "arena");
+    assert!(
+        shown["lastOperation"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("create ")),
+        "{shown}"
+    );
+
+    game.occupy(&rooms[0].id);
+    wait_for("the resource to follow a match", T, || async {
+        let s = status();
+        (s["rooms"]["occupied"] == 1 && s["rooms"]["ready"] == 2 && s["busyRooms"] == 1)
+            .then_some(())
+    })
+    .await;
+    let table = kubectl(&admin, &["get", "tsch", "-n", &ns]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        &header[..8],
+        [
+            "NAME",
+            "GAME",
+            "VERSION",
+            "TARGET",
+            "READY",
+            "BUSY",
+            "TOTAL",
+            "SUSPENDED"
+        ],
+        "{table}"
+    );
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        &row[..8],
+        [
+            "arena",
+            "arena",
+            rooms[0].version.as_str(),
+            "3",
+            "2",
+            "1",
+            "3",
+            "false"
+        ],
+        "{table}"
+    );
 }

@@ -203,6 +203,17 @@ impl Controller {
         Ok(())
     }
 
+    /// Whether the rooms recorded before this start have been taken back (see
+    /// [`Fleet::adopted`]).
+    pub fn adopted(&self) -> bool {
+        self.fleet.adopted()
+    }
+
+    /// Hand scheduler `name`'s summary to the runtime, which shows it where the rooms run.
+    pub fn record_status(&self, name: &str, status: &crate::runtime::SchedulerStatus) {
+        self.fleet.runtime.record_status(name, status);
+    }
+
     /// Tell subscribers that what [`Controller::subscribe`] covers changed.
     pub fn notify_changed(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));

@@ -18,6 +18,7 @@ use super::{ApiError, AppState, bearer};
 use crate::controller::{ApplyError, DesiredState, SuspendError};
 use crate::domain::plan::live::LiveState;
 use crate::domain::room::{Room, RoomStatus};
+use crate::runtime::SchedulerStatus;
 use crate::source::SourceStatus;
 use crate::state::ops::{OpStatus, Operation, OpsError};
 
@@ -206,6 +207,60 @@ pub(super) fn summaries(state: &AppState) -> Vec<SchedulerSummary> {
         });
     }
     out.into_values().collect()
+}
+
+impl SchedulerSummary {
+    /// What the runtime shows of it (`kubectl get schedulers.troupe.dev`).
+    fn runtime_status(&self) -> SchedulerStatus {
+        let count = |s: &RoomStatus| self.rooms.get(s).copied().unwrap_or(0);
+        SchedulerStatus {
+            game: self.game.clone(),
+            version: self.version.clone(),
+            target_rooms: self.target_rooms,
+            total_rooms: self.total_rooms,
+            busy_rooms: RoomStatus::ALL
+                .iter()
+                .filter(|s| s.is_busy())
+                .map(count)
+                .sum(),
+            rooms: RoomStatus::ALL
+                .iter()
+                .filter(|s| **s != RoomStatus::Terminated)
+                .map(|s| (s.as_str(), count(s)))
+                .collect(),
+            suspended: self.suspended,
+            in_git: self.in_git,
+            last_operation: self
+                .last_operation
+                .as_ref()
+                .map(|o| format!("{} {} {}", o.kind.as_str(), o.id, o.status.as_str())),
+        }
+    }
+}
+
+/// How often the schedulers' summaries are looked at for the runtime.
+const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Send each scheduler's summary to the runtime when it changed (on Kubernetes: the status of its
+/// Scheduler resource, for `kubectl get`), looking every [`STATUS_EVERY`] once the fleet is
+/// adopted (before, the counts would be a start-up's, not the fleet's).
+pub async fn report_statuses(state: AppState, shutdown: tokio_util::sync::CancellationToken) {
+    let mut sent: BTreeMap<String, SchedulerStatus> = BTreeMap::new();
+    loop {
+        if state.controller.adopted() {
+            for summary in summaries(&state) {
+                let status = summary.runtime_status();
+                if sent.get(&summary.name) != Some(&status) {
+                    state.controller.record_status(&summary.name, &status);
+                    sent.insert(summary.name, status);
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(STATUS_EVERY) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 async fn schedulers(State(state): State<AppState>) -> Json<Vec<SchedulerSummary>> {

@@ -141,6 +141,26 @@ pub enum RuntimeError {
     Refused { scheduler: String, reason: String },
 }
 
+/// A scheduler as `kubectl get` shows it (on Kubernetes, its Scheduler resource's status):
+/// sent by the controller now and then, never read back.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulerStatus {
+    pub game: String,
+    pub version: String,
+    pub target_rooms: u32,
+    pub total_rooms: u32,
+    /// Allocated, occupied or active.
+    pub busy_rooms: u32,
+    /// Rooms by status, every status present (a merge leaves no stale count behind).
+    pub rooms: BTreeMap<&'static str, u32>,
+    pub suspended: bool,
+    pub in_git: bool,
+    /// `<kind> <id> <status>` of the latest operation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_operation: Option<String>,
+}
+
 /// What a runtime's backend knows without any state of Troupe's: rooms found running and
 /// scheduler specs recorded there (see [`Runtime::discover`]).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -231,6 +251,9 @@ pub trait Runtime: Send + Sync + 'static {
     /// run, with `drop` the ids of older operations of its scheduler no longer to keep there.
     /// Same rules as [`Runtime::record`]: queued, newest per operation wins. By default nothing.
     fn record_operation(&self, _op: &crate::domain::operation::Operation, _drop: &[String]) {}
+
+    /// The summary of scheduler `name` changed. Queued, newest wins; by default nothing.
+    fn record_status(&self, _name: &str, _status: &SchedulerStatus) {}
 
     /// A person suspended syncing scheduler `name` (`Some(since_ms)`) or resumed it (`None`):
     /// recorded where the rooms run before it is answered, so that a controller that takes over

@@ -29,13 +29,17 @@ pub mod ports;
 pub mod record;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+    Preconditions,
+};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, reflector::store::Writer};
@@ -45,7 +49,8 @@ use tokio::task::AbortHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{
-    Adopted, AllocationRefused, Discovered, Runtime, RuntimeError, RuntimeEvent, StartRoom, Started,
+    Adopted, AllocationRefused, Discovered, Runtime, RuntimeError, RuntimeEvent, SchedulerStatus,
+    StartRoom, Started,
 };
 use crate::clock::now_ms;
 use crate::domain::Applied;
@@ -120,6 +125,8 @@ struct Inner {
     state: Mutex<State>,
     records: Queue,
     ledger: ledger::Ledger,
+    /// The cluster does not define the Scheduler resource: no status is written.
+    no_scheduler_resource: AtomicBool,
 }
 
 #[derive(Default)]
@@ -222,6 +229,7 @@ impl KubernetesRuntime {
             state: Mutex::new(State::default()),
             records: Queue::default(),
             ledger: ledger::Ledger::default(),
+            no_scheduler_resource: AtomicBool::new(false),
         });
         let span = info_span!("kubernetes", prefix = %prefix);
         let tasks = vec![
@@ -318,6 +326,20 @@ impl Runtime for KubernetesRuntime {
             What::Scheduler {
                 scheduler: name.to_owned(),
                 applied: applied.and_then(|a| serde_json::to_string(a).ok()),
+            },
+        );
+    }
+
+    fn record_status(&self, name: &str, status: &SchedulerStatus) {
+        let Ok(status) = serde_json::to_value(status) else {
+            return;
+        };
+        self.inner.push(
+            name,
+            Object::Status,
+            What::Status {
+                scheduler: name.to_owned(),
+                status,
             },
         );
     }
@@ -1110,6 +1132,10 @@ impl Inner {
                 self.write_applied(&target.namespace, scheduler, applied.as_deref())
                     .await
             }
+            (Object::Status, What::Status { scheduler, status }) => {
+                self.write_status(&target.namespace, scheduler, status)
+                    .await
+            }
             (
                 Object::Operation(id),
                 What::Operation {
@@ -1142,6 +1168,57 @@ impl Inner {
             tokio::time::sleep(pause).await;
             inner.records.retry(target, write);
         });
+    }
+
+    /// Write the status of scheduler `scheduler`'s Scheduler resource, making the resource on
+    /// first use. Without the resource's definition in the cluster (deploy/crd.yaml) this says
+    /// so once and writes no status again.
+    async fn write_status(
+        &self,
+        namespace: &str,
+        scheduler: &str,
+        status: &serde_json::Value,
+    ) -> Result<(), kube::Error> {
+        if self.no_scheduler_resource.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.ensure_namespace(namespace, scheduler).await?;
+        let resource = scheduler_resource();
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &resource);
+        let patch = serde_json::json!({"status": status});
+        let params = PatchParams::default();
+        match api
+            .patch_status(scheduler, &params, &Patch::Merge(&patch))
+            .await
+        {
+            Err(e) if is_status(&e, |s| s.is_not_found()) => {}
+            other => return other.map(|_| ()),
+        }
+        let mut object = DynamicObject::new(scheduler, &resource)
+            .within(namespace)
+            .data(serde_json::json!({"spec": {"game": status["game"]}}));
+        object.metadata.labels = Some(BTreeMap::from([
+            (MANAGED_BY.to_owned(), MANAGER.to_owned()),
+            (LABEL_SCHEDULER.to_owned(), scheduler.to_owned()),
+        ]));
+        match api.create(&PostParams::default(), &object).await {
+            Err(e) if is_status(&e, |s| s.is_not_found()) => {
+                if !self.no_scheduler_resource.swap(true, Ordering::Relaxed) {
+                    warn!(
+                        "the Scheduler resource (schedulers.troupe.dev) is not defined in this cluster: `kubectl get` will not list schedulers; apply deploy/crd.yaml"
+                    );
+                }
+                return Ok(());
+            }
+            Err(e) if is_status(&e, |s| s.is_already_exists()) => {}
+            other => {
+                other?;
+            }
+        }
+        api.patch_status(scheduler, &params, &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
     }
 
     /// Record operation `id` in its scheduler's operations ConfigMap (made on first use), and
@@ -1232,6 +1309,17 @@ impl Inner {
             Err(e) if applied.is_none() && is_status(&e, |s| s.is_not_found()) => Ok(()),
             other => other.map(|_| ()),
         }
+    }
+}
+
+/// The Scheduler resource of deploy/crd.yaml.
+fn scheduler_resource() -> ApiResource {
+    ApiResource {
+        group: "troupe.dev".into(),
+        version: "v1alpha1".into(),
+        api_version: "troupe.dev/v1alpha1".into(),
+        kind: "Scheduler".into(),
+        plural: "schedulers".into(),
     }
 }
 

@@ -30,6 +30,8 @@ pub enum Object {
     Namespace,
     /// An operation's entry in the operations ConfigMap, by operation id.
     Operation(String),
+    /// The scheduler's Scheduler resource (its status).
+    Status,
 }
 
 /// One write, with how often it was tried.
@@ -51,6 +53,11 @@ pub enum What {
     Scheduler {
         scheduler: String,
         applied: Option<String>,
+    },
+    /// A scheduler's summary, for its Scheduler resource's status.
+    Status {
+        scheduler: String,
+        status: serde_json::Value,
     },
     /// An operation (JSON), and older operations of its scheduler to drop from the record.
     Operation {
