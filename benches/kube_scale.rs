@@ -102,6 +102,11 @@ async fn run(kubeconfig: &str, wanted: u32) {
     let _ = classes
         .create(&kube::api::PostParams::default(), &class)
         .await;
+    // As deployed: the Scheduler resource is defined, so its status writes are measured too.
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    let crd = serde_saphyr::from_str(include_str!("../deploy/crd.yaml")).expect("deploy/crd.yaml");
+    let _ = crds.create(&kube::api::PostParams::default(), &crd).await;
     let mut suffix = [0u8; 3];
     getrandom::fill(&mut suffix).unwrap();
     let prefix = format!("bench-{}-", hex::encode(suffix));
