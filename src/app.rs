@@ -255,6 +255,9 @@ async fn reconcile_after_adoption(
     if let Some(suspended) = &recorded.suspended {
         adopt_suspensions(&controller, suspended).await;
     }
+    if let Err(e) = controller.history.adopt_revisions(recorded.revisions) {
+        tracing::error!(error = %e, "cannot journal the revisions recorded in the runtime");
+    }
     match controller.ops.import(recorded.operations) {
         Ok(0) => {}
         Ok(n) => tracing::info!(

@@ -2218,6 +2218,17 @@ async fn an_interrupted_rollout_resumes_on_the_new_leader_with_its_history() {
         said(&resumed, "starting") && said(&resumed, "resuming"),
         "the first leader's events, then the resume: {resumed:#?}"
     );
+    // The revisions seen: v1 only by the first leader, taken from the cluster.
+    let revisions: Vec<troupe::controller::RevisionRecord> =
+        second.get_as("/api/v1/revisions").await;
+    let commits: Vec<&str> = revisions
+        .iter()
+        .filter_map(|r| r.commit.as_deref())
+        .collect();
+    assert!(
+        commits.iter().any(|c| c.ends_with(": v1")) && commits.iter().any(|c| c.ends_with(": v2")),
+        "{revisions:#?}"
+    );
     let _game = Game::start_on(&[&second], env.secret(), "arena");
     let done = wait_for("the rollout to finish", T, || async {
         second

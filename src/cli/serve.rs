@@ -363,13 +363,15 @@ async fn stand_by(
         let _ = task.await;
         return Ok(None);
     }
-    // The cluster is the store: rooms, applied specs, suspensions and operations a former
-    // leadership left on this disk may be stale. The leader rebuilds them from the cluster.
+    // The cluster is the store: rooms, applied specs, suspensions, operations and revisions seen
+    // that a former leadership left on this disk may be stale. The leader rebuilds them from the
+    // cluster.
     for stale in [
         "rooms.jsonl",
         "schedulers.jsonl",
         "suspended.jsonl",
         "operations.jsonl",
+        "revisions.jsonl",
     ] {
         match std::fs::remove_file(args.state_dir.join(stale)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

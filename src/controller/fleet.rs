@@ -47,6 +47,8 @@ pub struct Recorded {
     pub suspended: Option<BTreeMap<String, u64>>,
     /// Operations, the latest of each scheduler.
     pub operations: Vec<Operation>,
+    /// Revisions seen.
+    pub revisions: Vec<crate::state::history::RevisionRecord>,
 }
 
 /// Why the rooms recorded before could not be taken back yet (retried with backoff).
@@ -189,6 +191,7 @@ impl Fleet {
         let recorded = Recorded {
             suspended: found.suspended,
             operations: found.operations,
+            revisions: found.revisions,
         };
         Ok((schedulers, rooms, recorded))
     }

@@ -291,11 +291,16 @@ impl Controller {
             Ok(docs) => (0, docs.len()),
             Err(e) => (e.0.len(), 0),
         };
-        if let Err(e) = self
+        match self
             .history
             .seen(&snapshot.revision, commit, errors, schedulers)
         {
-            tracing::error!(error = %e, "cannot record the revision");
+            Ok(true) => self
+                .fleet
+                .runtime
+                .record_revisions(&self.history.revisions()),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "cannot record the revision"),
         }
         match loaded {
             Ok(docs) => {

@@ -173,6 +173,8 @@ pub struct Discovered {
     pub suspended: Option<BTreeMap<String, u64>>,
     /// Operations as recorded by [`Runtime::record_operation`] (the latest of each scheduler).
     pub operations: Vec<crate::domain::operation::Operation>,
+    /// Revisions seen, as recorded by [`Runtime::record_revisions`].
+    pub revisions: Vec<crate::state::history::RevisionRecord>,
 }
 
 /// The variable a room finds its port `name` in: `TROUPE_PORT_<NAME>`, upper-cased, every
@@ -251,6 +253,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// run, with `drop` the ids of older operations of its scheduler no longer to keep there.
     /// Same rules as [`Runtime::record`]: queued, newest per operation wins. By default nothing.
     fn record_operation(&self, _op: &crate::domain::operation::Operation, _drop: &[String]) {}
+
+    /// The revisions seen changed (newest first, bounded): queued, newest wins; by default
+    /// nothing.
+    fn record_revisions(&self, _revisions: &[crate::state::history::RevisionRecord]) {}
 
     /// The summary of scheduler `name` changed. Queued, newest wins; by default nothing.
     fn record_status(&self, _name: &str, _status: &SchedulerStatus) {}

@@ -61,13 +61,14 @@ impl History {
     }
 
     /// Record that a revision was seen (once per revision) and, when `good`, that it now runs.
+    /// Returns whether the list changed.
     pub fn seen(
         &self,
         id: &str,
         commit: Option<String>,
         errors: usize,
         schedulers: usize,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut inner = self.lock();
         let now = now_ms();
         let mut rec = inner.revisions.get(id).cloned().unwrap_or(RevisionRecord {
@@ -82,10 +83,30 @@ impl History {
             rec.applied_at = Some(now);
         }
         if inner.revisions.get(id) == Some(&rec) {
-            return Ok(());
+            return Ok(false);
         }
         inner.revisions_journal.put(id, &rec)?;
         inner.revisions.insert(id.to_string(), rec);
+        Self::bound(&mut inner)?;
+        Ok(true)
+    }
+
+    /// Take the revisions recorded where the rooms run that this journal does not have (a
+    /// replica that takes over learns what its predecessor saw).
+    pub fn adopt_revisions(&self, recorded: Vec<RevisionRecord>) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for rec in recorded {
+            if inner.revisions.contains_key(&rec.id) {
+                continue;
+            }
+            inner.revisions_journal.put(&rec.id, &rec)?;
+            inner.revisions.insert(rec.id.clone(), rec);
+        }
+        Self::bound(&mut inner)
+    }
+
+    /// Forget the oldest revisions past [`MAX_REVISIONS`]; compact the journal when it asks.
+    fn bound(inner: &mut Inner) -> Result<(), StoreError> {
         while inner.revisions.len() > MAX_REVISIONS {
             let oldest = inner
                 .revisions
@@ -101,7 +122,7 @@ impl History {
                 revisions,
                 revisions_journal,
                 ..
-            } = &mut *inner;
+            } = inner;
             revisions_journal.compact(revisions.iter())?;
         }
         Ok(())
@@ -189,6 +210,38 @@ mod tests {
             h.seen(&format!("r{i}"), None, 0, 1).unwrap();
         }
         assert_eq!(h.revisions().len(), MAX_REVISIONS);
+    }
+
+    #[test]
+    fn revisions_recorded_elsewhere_are_added_once_journaled_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(dir.path()).unwrap();
+        assert!(h.seen("mine", None, 0, 1).unwrap());
+        assert!(
+            !h.seen("mine", None, 0, 1).unwrap(),
+            "seen again: no change"
+        );
+        let theirs: Vec<RevisionRecord> = (0..MAX_REVISIONS + 3)
+            .map(|i| RevisionRecord {
+                id: format!("r{i}"),
+                commit: None,
+                seen_at: i as u64,
+                errors: 0,
+                schedulers: 1,
+                applied_at: Some(i as u64),
+            })
+            .collect();
+        h.adopt_revisions(theirs).unwrap();
+        let revs = h.revisions();
+        assert_eq!(revs.len(), MAX_REVISIONS);
+        assert!(revs.iter().any(|r| r.id == "mine"), "the newest is kept");
+        assert!(!revs.iter().any(|r| r.id == "r0"), "the oldest went");
+        drop(h);
+        assert_eq!(
+            History::open(dir.path()).unwrap().revisions(),
+            revs,
+            "journaled"
+        );
     }
 
     #[test]

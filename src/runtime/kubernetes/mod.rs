@@ -330,6 +330,19 @@ impl Runtime for KubernetesRuntime {
         );
     }
 
+    fn record_revisions(&self, revisions: &[crate::state::history::RevisionRecord]) {
+        let Ok(json) = serde_json::to_string(revisions) else {
+            return;
+        };
+        self.inner.records.push(
+            Target {
+                namespace: self.inner.client.default_namespace().to_owned(),
+                object: Object::Revisions,
+            },
+            What::Revisions(json),
+        );
+    }
+
     fn record_status(&self, name: &str, status: &SchedulerStatus) {
         let Ok(status) = serde_json::to_value(status) else {
             return;
@@ -1132,6 +1145,9 @@ impl Inner {
                 self.write_applied(&target.namespace, scheduler, applied.as_deref())
                     .await
             }
+            (Object::Revisions, What::Revisions(json)) => {
+                self.write_revisions(&target.namespace, json).await
+            }
             (Object::Status, What::Status { scheduler, status }) => {
                 self.write_status(&target.namespace, scheduler, status)
                     .await
@@ -1168,6 +1184,38 @@ impl Inner {
             tokio::time::sleep(pause).await;
             inner.records.retry(target, write);
         });
+    }
+
+    /// Write the revisions seen to this controller's revisions ConfigMap in `namespace` (its
+    /// own), made on first use.
+    async fn write_revisions(&self, namespace: &str, json: &str) -> Result<(), kube::Error> {
+        let name = revisions_name(&self.config.namespace_prefix);
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let patch = serde_json::json!({"data": {REVISIONS_KEY: json}});
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Err(e) if is_status(&e, |s| s.is_not_found()) => {
+                let cm = ConfigMap {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(name),
+                        labels: Some(BTreeMap::from([(
+                            MANAGED_BY.to_owned(),
+                            MANAGER.to_owned(),
+                        )])),
+                        ..Default::default()
+                    },
+                    data: Some(BTreeMap::from([(
+                        REVISIONS_KEY.to_owned(),
+                        json.to_owned(),
+                    )])),
+                    ..Default::default()
+                };
+                api.create(&PostParams::default(), &cm).await.map(|_| ())
+            }
+            other => other.map(|_| ()),
+        }
     }
 
     /// Write the status of scheduler `scheduler`'s Scheduler resource, making the resource on
@@ -1312,6 +1360,14 @@ impl Inner {
     }
 }
 
+/// The ConfigMap, in the controller's own namespace, that records the revisions it saw.
+fn revisions_name(prefix: &str) -> String {
+    format!("{prefix}troupe-revisions")
+}
+
+/// Its one entry: the revisions, newest first, JSON.
+const REVISIONS_KEY: &str = "revisions.json";
+
 /// The Scheduler resource of deploy/crd.yaml.
 fn scheduler_resource() -> ApiResource {
     ApiResource {
@@ -1391,6 +1447,24 @@ async fn read_cluster(
         .iter()
         .flat_map(|cm| discover::operations_of(cm, prefix))
         .collect();
+    let revisions = Api::<ConfigMap>::namespaced(client.clone(), client.default_namespace())
+        .get_opt(&revisions_name(prefix))
+        .await
+        // History only: a reader that may not see it (`troupe plan` with a narrower account)
+        // goes on without.
+        .unwrap_or_else(|e| {
+            warn!(error = %api_reason(&e), "cannot read the revisions seen; going on without them");
+            None
+        })
+        .and_then(|cm| cm.data?.remove(REVISIONS_KEY))
+        .and_then(|json| match serde_json::from_str(&json) {
+            Ok(revisions) => Some(revisions),
+            Err(e) => {
+                warn!(error = %e, "revisions recorded in the cluster are unreadable; ignored");
+                None
+            }
+        })
+        .unwrap_or_default();
     let now = now_ms();
     let mut allocations: HashMap<String, ledger::Entries> = HashMap::new();
     for shard in &shards.items {
@@ -1429,6 +1503,7 @@ async fn read_cluster(
             schedulers,
             suspended: Some(suspended),
             operations,
+            revisions,
         },
         allocations,
     ))

@@ -32,6 +32,8 @@ pub enum Object {
     Operation(String),
     /// The scheduler's Scheduler resource (its status).
     Status,
+    /// The controller's revisions ConfigMap (in the controller's own namespace).
+    Revisions,
 }
 
 /// One write, with how often it was tried.
@@ -54,6 +56,8 @@ pub enum What {
         scheduler: String,
         applied: Option<String>,
     },
+    /// The revisions seen, JSON.
+    Revisions(String),
     /// A scheduler's summary, for its Scheduler resource's status.
     Status {
         scheduler: String,
