@@ -105,7 +105,11 @@ async fn run(kubeconfig: &str, wanted: u32) {
     // As deployed: the Scheduler resource is defined, so its status writes are measured too.
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(client.clone());
-    let crd = serde_saphyr::from_str(include_str!("../deploy/crd.yaml")).expect("deploy/crd.yaml");
+    let crd = serde_saphyr::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml"))
+            .expect("deploy/crd.yaml"),
+    )
+    .expect("deploy/crd.yaml");
     let _ = crds.create(&kube::api::PostParams::default(), &crd).await;
     let mut suffix = [0u8; 3];
     getrandom::fill(&mut suffix).unwrap();

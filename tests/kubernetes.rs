@@ -904,6 +904,32 @@ async fn a_controller_restarted_without_its_state_directory_rebuilds_the_fleet_f
         })
     })
     .await;
+    // History a person would miss: the operation that made the fleet, a suspension, the
+    // revision seen, all recorded in the cluster before the state directory goes.
+    let (status, body) = server.post("/api/v1/schedulers/arena/suspend", &()).await;
+    assert_eq!(status, 200, "{body}");
+    let records: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(env.cluster.client.clone(), &env.namespace("arena"));
+    let create = wait_for("the finished create recorded in the cluster", T, || async {
+        let cm = records.get_opt("troupe-operations").await.ok()??;
+        let op: Operation = serde_json::from_str(cm.data?.values().next()?).ok()?;
+        (op.status == OpStatus::Succeeded).then_some(op)
+    })
+    .await;
+    let seen: Vec<troupe::controller::RevisionRecord> = server.get_as("/api/v1/revisions").await;
+    let own: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::default_namespaced(env.cluster.client.clone());
+    wait_for("the revision recorded in the cluster", T, || async {
+        let cm = own
+            .get_opt(&format!("{}troupe-revisions", env.prefix))
+            .await
+            .ok()??;
+        cm.data?
+            .get("revisions.json")?
+            .contains(&seen[0].id)
+            .then_some(())
+    })
+    .await;
 
     server.kill9();
     drop(game);
@@ -931,6 +957,18 @@ async fn a_controller_restarted_without_its_state_directory_rebuilds_the_fleet_f
             .all(|r| !r.host.is_empty() && game_port(r) >= 42600)
     );
     assert_eq!(version_of(&server, "arena").await, version);
+    let ops = server.ops("arena").await;
+    assert!(
+        ops.iter().any(|o| o.id == create.id
+            && o.status == OpStatus::Succeeded
+            && o.events == create.events),
+        "the create and its events: {ops:#?}"
+    );
+    let schedulers: Vec<SchedulerSummary> = server.get_as("/api/v1/schedulers").await;
+    assert!(schedulers[0].suspended, "{schedulers:#?}");
+    let revisions: Vec<troupe::controller::RevisionRecord> =
+        server.get_as("/api/v1/revisions").await;
+    assert_eq!(revisions, seen, "the first sighting, not this start's");
 
     // The game servers carry on with their tokens; nothing is replaced.
     let game = Game::start(&server, env.secret(), "arena");
