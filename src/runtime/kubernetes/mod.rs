@@ -1324,19 +1324,9 @@ impl Inner {
         scheduler: &str,
         since_ms: Option<u64>,
     ) -> Result<(), kube::Error> {
-        if since_ms.is_some() {
-            self.ensure_namespace(namespace, scheduler).await?;
-        }
         let value = since_ms.map(|ms| ms.to_string());
-        let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_SUSPENDED: value}}});
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        match api
-            .patch(namespace, &PatchParams::default(), &Patch::Merge(&patch))
+        self.write_annotation(namespace, scheduler, ANNOTATION_SUSPENDED, value.as_deref())
             .await
-        {
-            Err(e) if since_ms.is_none() && is_status(&e, |s| s.is_not_found()) => Ok(()),
-            other => other.map(|_| ()),
-        }
     }
 
     async fn write_applied(
@@ -1345,16 +1335,29 @@ impl Inner {
         scheduler: &str,
         applied: Option<&str>,
     ) -> Result<(), kube::Error> {
-        if applied.is_some() {
+        self.write_annotation(namespace, scheduler, ANNOTATION_APPLIED, applied)
+            .await
+    }
+
+    /// Set annotation `key` of the scheduler's namespace (made first if need be), or remove it
+    /// (`None`; a namespace that is gone has nothing to remove).
+    async fn write_annotation(
+        &self,
+        namespace: &str,
+        scheduler: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<(), kube::Error> {
+        if value.is_some() {
             self.ensure_namespace(namespace, scheduler).await?;
         }
-        let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_APPLIED: applied}}});
+        let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
         let api: Api<Namespace> = Api::all(self.client.clone());
         match api
             .patch(namespace, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Err(e) if applied.is_none() && is_status(&e, |s| s.is_not_found()) => Ok(()),
+            Err(e) if value.is_none() && is_status(&e, |s| s.is_not_found()) => Ok(()),
             other => other.map(|_| ()),
         }
     }
