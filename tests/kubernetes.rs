@@ -510,13 +510,17 @@ async fn rooms_run_as_pods_get_their_address_and_become_ready_when_they_ping() {
         "the scheduler's status to show the ready rooms",
         T,
         || async {
-            let out = std::process::Command::new(std::env::var("TROUPE_KUBECTL").unwrap())
-                .arg("--kubeconfig")
-                .arg(&env.cluster.kubeconfig)
-                .args(["get", "tsch", "arena", "-n", &ns])
-                .arg("-o=jsonpath={.status.rooms.ready} {.status.lastOperation}")
-                .output()
-                .unwrap();
+            let out = kubectl_run(
+                &env.cluster.kubeconfig,
+                &[
+                    "get",
+                    "tsch",
+                    "arena",
+                    "-n",
+                    &ns,
+                    "-o=jsonpath={.status.rooms.ready} {.status.lastOperation}",
+                ],
+            );
             let shown = String::from_utf8_lossy(&out.stdout).into_owned();
             (shown.starts_with("3 ") && shown.ends_with(" succeeded")).then_some(())
         },
@@ -993,17 +997,22 @@ async fn a_controller_restarted_without_its_state_directory_rebuilds_the_fleet_f
     assert!(plan.changes.is_empty(), "nothing to change: {plan:#?}");
 }
 
-/// `kubectl` of the test cluster, as `kubeconfig`'s user.
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
+/// `kubectl` of the test cluster, as `kubeconfig`'s user: what it printed and how it exited.
+fn kubectl_run(kubeconfig: &Path, args: &[&str]) -> std::process::Output {
     let kubectl = std::env::var("TROUPE_KUBECTL").unwrap_or_else(|_| {
         panic!("TROUPE_KUBECTL is not set: the cluster's env file (tests/cluster/up.sh) exports it")
     });
-    let out = std::process::Command::new(&kubectl)
+    std::process::Command::new(&kubectl)
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(args)
         .output()
-        .expect("kubectl runs");
+        .expect("kubectl runs")
+}
+
+/// [`kubectl_run`] that must succeed: its standard output.
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = kubectl_run(kubeconfig, args);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -1093,16 +1102,19 @@ async fn deploy_creates_every_object_and_its_service_account_runs_two_replicas()
     // The room-token secret, created as deployment.yaml says; each replica reads it as its
     // volume would hold it.
     let secret = String::from_utf8(env.secret()).unwrap();
-    let made = std::process::Command::new(std::env::var("TROUPE_KUBECTL").unwrap())
-        .arg("--kubeconfig")
-        .arg(&admin)
-        .args(["-n", "troupe-system", "create", "secret", "generic"])
-        .args([
+    let literal = format!("--from-literal=secret={secret}");
+    let made = kubectl_run(
+        &admin,
+        &[
+            "-n",
+            "troupe-system",
+            "create",
+            "secret",
+            "generic",
             "troupe-room-secret",
-            &format!("--from-literal=secret={secret}"),
-        ])
-        .output()
-        .unwrap();
+            &literal,
+        ],
+    );
     let stderr = String::from_utf8_lossy(&made.stderr);
     assert!(
         made.status.success() || stderr.contains("already exists"),
@@ -1142,12 +1154,7 @@ async fn deploy_creates_every_object_and_its_service_account_runs_two_replicas()
     );
     kubectl(&kubeconfig, &["config", "use-context", "troupe"]);
     let can = |verb: &str, resource: &str, ns: &str| {
-        let out = std::process::Command::new(std::env::var("TROUPE_KUBECTL").unwrap())
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(["auth", "can-i", verb, resource, "-n", ns])
-            .output()
-            .unwrap();
+        let out = kubectl_run(&kubeconfig, &["auth", "can-i", verb, resource, "-n", ns]);
         String::from_utf8_lossy(&out.stdout).trim() == "yes"
     };
     assert!(can("create", "pods", "any-scheduler"));
@@ -1251,14 +1258,22 @@ async fn deploy_creates_every_object_and_its_service_account_runs_two_replicas()
     }
 }
 
+/// A test's fleet for allocation: scheduler `arena` of `rooms` rooms on `ports`, served with
+/// allocations kept 10 minutes, its game servers pinging, every room ready.
+async fn allocatable(env: &Env, rooms: u32, ports: (u16, u16)) -> (Server, Game) {
+    let yaml = kube_yaml("arena", rooms, ports, "1", ON_GAME_NODES, "");
+    env.repo
+        .commit(&format!("{rooms} rooms"), &[("arena.yaml", &yaml)]);
+    let server = env.serve(&["--allocation-ttl", "10m"]);
+    let game = Game::start(&server, env.secret(), "arena");
+    wait_ready(&server, "arena", rooms as usize).await;
+    (server, game)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocation_hands_each_pod_room_out_once_and_records_it_on_the_pod() {
     let env = Env::new("alloc").await;
-    let yaml = kube_yaml("arena", 20, (42600, 42700), "1", ON_GAME_NODES, "");
-    env.repo.commit("20 rooms", &[("arena.yaml", &yaml)]);
-    let server = env.serve(&["--allocation-ttl", "10m"]);
-    let _game = Game::start(&server, env.secret(), "arena");
-    wait_ready(&server, "arena", 20).await;
+    let (server, _game) = allocatable(&env, 20, (42600, 42700)).await;
 
     let http = reqwest::Client::new();
     let calls = (0..64).map(|_| {
@@ -2136,6 +2151,19 @@ async fn pods_refused_by_pod_security_show_in_the_plan_and_fail_the_operation_be
     }
 }
 
+/// Two replicas with a 3 s lease, each with its own state directory: the first leads (waited
+/// for), the second stands by.
+async fn leader_and_standby(env: &Env) -> (Server, Server) {
+    let args = ["--leader-elect", "--lease-duration", "3s"];
+    let first = env.serve_in(&env.dir.path().join("a"), &args);
+    wait_for("the first replica leads", T, || async {
+        is_ready(&first).await.then_some(())
+    })
+    .await;
+    let second = env.serve_in(&env.dir.path().join("b"), &args);
+    (first, second)
+}
+
 /// A suspension is recorded on the scheduler's namespace before it is answered: the standby that
 /// takes over, with a state directory that never saw it, keeps the scheduler suspended (a git
 /// change waits), and its resume clears the record.
@@ -2144,13 +2172,7 @@ async fn a_suspension_outlives_its_leader_and_reaches_a_replica_with_an_empty_di
     let env = Env::new("suspend").await;
     let yaml = |rooms| kube_yaml("arena", rooms, (43500, 43550), "1", ON_GAME_NODES, "");
     env.repo.commit("2 rooms", &[("arena.yaml", &yaml(2))]);
-    let args = ["--leader-elect", "--lease-duration", "3s"];
-    let mut first = env.serve_in(&env.dir.path().join("a"), &args);
-    wait_for("the first replica leads", T, || async {
-        is_ready(&first).await.then_some(())
-    })
-    .await;
-    let second = env.serve_in(&env.dir.path().join("b"), &args);
+    let (mut first, second) = leader_and_standby(&env).await;
     let _game = Game::start_on(&[&first, &second], env.secret(), "arena");
     wait_ready(&first, "arena", 2).await;
 
@@ -2208,13 +2230,7 @@ async fn an_interrupted_rollout_resumes_on_the_new_leader_with_its_history() {
     let env = Env::new("resume").await;
     let yaml = |tag| kube_yaml("arena", 2, (43600, 43650), tag, ON_GAME_NODES, "");
     env.repo.commit("v1", &[("arena.yaml", &yaml("1"))]);
-    let args = ["--leader-elect", "--lease-duration", "3s"];
-    let mut first = env.serve_in(&env.dir.path().join("a"), &args);
-    wait_for("the first replica leads", T, || async {
-        is_ready(&first).await.then_some(())
-    })
-    .await;
-    let second = env.serve_in(&env.dir.path().join("b"), &args);
+    let (mut first, second) = leader_and_standby(&env).await;
     let game = Game::start_on(&[&first], env.secret(), "arena");
     wait_ready(&first, "arena", 2).await;
     // No game server answers for the new version's rooms: the rollout waits for them to start.
@@ -2300,11 +2316,7 @@ async fn an_interrupted_rollout_resumes_on_the_new_leader_with_its_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocations_abandoned_by_their_clients_leave_the_ledger_writing() {
     let env = Env::new("abandon").await;
-    let yaml = kube_yaml("arena", 12, (43700, 43750), "1", ON_GAME_NODES, "");
-    env.repo.commit("12 rooms", &[("arena.yaml", &yaml)]);
-    let server = env.serve(&["--allocation-ttl", "10m"]);
-    let _game = Game::start(&server, env.secret(), "arena");
-    wait_ready(&server, "arena", 12).await;
+    let (server, _game) = allocatable(&env, 12, (43700, 43750)).await;
     let url = format!("{}/scheduler/arena/rooms/allocate", server.url);
     // Clients that give up after a few milliseconds, while their allocations are being
     // recorded: whatever room each got stays recorded as allocated, nobody answered.
@@ -2343,10 +2355,9 @@ async fn kubectl_get_lists_each_scheduler_with_its_rooms_by_status() {
     let ns = env.namespace("arena");
     // Made within a status period of the fleet's adoption: not found until then.
     let status = || {
-        let out = std::process::Command::new(std::env::var("TROUPE_KUBECTL").unwrap())
-            .arg("--kubeconfig")
-            .arg(&admin)
-            .args([
+        let out = kubectl_run(
+            &admin,
+            &[
                 "get",
                 "schedulers.troupe.dev",
                 "arena",
@@ -2354,9 +2365,8 @@ async fn kubectl_get_lists_each_scheduler_with_its_rooms_by_status() {
                 &ns,
                 "-o",
                 "json",
-            ])
-            .output()
-            .unwrap();
+            ],
+        );
         serde_json::from_slice::<Value>(&out.stdout).unwrap_or_default()["status"].clone()
     };
     let shown = wait_for("the resource to show 3 ready rooms", T, || async {

@@ -1260,9 +1260,8 @@ impl Inner {
                 return Ok(());
             }
             Err(e) if is_status(&e, |s| s.is_already_exists()) => {}
-            other => {
-                other?;
-            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
         }
         api.patch_status(scheduler, &params, &Patch::Merge(&patch))
             .await
@@ -1306,11 +1305,9 @@ impl Inner {
                     data: Some(BTreeMap::from([(id.to_owned(), record.to_owned())])),
                     ..Default::default()
                 };
-                match api.create(&PostParams::default(), &cm).await {
-                    // Made meanwhile by an earlier write: patch it (the queue retries).
-                    Err(e) => Err(e),
-                    Ok(_) => Ok(()),
-                }
+                // Made meanwhile by another operation's write: a conflict, and the queue's retry
+                // patches it.
+                api.create(&PostParams::default(), &cm).await.map(|_| ())
             }
             other => other.map(|_| ()),
         }
