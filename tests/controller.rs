@@ -273,3 +273,39 @@ async fn a_version_whose_rooms_cannot_start_fails_its_operation_with_the_reason(
         "a room that could not start says why: {rooms:#?}"
     );
 }
+
+/// A room that served and then broke while its operation was finishing is drift to heal, not a
+/// start that failed. The create took its last step 50 ms after its rooms' last change, saw the
+/// room's exit there and failed with it ("room … failed"), and nothing healed the fleet after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_that_served_and_broke_as_its_create_finished_is_replaced_and_the_create_succeeds() {
+    let fleet = Running::start(revision("r1", &arena(2))).await;
+    fleet
+        .wait_rooms("2 rooms running", |rs| {
+            rs.len() == 2 && rs.iter().all(|r| r.status == RoomStatus::Unready)
+        })
+        .await;
+    fleet.ping_all_ready();
+    let victim = fleet.rooms()[0].id.clone();
+    fleet
+        .controller
+        .fleet
+        .handle_event(troupe::runtime::RuntimeEvent::Exited {
+            scheduler: "arena".into(),
+            room: victim.clone(),
+            clean: false,
+            reason: "killed by hand".into(),
+        });
+    fleet
+        .wait_rooms("the broken room replaced", |rs| {
+            rs.iter().filter(|r| r.id != victim).count() == 2
+        })
+        .await;
+    fleet.ready(2).await;
+    let ops = fleet.controller.ops.list(Some("arena"), 10);
+    assert!(
+        ops.iter()
+            .all(|o| o.status == troupe::domain::operation::OpStatus::Succeeded),
+        "{ops:#?}"
+    );
+}

@@ -476,11 +476,11 @@ impl Fleet {
                 return Err(OpError::Failed(format!("scheduler {name} is not applied")));
             };
             let rooms = self.registry.list(Some(name));
-            // Fail fast: a room this operation started broke before it ever served.
-            if let Some(bad) = rooms
-                .iter()
-                .find(|r| started.contains(&r.id) && r.status == RoomStatus::Error)
-            {
+            // Fail fast: a room this operation started broke before it ever served (it never
+            // pinged). One that served and broke since is drift: replaced like any other.
+            if let Some(bad) = rooms.iter().find(|r| {
+                started.contains(&r.id) && r.status == RoomStatus::Error && r.last_ping.is_none()
+            }) {
                 return Err(OpError::Failed(format!(
                     "room {} failed: {}",
                     bad.id,
